@@ -1,0 +1,217 @@
+"""The channel-dependency graph: channel spaces as networkx nodes, couplings as edges, groups and units.
+
+* A **group** is a connected component of spaces: everything that must change size together.
+* A **unit** is an equivalence class of *atoms* ``(space, index)`` under the couplings' index maps: the
+  smallest thing that can be removed (channel 7 of a residual stream in every conv, BN and add it touches).
+  Units come from one sparse connected-components call over all atoms, so the cost is linear in the number
+  of channels and no Python loop runs per channel.
+* A group is **frozen** when any of its spaces is: graph inputs and outputs, axes a rule cannot map, ops with
+  no rule at all, ``--exclude``. Frozen groups keep every channel; the reasons are kept for the report.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Iterable, Mapping
+
+import networkx as nx
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from .errors import UsageError
+from .ir import Graph, Node
+from .rules import RULES, Coupling, Freeze, NodeChannels, RuleContext, RuleError, Space
+
+
+@dataclass(frozen=True, eq=False)
+class Group:
+    """Spaces that shrink together. ``labels[space][i]`` is the unit of atom i (only when prunable)."""
+
+    id: int
+    spaces: tuple[Space, ...]
+    sizes: Mapping[Space, int]
+    params: tuple[Space, ...]
+    freezes: tuple[Freeze, ...]
+    labels: Mapping[Space, np.ndarray]
+    n_units: int
+    coupled: bool  # at least one coupling: a real channel group rather than a lone axis
+
+    @property
+    def frozen(self) -> bool:
+        return bool(self.freezes)
+
+    @property
+    def prunable(self) -> bool:
+        return not self.freezes and bool(self.params) and self.n_units > 1
+
+    @property
+    def candidate(self) -> bool:
+        """Worth reporting: coupled channels that hold parameters (spatial and kernel axes are not)."""
+        return self.coupled and bool(self.params)
+
+    def reasons(self, limit: int = 3) -> list[str]:
+        """Distinct freeze reasons, explicit ones first."""
+        ordered = sorted(self.freezes, key=lambda f: not f.explicit)
+        seen = dict.fromkeys(f"{f.reason} ({f.space} at {f.node})" if f.node else f"{f.reason} ({f.space})" for f in ordered)
+        return list(seen)[:limit]
+
+
+@dataclass(frozen=True, eq=False)
+class ChannelGraph:
+    """The analysis of one graph: the networkx space graph, its groups, and what each rule said."""
+
+    graph: Graph
+    nx: nx.MultiGraph
+    groups: tuple[Group, ...]
+    group_of: Mapping[Space, int]
+    stats: frozenset[str]
+    unmapped: tuple[Node, ...]  # nodes with no channel rule
+
+    @property
+    def candidates(self) -> tuple[Group, ...]:
+        return tuple(g for g in self.groups if g.candidate)
+
+    @property
+    def prunable(self) -> tuple[Group, ...]:
+        return tuple(g for g in self.groups if g.prunable)
+
+    def group(self, space: Space) -> Group:
+        return self.groups[self.group_of[space]]
+
+
+def analyse(graph: Graph, exclude: Iterable[str] = ()) -> ChannelGraph:
+    """Run every node's rule, build the space graph, and derive groups and units."""
+    excluded = excluded_nodes(graph, list(exclude))
+    said = [node_channels(graph, n, n.name in excluded) for n in graph.nodes]
+    freezes = [f for s in said for f in s.freezes] + interface_freezes(graph)
+    couplings = [c for s in said for c in s.couplings]
+    virtual = dict(v for s in said for v in s.virtual)
+    g = space_graph(graph, couplings, virtual)
+    groups, group_of = derive_groups(graph, g, couplings, freezes)
+    unmapped = tuple(n for n in graph.nodes if n.op not in RULES)
+    stats = frozenset(t for s in said for t in s.stats)
+    return ChannelGraph(graph, g, groups, MappingProxyType(group_of), stats, unmapped)
+
+
+def excluded_nodes(graph: Graph, patterns: list[str]) -> set[str]:
+    """Node names matched by ``--exclude`` patterns (fnmatch); a pattern matching nothing is an error."""
+    out: set[str] = set()
+    for pat in patterns:
+        hit = {n.name for n in graph.nodes if fnmatch.fnmatchcase(n.name, pat) or fnmatch.fnmatchcase(n.source, pat)}
+        if not hit:
+            raise UsageError(f"--exclude '{pat}' matches no node; run 'graphprune inspect' to see node names")
+        out |= hit
+    return out
+
+
+def node_channels(graph: Graph, node: Node, excluded: bool = False) -> NodeChannels:
+    """Apply the node's rule; whatever it leaves unmapped (or everything, on failure) is frozen."""
+    spaces = [Space(t, k) for t in node.touched if graph.shape(t) is not None for k in range(len(graph.shape(t)))]
+    unknown = [t for t in node.touched if graph.shape(t) is None]
+    rule = RULES.get(node.op)
+    if excluded:
+        return frozen_all(spaces, node, "excluded by --exclude")
+    if rule is None or node.domain not in ("", "ai.onnx"):
+        return frozen_all(spaces, node, f"no channel rule for op {qualified(node)}")
+    if unknown:
+        return frozen_all(spaces, node, f"shape of '{unknown[0]}' unknown")
+    ctx = RuleContext(graph, node)
+    try:
+        rule.apply(ctx)
+    except RuleError as exc:
+        return frozen_all(spaces, node, f"{node.op} rule: {exc}")
+    said = ctx.result()
+    default = tuple(Freeze(s, f"{node.op} does not map this axis", node.name, explicit=False)
+                    for s in spaces if s not in ctx.accounted)
+    return NodeChannels(said.couplings, said.freezes + default, said.virtual, said.stats)
+
+
+def qualified(node: Node) -> str:
+    return f"{node.domain}::{node.op}" if node.domain not in ("", "ai.onnx") else node.op
+
+
+def frozen_all(spaces: list[Space], node: Node, reason: str) -> NodeChannels:
+    return NodeChannels((), tuple(Freeze(s, reason, node.name) for s in spaces))
+
+
+def interface_freezes(graph: Graph) -> list[Freeze]:
+    out = []
+    for names, what in ((graph.inputs, "graph input"), (graph.outputs, "graph output")):
+        for t in names:
+            shape = graph.shape(t) or ()
+            out += [Freeze(Space(t, k), what, "") for k in range(len(shape))]
+    return out
+
+
+def space_graph(graph: Graph, couplings: list[Coupling], virtual: Mapping[Space, int]) -> nx.MultiGraph:
+    """networkx multigraph: one node per space (size, is_param), one edge per coupling (map, node)."""
+    g = nx.MultiGraph()
+    for name, t in graph.tensors.items():
+        if t.shape is not None:
+            is_param = t.is_const and np.issubdtype(t.value.dtype, np.floating)
+            for k, d in enumerate(t.shape):
+                g.add_node(Space(name, k), size=int(d), param=is_param)
+    for space, size in virtual.items():
+        g.add_node(space, size=int(size), param=False)
+    for c in couplings:
+        g.add_edge(c.a, c.b, src=c.a, map=c.map, node=c.node)
+    return g
+
+
+def derive_groups(graph: Graph, g: nx.MultiGraph, couplings: list[Coupling],
+                  freezes: list[Freeze]) -> tuple[tuple[Group, ...], dict[Space, int]]:
+    frozen_by: dict[Space, list[Freeze]] = {}
+    for f in freezes:
+        frozen_by.setdefault(f.space, []).append(f)
+    components = [list(c) for c in nx.connected_components(g)]
+    group_of = {s: gid for gid, comp in enumerate(components) for s in comp}
+    live = [gid for gid, comp in enumerate(components)
+            if not any(s in frozen_by for s in comp) and any(g.nodes[s]["param"] for s in comp)]
+    labels, n_units = unit_labels(g, [components[i] for i in live], couplings, group_of, set(live))
+    groups = []
+    for gid, comp in enumerate(components):
+        comp.sort()
+        groups.append(Group(
+            id=gid, spaces=tuple(comp), sizes=MappingProxyType({s: g.nodes[s]["size"] for s in comp}),
+            params=tuple(s for s in comp if g.nodes[s]["param"]),
+            freezes=tuple(f for s in comp for f in frozen_by.get(s, ())),
+            labels=MappingProxyType(labels.get(gid, {})), n_units=n_units.get(gid, 0),
+            coupled=g.degree(comp[0]) > 0 or len(comp) > 1))
+    return tuple(groups), group_of
+
+
+def unit_labels(g: nx.MultiGraph, comps: list[list[Space]], couplings: list[Coupling], group_of: Mapping[Space, int],
+                live: set[int]) -> tuple[dict[int, dict[Space, np.ndarray]], dict[int, int]]:
+    """Connected components over atoms of the live groups, with one sparse call for all of them."""
+    offset: dict[Space, int] = {}
+    total = 0
+    for comp in comps:
+        for s in comp:
+            offset[s] = total
+            total += g.nodes[s]["size"]
+    rows, cols = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for c in couplings:
+        if group_of[c.a] in live:
+            ia, ib = c.map.pairs(g.nodes[c.a]["size"], g.nodes[c.b]["size"])
+            rows.append(ia + offset[c.a])
+            cols.append(ib + offset[c.b])
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    adjacency = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(total, total))
+    _, atom_label = connected_components(adjacency, directed=False)
+    labels: dict[int, dict[Space, np.ndarray]] = {}
+    n_units: dict[int, int] = {}
+    for comp in comps:
+        gid = group_of[comp[0]]
+        spans = [(s, offset[s], g.nodes[s]["size"]) for s in comp]
+        joined = np.concatenate([atom_label[o:o + n] for _, o, n in spans])
+        uniq, compact = np.unique(joined, return_inverse=True)
+        n_units[gid] = len(uniq)
+        labels[gid] = {}
+        pos = 0
+        for s, _, n in spans:
+            labels[gid][s] = compact[pos:pos + n]
+            pos += n
+    return labels, n_units

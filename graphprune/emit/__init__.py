@@ -1,0 +1,1 @@
+"""Emitters apply a plan back to a source representation."""

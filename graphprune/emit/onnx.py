@@ -1,0 +1,94 @@
+"""ONNX emitter: slice every initializer along its pruned axes, shrink value shapes, and let per-op fixes
+rewrite what depends on channel counts (see :mod:`graphprune.emit.onnx_fixes`).
+
+It edits a graphsurgeon copy of the folded source, so the input model is never touched.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from ..errors import InternalError
+from ..ir import Graph
+from ..plan import Plan
+from ..rules import Space
+from .onnx_fixes import FIXES
+
+
+@dataclass(frozen=True, eq=False)
+class FixContext:
+    """What a per-op fix may ask: kept indices and new sizes of the original graph's spaces."""
+
+    plan: Plan
+    graph: Graph
+    opset: int
+
+    def kept(self, tensor: str, axis: int) -> np.ndarray | None:
+        return self.plan.kept(Space(tensor, axis))
+
+    def kept_virtual(self, label: str) -> np.ndarray | None:
+        return self.plan.kept(Space(label, 0, virtual=True))
+
+    def new_shape(self, tensor: str) -> tuple[int, ...]:
+        shape = self.graph.shape(tensor)
+        return tuple(len(k) if (k := self.kept(tensor, a)) is not None else d for a, d in enumerate(shape))
+
+    def changed(self, tensor: str) -> bool:
+        return self.new_shape(tensor) != self.graph.shape(tensor)
+
+
+def emit(model: onnx.ModelProto, graph: Graph, plan: Plan) -> onnx.ModelProto:
+    """The model with ``plan`` applied; a copy of ``model`` when the plan removes nothing."""
+    if plan.empty:
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+        return out
+    g = gs.import_onnx(model)
+    slice_tensors(g, plan)
+    ctx = FixContext(plan, graph, graph.opset)
+    for node in g.nodes:
+        fix = FIXES.get(node.op)
+        if fix is not None:
+            fix(node, ctx)
+    out = gs.export_onnx(g, do_type_check=False)
+    out.ir_version = model.ir_version
+    del out.opset_import[:]
+    out.opset_import.extend(model.opset_import)
+    out.graph.name = model.graph.name
+    return checked_shapes(out)
+
+
+def slice_tensors(g: gs.Graph, plan: Plan) -> None:
+    by_tensor: dict[str, list[tuple[int, np.ndarray]]] = defaultdict(list)
+    for space, kept in plan.keep.items():
+        if not space.virtual:
+            by_tensor[space.tensor].append((space.axis, kept))
+    tensors = g.tensors()
+    for name, axes in by_tensor.items():
+        t = tensors.get(name)
+        if t is None:
+            raise InternalError(f"plan names tensor '{name}', which is not in the model")
+        if isinstance(t, gs.Constant):
+            values = np.asarray(t.values)
+            for axis, kept in axes:
+                values = np.take(values, kept, axis=axis)
+            t.values = np.ascontiguousarray(values)
+        elif t.shape is not None:
+            shape = list(t.shape)
+            for axis, kept in axes:
+                shape[axis] = len(kept)
+            t.shape = shape
+
+
+def checked_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Re-infer every shape strictly: a fix that got a size wrong fails here, naming the node."""
+    del model.graph.value_info[:]
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception as exc:
+        raise InternalError(f"emitted model is inconsistent: {str(exc).splitlines()[0]}") from exc

@@ -1,0 +1,109 @@
+"""Per-op fixes for the ONNX emitter: attributes and constant inputs that encode channel counts.
+
+Each fix gets the graphsurgeon node (inputs and outputs already resized) and a context that knows the
+original shapes and the kept indices. Fixes never edit a shared constant: they attach a new one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..rules.tensor import resolved_range
+
+if TYPE_CHECKING:
+    from .onnx import FixContext
+
+
+def fresh_constant(node: gs.Node, label: str, values) -> gs.Constant:
+    return gs.Constant(f"{node.name}::{label}", np.asarray(values, np.int64))
+
+
+def set_input(node: gs.Node, index: int, tensor: gs.Tensor) -> None:
+    while len(node.inputs) <= index:
+        node.inputs.append(gs.Variable.empty())
+    node.inputs[index] = tensor
+
+
+def fix_group(node: gs.Node, ctx: "FixContext") -> None:
+    """Grouped conv: ``group`` becomes the number of kept groups."""
+    kept = ctx.kept_virtual(f"{node.name}#groups")
+    if kept is not None:
+        node.attrs["group"] = len(kept)
+
+
+def fix_split(node: gs.Node, ctx: "FixContext") -> None:
+    """Split: write the new sizes explicitly (input from opset 13, attribute before)."""
+    x = node.inputs[0].name
+    axis = int(node.attrs.get("axis", 0)) % len(ctx.graph.shape(x))
+    if all(ctx.kept(o.name, axis) is None for o in node.outputs):
+        return
+    sizes = [ctx.new_shape(o.name)[axis] for o in node.outputs]
+    if ctx.opset >= 13:
+        set_input(node, 1, fresh_constant(node, "split", sizes))
+        node.attrs.pop("num_outputs", None)
+    else:
+        node.attrs["split"] = sizes
+
+
+def fix_slice(node: gs.Node, ctx: "FixContext") -> None:
+    """Slice: the new start is the number of kept input atoms before the old one."""
+    x, y = node.inputs[0].name, node.outputs[0].name
+    if not ctx.changed(x) and not ctx.changed(y):
+        return
+    shape = ctx.graph.shape(x)
+    if ctx.opset >= 10:
+        vals = [None if i >= len(node.inputs) or not node.inputs[i].name else np.asarray(node.inputs[i].values)
+                for i in range(1, 5)]
+        starts, ends, axes, steps = vals
+    else:
+        starts, ends, axes, steps = (node.attrs.get("starts"), node.attrs.get("ends"), node.attrs.get("axes"), None)
+    axes = list(range(len(starts))) if axes is None else [int(a) % len(shape) for a in axes]
+    steps = [1] * len(axes) if steps is None else [int(s) for s in steps]
+    new_starts, new_ends, changed = [], [], False
+    for a, s, e, st in zip(axes, starts, ends, steps):
+        taken = resolved_range(int(s), int(e), st, shape[a])
+        kept_in, kept_out = ctx.kept(x, a), ctx.kept(y, a)
+        if st != 1 or (kept_in is None and kept_out is None):
+            new_starts.append(int(s)); new_ends.append(int(e))
+            continue
+        changed = True
+        start = taken.start if kept_in is None else int(np.searchsorted(kept_in, taken.start))
+        new_starts.append(start)
+        new_ends.append(start + ctx.new_shape(y)[a])
+    if not changed:
+        return
+    if ctx.opset >= 10:
+        for i, (label, v) in enumerate((("starts", new_starts), ("ends", new_ends), ("axes", axes), ("steps", steps)), 1):
+            set_input(node, i, fresh_constant(node, label, v))
+    else:
+        node.attrs.update(starts=new_starts, ends=new_ends, axes=axes)
+
+
+def fix_reshape(node: gs.Node, ctx: "FixContext") -> None:
+    """Reshape: explicit new sizes, keeping an original -1 where it was."""
+    y = node.outputs[0].name
+    if not ctx.changed(y) and not ctx.changed(node.inputs[0].name):
+        return
+    old = np.asarray(node.inputs[1].values).reshape(-1)
+    new = [-1 if int(o) == -1 else d for o, d in zip(old, ctx.new_shape(y))]
+    node.inputs[1] = fresh_constant(node, "shape", new)
+
+
+def fix_resize(node: gs.Node, ctx: "FixContext") -> None:
+    """Resize given by ``sizes``: write the new output sizes."""
+    y = node.outputs[0].name
+    if node.op == "Resize" and len(node.inputs) > 3 and node.inputs[3].name and ctx.changed(y):
+        node.inputs[3] = fresh_constant(node, "sizes", ctx.new_shape(y))
+
+
+FIXES: dict[str, Callable[[gs.Node, "FixContext"], None]] = {
+    "Conv": fix_group,
+    "ConvTranspose": fix_group,
+    "Split": fix_split,
+    "Slice": fix_slice,
+    "Reshape": fix_reshape,
+    "Resize": fix_resize,
+}

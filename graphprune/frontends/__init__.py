@@ -1,0 +1,1 @@
+"""Frontends lower a source model into :mod:`graphprune.ir`."""

@@ -1,0 +1,281 @@
+"""ONNX frontend: load safely, pin input shapes, fold constants, infer shapes, lower to the IR.
+
+Folding comes first because exported models often compute weights (``Constant``, ``ConstantOfShape``) and
+shapes (``Shape → Gather → Concat → Reshape``) inside the graph; channel rules need them as plain constants.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import numpy_helper
+
+from ..errors import InputShapeError, ModelLoadError
+from ..ir import Graph, Node, Tensor
+
+MIN_OPSET = 7
+MAX_OPSET = onnx.defs.onnx_opset_version()
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """The source as given (``original``), the folded, named, shape-inferred proto, and its IR."""
+
+    original: onnx.ModelProto
+    model: onnx.ModelProto
+    graph: Graph
+    input_shapes: Mapping[str, tuple[int, ...]]
+    path: Path | None = None
+
+
+def load(source: str | os.PathLike | onnx.ModelProto,
+         input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> LoadedModel:
+    """Load ``source`` and lower it. Raises :class:`ModelLoadError` / :class:`InputShapeError` on bad input."""
+    path = None if isinstance(source, onnx.ModelProto) else Path(source)
+    original = source if path is None else read_model(path)
+    check_opset(original)
+    shapes = resolve_input_shapes(original, input_shapes or {})
+    model = fold(with_input_shapes(original, shapes))
+    return LoadedModel(original=original, model=model, graph=to_ir(model), input_shapes=shapes, path=path)
+
+
+def read_model(path: Path) -> onnx.ModelProto:
+    """Parse an ONNX file; external data must stay inside the model's folder."""
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file")
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"{path}: empty file, not an ONNX model")
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise ModelLoadError(f"{path}: not a valid ONNX protobuf ({type(exc).__name__}); is the file truncated?") from exc
+    if not model.graph.node and not model.graph.output:
+        raise ModelLoadError(f"{path}: parsed, but holds no graph; is it an ONNX model?")
+    load_external_data_safely(model, path.parent)
+    return model
+
+
+def load_external_data_safely(model: onnx.ModelProto, base: Path) -> None:
+    """Refuse external-data locations that escape ``base`` (absolute, ``..``, symlinks), then load them."""
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+    root = base.resolve()
+    external = [t for t in _get_all_tensors(model) if uses_external_data(t)]
+    for tensor in external:
+        location = ExternalDataInfo(tensor).location
+        target = (base / location).resolve()
+        if os.path.isabs(location) or not target.is_relative_to(root) or target == root:
+            raise ModelLoadError(f"tensor '{tensor.name}': external data location '{location}' escapes the model's folder; refusing to read it")
+        if not target.is_file():
+            raise ModelLoadError(f"tensor '{tensor.name}': external data file '{location}' is missing")
+    if external:
+        try:
+            onnx.external_data_helper.load_external_data_for_model(model, str(base))
+        except Exception as exc:
+            raise ModelLoadError(f"cannot read external data: {exc}") from exc
+
+
+def check_opset(model: onnx.ModelProto) -> None:
+    opset = default_opset(model)
+    if opset is None:
+        raise ModelLoadError("model declares no default-domain opset import")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ModelLoadError(f"opset {opset} is not supported (supported: {MIN_OPSET}..{MAX_OPSET})")
+
+
+def default_opset(model: onnx.ModelProto) -> int | None:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    return None
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Real inputs: graph inputs that are not initializers (old exporters list weights as inputs too)."""
+    inits = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+def declared_shape(vi: onnx.ValueInfoProto) -> tuple[int | str | None, ...]:
+    dims = vi.type.tensor_type.shape.dim
+    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims)
+
+
+def resolve_input_shapes(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """Static shape for every input: from the model, overridden by ``given``; dynamic dims must be given."""
+    inputs = {vi.name: vi for vi in graph_inputs(model)}
+    unknown = sorted(set(given) - set(inputs))
+    if unknown:
+        raise InputShapeError(f"--input-shape names {unknown}, but the model's inputs are {sorted(inputs)}")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, vi in inputs.items():
+        if not vi.type.HasField("tensor_type"):
+            raise ModelLoadError(f"input '{name}' is not a tensor; only tensor inputs are supported")
+        dims = declared_shape(vi)
+        if name in given:
+            shape = tuple(int(d) for d in given[name])
+            if len(shape) != len(dims) or any(isinstance(d, int) and d > 0 and d != s for d, s in zip(dims, shape)):
+                raise InputShapeError(f"--input-shape {name}:{','.join(map(str, shape))} does not fit the model's shape {fmt_dims(dims)}")
+        elif all(isinstance(d, int) and d > 0 for d in dims):
+            shape = tuple(dims)
+        else:
+            raise InputShapeError(f"input '{name}' has dynamic shape {fmt_dims(dims)}; pass --input-shape {name}:{example_dims(dims)}")
+        if any(s <= 0 for s in shape):
+            raise InputShapeError(f"input '{name}': dimensions must be positive, got {shape}")
+        shapes[name] = shape
+    return shapes
+
+
+def fmt_dims(dims) -> str:
+    return "[" + ",".join("?" if d in (None, 0) else str(d) for d in dims) + "]"
+
+
+def example_dims(dims) -> str:
+    return ",".join(str(d) if isinstance(d, int) and d > 0 else "1" for d in dims)
+
+
+def with_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]]) -> onnx.ModelProto:
+    """A copy with static input shapes and stale intermediate shapes dropped (they may hold dynamic dims)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for vi in out.graph.input:
+        if vi.name in shapes:
+            dims = vi.type.tensor_type.shape.dim
+            for d, s in zip(dims, shapes[vi.name]):
+                d.Clear()
+                d.dim_value = s
+    del out.graph.value_info[:]
+    return out
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as exc:
+        raise ModelLoadError(f"ONNX shape inference failed: {str(exc).splitlines()[0]}") from exc
+
+
+def fold(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Fold constants and shape sub-graphs, name every node uniquely, and infer static shapes."""
+    model = infer_shapes(model)
+    try:
+        graph = gs.import_onnx(model)
+        graph.fold_constants(fold_shapes=True, error_ok=True).cleanup().toposort()
+        name_nodes(graph)
+        folded = gs.export_onnx(graph, do_type_check=False)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot fold constants: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    folded.ir_version = model.ir_version
+    del folded.opset_import[:]
+    folded.opset_import.extend(model.opset_import)
+    keep_interface_shapes(folded, model)
+    return infer_shapes(folded)
+
+
+def keep_interface_shapes(folded: onnx.ModelProto, source: onnx.ModelProto) -> None:
+    """graphsurgeon may drop declared output shapes; put back the source's value infos for the outputs."""
+    declared = {vi.name: vi for vi in source.graph.output}
+    for vi in folded.graph.output:
+        if vi.name in declared:
+            vi.CopyFrom(declared[vi.name])
+
+
+def name_nodes(graph: gs.Graph) -> None:
+    """Give every node a unique, stable name: plans, reports and ``--exclude`` refer to nodes by name."""
+    seen: set[str] = set()
+    for i, node in enumerate(graph.nodes):
+        name = node.name or f"{node.op}_{i}"
+        while name in seen:
+            name = f"{name}_{i}"
+        node.name = name
+        seen.add(name)
+
+
+def to_ir(model: onnx.ModelProto) -> Graph:
+    """Lower a folded, shape-inferred proto to the IR (top-level graph; subgraphs become captures)."""
+    g = model.graph
+    tensors: dict[str, Tensor] = {}
+    for vi in (*g.input, *g.value_info, *g.output):
+        tensors[vi.name] = value_info_tensor(vi)
+    for init in g.initializer:
+        arr = numpy_helper.to_array(init)
+        tensors[init.name] = Tensor(init.name, tuple(arr.shape), arr.dtype, arr)
+    nodes = tuple(lower_node(n) for n in g.node)
+    for n in nodes:
+        for t in n.touched:
+            tensors.setdefault(t, Tensor(t, None, None))
+    inits = {i.name for i in g.initializer}
+    return Graph(nodes=nodes, tensors=tensors, inputs=tuple(i.name for i in g.input if i.name not in inits),
+                 outputs=tuple(o.name for o in g.output), opset=default_opset(model) or 0)
+
+
+def value_info_tensor(vi: onnx.ValueInfoProto) -> Tensor:
+    tt = vi.type.tensor_type
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type) if tt.elem_type else None
+    shape = None
+    if tt.HasField("shape"):
+        dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim)
+        shape = dims if all(d >= 0 for d in dims) else None
+    return Tensor(vi.name, shape, dtype)
+
+
+def lower_node(node: onnx.NodeProto) -> Node:
+    attrs, captures = {}, []
+    for a in node.attribute:
+        if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+            graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+            captures += [t for sub in graphs for t in outer_names(sub)]
+            attrs[a.name] = "<subgraph>"
+        else:
+            value = onnx.helper.get_attribute_value(a)
+            attrs[a.name] = decode(value)
+    return Node(name=node.name, op=node.op_type, inputs=tuple(node.input), outputs=tuple(node.output),
+                attrs=attrs, domain=node.domain, captures=tuple(dict.fromkeys(captures)), source=node.name)
+
+
+def decode(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, list):
+        return tuple(decode(v) for v in value)
+    if isinstance(value, onnx.TensorProto):
+        return numpy_helper.to_array(value)
+    return value
+
+
+def outer_names(graph: onnx.GraphProto) -> list[str]:
+    """Names a subgraph reads but does not define: tensors captured from the enclosing scope."""
+    defined = {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    used: list[str] = []
+    for n in graph.node:
+        used += [t for t in n.input if t and t not in defined]
+        for a in n.attribute:
+            subs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []
+            used += [t for s in subs for t in outer_names(s) if t not in defined]
+        defined.update(n.output)
+    return used
+
+
+def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
+    """Parse ``NAME:1,3,224,224`` strings (the CLI's ``--input-shape``)."""
+    from ..errors import UsageError
+
+    out: dict[str, tuple[int, ...]] = {}
+    for spec in specs or []:
+        name, sep, dims = spec.rpartition(":")
+        try:
+            shape = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape:
+            raise UsageError(f"--input-shape '{spec}': expected NAME:D0,D1,... e.g. input:1,3,224,224")
+        out[name] = shape
+    return out

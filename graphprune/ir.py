@@ -1,0 +1,110 @@
+"""The small graph IR both frontends lower into.
+
+It is deliberately tiny and immutable: tensors with static shapes and (for constants) values, nodes with
+ONNX op names and attributes, and the graph's interface. Channel rules read it; they never edit it.
+Emitters work on the source representation (ONNX proto or torch module) and use the IR only for lookups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A value in the graph. ``shape`` is None when unknown; ``value`` is set for constants."""
+
+    name: str
+    shape: tuple[int, ...] | None
+    dtype: np.dtype | None
+    value: np.ndarray | None = None
+
+    @property
+    def is_const(self) -> bool:
+        return self.value is not None
+
+    @property
+    def rank(self) -> int | None:
+        return None if self.shape is None else len(self.shape)
+
+
+@dataclass(frozen=True)
+class Node:
+    """One operation. ``inputs`` uses "" for an omitted optional input, as ONNX does.
+
+    ``captures`` lists outer-scope tensors read by subgraphs (If / Loop / Scan bodies), so that rules can
+    freeze them: a subgraph is a consumer the rule table cannot see into.
+    """
+
+    name: str
+    op: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+    domain: str = ""
+    captures: tuple[str, ...] = ()
+    source: str = ""  # where the node came from in the source model (module path, ONNX node name)
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        return self.attrs.get(key, default)
+
+    def input(self, i: int) -> str | None:
+        """Name of input ``i``, or None when it is absent or omitted."""
+        return self.inputs[i] if i < len(self.inputs) and self.inputs[i] else None
+
+    @property
+    def touched(self) -> tuple[str, ...]:
+        """Every tensor name the node reads or writes, captures included."""
+        return tuple(t for t in (*self.inputs, *self.outputs, *self.captures) if t)
+
+
+@dataclass(frozen=True, eq=False)
+class Graph:
+    """A topologically ordered graph with its interface and opset."""
+
+    nodes: tuple[Node, ...]
+    tensors: Mapping[str, Tensor]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    opset: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tensors", MappingProxyType(dict(self.tensors)))
+
+    def tensor(self, name: str) -> Tensor:
+        return self.tensors[name]
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        t = self.tensors.get(name)
+        return None if t is None else t.shape
+
+    def value(self, name: str | None) -> np.ndarray | None:
+        t = self.tensors.get(name) if name else None
+        return None if t is None else t.value
+
+    @cached_property
+    def producers(self) -> Mapping[str, Node]:
+        return MappingProxyType({o: n for n in self.nodes for o in n.outputs if o})
+
+    @cached_property
+    def consumers(self) -> Mapping[str, tuple[Node, ...]]:
+        out: dict[str, list[Node]] = {}
+        for n in self.nodes:
+            for t in dict.fromkeys(n.inputs + n.captures):
+                if t:
+                    out.setdefault(t, []).append(n)
+        return MappingProxyType({k: tuple(v) for k, v in out.items()})
+
+    @cached_property
+    def node_by_name(self) -> Mapping[str, Node]:
+        return MappingProxyType({n.name: n for n in self.nodes})
+
+    @property
+    def params(self) -> dict[str, Tensor]:
+        """Constant float tensors: the weights pruning can shrink."""
+        return {k: t for k, t in self.tensors.items() if t.is_const and np.issubdtype(t.value.dtype, np.floating)}

@@ -1,0 +1,104 @@
+"""Shape ops: Flatten, Reshape, Transpose, Squeeze, Unsqueeze.
+
+A reshape is read as a sequence of segments where a run of input axes and a run of output axes have the same
+product. One-to-one segments are identity; a merge (C, H, W → C·H·W) couples the outermost input axis to the
+merged axis by a block map; a split (C → G, C/G) couples the input to the outermost output axis by a block
+map. The inner axes of a merge or split have no map and are frozen, so only whole blocks can go.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Block, RuleContext, rule
+
+
+def segments(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[int], list[int]]]:
+    """Pair runs of non-1 axes of ``a`` and ``b`` with equal products (size-1 axes are skipped)."""
+    ia = [k for k, d in enumerate(a) if d != 1]
+    ib = [k for k, d in enumerate(b) if d != 1]
+    out, i, j = [], 0, 0
+    while i < len(ia) and j < len(ib):
+        ra, rb = [ia[i]], [ib[j]]
+        pa, pb = a[ia[i]], b[ib[j]]
+        i, j = i + 1, j + 1
+        while pa != pb:
+            if pa < pb and i < len(ia):
+                ra.append(ia[i]); pa *= a[ia[i]]; i += 1
+            elif pb < pa and j < len(ib):
+                rb.append(ib[j]); pb *= b[ib[j]]; j += 1
+            else:
+                return out
+        out.append((ra, rb))
+    return out
+
+
+def couple_reshape(ctx: RuleContext, x: str, y: str) -> None:
+    """Couple ``x`` to ``y`` (same element count) by the segment rule above."""
+    a, b = ctx.shape(x), ctx.shape(y)
+    for ra, rb in segments(a, b):
+        inner_a = int(np.prod([a[k] for k in ra[1:]], dtype=np.int64))
+        inner_b = int(np.prod([b[k] for k in rb[1:]], dtype=np.int64))
+        if len(ra) == 1 and len(rb) == 1:
+            ctx.couple_axes(x, ra[0], y, rb[0])
+        elif len(rb) == 1:
+            ctx.couple_axes(x, ra[0], y, rb[0], Block(inner_a))
+        elif len(ra) == 1:
+            ctx.couple_axes(y, rb[0], x, ra[0], Block(inner_b))
+        # many-to-many: no map; the axes stay unmentioned and are frozen
+
+
+@rule("Flatten")
+def flatten(ctx: RuleContext) -> None:
+    """(d0…dk−1, dk…) → (∏ d0…dk−1, ∏ dk…): outermost axis of each half ↔ its half by a block map."""
+    couple_reshape(ctx, ctx.node.inputs[0], ctx.node.outputs[0])
+
+
+@rule("Reshape")
+def reshape(ctx: RuleContext) -> None:
+    """Segments of equal product; needs a constant shape (folded). The emitter rewrites the constant."""
+    if ctx.value(ctx.node.input(1)) is None:
+        return  # a shape computed at run time: everything frozen by default
+    couple_reshape(ctx, ctx.node.inputs[0], ctx.node.outputs[0])
+
+
+@rule("Transpose")
+def transpose(ctx: RuleContext) -> None:
+    """Output axis k ↔ input axis perm[k]."""
+    x, y = ctx.node.inputs[0], ctx.node.outputs[0]
+    r = ctx.rank(x)
+    perm = ctx.attr("perm") or tuple(reversed(range(r)))
+    for k, p in enumerate(perm):
+        ctx.couple_axes(x, int(p), y, k)
+
+
+def listed_axes(ctx: RuleContext, r: int) -> list[int] | None:
+    """``axes`` from the attribute (old opsets) or the second input (opset 13+), normalised to rank ``r``."""
+    axes = ctx.value(ctx.node.input(1)) if ctx.graph.opset >= 13 else ctx.attr("axes")
+    return None if axes is None else sorted(int(a) % r for a in axes)
+
+
+@rule("Squeeze")
+def squeeze(ctx: RuleContext) -> None:
+    """The remaining axes pass through in order; the squeezed ones have size 1."""
+    x, y = ctx.node.inputs[0], ctx.node.outputs[0]
+    shape = ctx.shape(x)
+    axes = listed_axes(ctx, len(shape))
+    if axes is None:
+        axes = [k for k, d in enumerate(shape) if d == 1]
+    kept = [k for k in range(len(shape)) if k not in axes]
+    for j, k in enumerate(kept):
+        ctx.couple_axes(x, k, y, j)
+
+
+@rule("Unsqueeze")
+def unsqueeze(ctx: RuleContext) -> None:
+    """The input axes pass through in order around the inserted size-1 axes."""
+    x, y = ctx.node.inputs[0], ctx.node.outputs[0]
+    r_out = ctx.rank(y)
+    axes = listed_axes(ctx, r_out)
+    if axes is None:
+        return
+    kept = [k for k in range(r_out) if k not in axes]
+    for i, k in enumerate(kept):
+        ctx.couple_axes(x, i, y, k)

@@ -1,0 +1,144 @@
+"""Verification: the emitted model is right when it equals the masked original.
+
+Pruning changes outputs by design, so "verified" means: the emitted model passes the full ONNX checker,
+runs in onnxruntime, keeps the interface, and computes exactly what the original computes when every removed
+unit is set to zero where it lives (every tensor of a pruned space, weights included, is passed through
+``Where(mask, t, 0)``). That checks every coupling, slice and shape fix independently of which scoring method
+chose the channels. Drift against the unpruned original is measured, not asserted.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from .errors import VerificationError
+from .frontends.onnx import LoadedModel, declared_shape
+from .plan import Plan
+from .runtime import run, seeded_inputs, session
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Pruned vs unpruned outputs on the verification batch."""
+
+    max_abs: float
+    cosine: float
+    top1_agreement: float | None
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    checks: Mapping[str, str] = field(default_factory=dict)  # check name -> "ok" or what failed
+    max_error: float = 0.0  # largest |pruned − masked original|
+    drift: Drift | None = None
+
+    @property
+    def failure(self) -> str:
+        return "; ".join(f"{k}: {v}" for k, v in self.checks.items() if v != "ok")
+
+
+def masked_model(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
+    """The original with every pruned atom forced to zero right where its tensor is produced."""
+    axes_of: dict[str, list[tuple[int, np.ndarray]]] = defaultdict(list)
+    for space in plan.keep:
+        if not space.virtual:
+            axes_of[space.tensor].append((space.axis, plan.removed_mask(space)))
+    g = gs.import_onnx(model)
+    tensors = g.tensors()
+    for name, axes in axes_of.items():
+        t = tensors[name]
+        rank = len(t.shape) if t.shape is not None else len(np.asarray(t.values).shape)
+        keep = np.ones([1] * rank, bool)
+        for axis, removed in axes:
+            shape = [1] * rank
+            shape[axis] = len(removed)
+            keep = keep & ~removed.reshape(shape)
+        dtype = np.asarray(t.values).dtype if isinstance(t, gs.Constant) else t.dtype
+        masked = gs.Variable(f"{name}::masked", dtype=dtype, shape=t.shape)
+        consumers = list(t.outputs)
+        zero = gs.Constant(f"{name}::zero", np.zeros((), dtype=dtype))
+        g.nodes.append(gs.Node("Where", f"{name}::mask", inputs=[gs.Constant(f"{name}::keep", keep), t, zero],
+                               outputs=[masked]))
+        for node in consumers:
+            for i, inp in enumerate(node.inputs):
+                if inp is t:
+                    node.inputs[i] = masked
+    g.toposort()
+    out = gs.export_onnx(g, do_type_check=False)
+    out.ir_version = model.ir_version
+    del out.opset_import[:]
+    out.opset_import.extend(model.opset_import)
+    return out
+
+
+def interface_problems(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> list[str]:
+    """Differences in input / output names, element types and shapes."""
+    def sig(vis, inits):
+        return [(v.name, v.type.tensor_type.elem_type, declared_shape(v)) for v in vis if v.name not in inits]
+
+    problems = []
+    for kind in ("input", "output"):
+        ref = sig(getattr(reference.graph, kind), {i.name for i in reference.graph.initializer})
+        got = sig(getattr(candidate.graph, kind), {i.name for i in candidate.graph.initializer})
+        if ref != got:
+            problems.append(f"{kind}s differ: {ref} vs {got}")
+    return problems
+
+
+def drift(reference: list[np.ndarray], pruned: list[np.ndarray]) -> Drift:
+    a = np.concatenate([np.asarray(r, np.float64).ravel() for r in reference])
+    b = np.concatenate([np.asarray(p, np.float64).ravel() for p in pruned])
+    max_abs = float(np.max(np.abs(a - b))) if a.size else 0.0
+    denom = np.linalg.norm(a) * np.linalg.norm(b)
+    cosine = float(a @ b / denom) if denom > 0 else float(np.array_equal(a, b))
+    top1 = None
+    first_ref, first_new = reference[0], pruned[0]
+    if first_ref.ndim == 2 and first_ref.shape[1] > 1 and np.issubdtype(first_ref.dtype, np.floating):
+        top1 = float(np.mean(first_ref.argmax(1) == first_new.argmax(1)))
+    return Drift(max_abs, cosine, top1)
+
+
+def close(expected: list[np.ndarray], got: list[np.ndarray], rtol: float, atol: float) -> tuple[bool, float]:
+    """Element-wise |got − expected| ≤ atol·max(1, max|expected|) + rtol·|expected| on every output."""
+    worst, ok = 0.0, True
+    for e, g in zip(expected, got):
+        if e.shape != g.shape:
+            return False, float("inf")
+        e64, g64 = np.asarray(e, np.float64), np.asarray(g, np.float64)
+        err = np.abs(e64 - g64)
+        scale = max(1.0, float(np.max(np.abs(e64)))) if e64.size else 1.0
+        ok &= bool(np.all(err <= atol * scale + rtol * np.abs(e64)))
+        worst = max(worst, float(err.max()) if err.size else 0.0)
+    return ok, worst
+
+
+def verify(source: LoadedModel, pruned: onnx.ModelProto, plan: Plan, *, rtol: float = 1e-4, atol: float = 1e-5,
+           seed: int = 0) -> Verification:
+    """Run every check; never raises for a failed check (the caller decides), only reports it."""
+    checks: dict[str, str] = {}
+    try:
+        onnx.checker.check_model(pruned, full_check=True)
+        checks["checker"] = "ok"
+    except Exception as exc:
+        checks["checker"] = str(exc).splitlines()[0]
+    problems = interface_problems(source.model, pruned)
+    checks["interface"] = "ok" if not problems else "; ".join(problems)
+    feeds = seeded_inputs(source.model, source.input_shapes, seed)
+    try:
+        got = run(session(pruned), feeds)
+        checks["onnxruntime"] = "ok"
+    except VerificationError as exc:
+        checks["onnxruntime"] = str(exc)
+        return Verification(False, checks)
+    reference = run(session(source.model), feeds)
+    expected = reference if plan.empty else run(session(masked_model(source.model, plan)), feeds)
+    ok, worst = close(expected, got, rtol, atol)
+    checks["masked_original"] = "ok" if ok else f"max |pruned - masked original| = {worst:.3g} exceeds rtol {rtol}, atol {atol}"
+    return Verification(all(v == "ok" for v in checks.values()), checks, worst, drift(reference, got))
