@@ -52,3 +52,20 @@ def seeded_inputs(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]],
         else:
             feeds[vi.name] = rng.integers(0, 2, shape).astype(dtype)
     return feeds
+
+
+def latency_ms(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], *, runs: int = 20, warmup: int = 3,
+               threads: int = 0) -> dict[str, float]:
+    """Median and spread (p10, p90) of onnxruntime wall time per run, in milliseconds."""
+    import time
+
+    sess = session(model, threads=threads)
+    for _ in range(warmup):
+        sess.run(None, dict(feeds))
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, dict(feeds))
+        times.append((time.perf_counter() - t0) * 1e3)
+    p10, p50, p90 = np.percentile(times, [10, 50, 90])
+    return {"median": float(p50), "p10": float(p10), "p90": float(p90)}

@@ -1,0 +1,16 @@
+"""graphprune: model-agnostic structured pruning over a graph IR, with verified output.
+
+    import graphprune
+    result = graphprune.prune("model.onnx", method="magnitude", ratio=0.5)
+    result.save("small.onnx")
+"""
+
+from .api import Inspection, PruneResult, inspect, prune, verify_files
+from .config import PruneConfig
+from .errors import (GraphPruneError, InputShapeError, InternalError, ModelLoadError, UnsupportedModelError,
+                     UsageError, VerificationError)
+
+__version__ = "0.1.0"
+__all__ = ["GraphPruneError", "InputShapeError", "Inspection", "InternalError", "ModelLoadError", "PruneConfig",
+           "PruneResult", "UnsupportedModelError", "UsageError", "VerificationError", "inspect", "prune",
+           "verify_files", "__version__"]

@@ -1,0 +1,144 @@
+"""The Python API. The CLI calls exactly these functions.
+
+    result = graphprune.prune("model.onnx", method="magnitude", ratio=0.5)
+    result.save("small.onnx")
+    print(result.report)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import onnx
+
+from . import io
+from .channels import ChannelGraph, analyse
+from .config import PruneConfig
+from .cost import Cost, cost
+from .errors import UnsupportedModelError, VerificationError
+from .frontends import onnx as onnx_frontend
+from .frontends.onnx import LoadedModel
+from .methods import METHODS
+from .plan import Plan
+from .report import PruneReport, summarise_groups
+from .runtime import latency_ms, seeded_inputs
+from .state import PruneState
+from .verify import Verification, verify
+
+PLAN_KEY = "graphprune.plan"
+SHAPES_KEY = "graphprune.input_shapes"
+ModelSource = str | os.PathLike | onnx.ModelProto
+
+
+@dataclass(frozen=True, eq=False)
+class PruneResult:
+    model: onnx.ModelProto
+    plan: Plan
+    report: PruneReport
+    channels: ChannelGraph
+    source: LoadedModel
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the pruned model atomically; refuses to overwrite the input."""
+        return io.save_model_atomic(self.model, Path(path), self.source.path)
+
+
+@dataclass(frozen=True, eq=False)
+class Inspection:
+    channels: ChannelGraph
+    cost: Cost
+    source: LoadedModel
+
+
+def load(model: ModelSource, input_shapes=None) -> LoadedModel:
+    return onnx_frontend.load(model, input_shapes or {})
+
+
+def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> PruneResult:
+    """Prune ``model`` (a path or an ``onnx.ModelProto``) and verify the result (unless ``verify="off"``).
+
+    Options are the fields of :class:`PruneConfig` (``method``, ``ratio``, ``scope``, ``round_to`` …).
+    Raises :class:`VerificationError` if the pruned model is not equal to the masked original.
+    """
+    cfg = PruneConfig.make(config, **options)
+    source = load(model, cfg.input_shapes)
+    state = PruneState.start(source)
+    for p in METHODS[cfg.method](cfg):
+        state = p(state)
+        if state.channels is not None and cfg.strict:
+            refuse_unmapped(state.channels)
+        if cfg.verify == "each" and state.history[-1].modified:
+            require(verify(source, state.model, state.plan, rtol=cfg.rtol, atol=cfg.atol, seed=cfg.seed))
+    verification = None
+    if cfg.verify != "off":
+        verification = require(verify(source, state.model, state.plan, rtol=cfg.rtol, atol=cfg.atol, seed=cfg.seed))
+    pruned = finish(source, state, cfg)
+    report = make_report(cfg, source, state, pruned, verification)
+    return PruneResult(pruned, state.plan, report, state.channels, source)
+
+
+def refuse_unmapped(cg: ChannelGraph) -> None:
+    if cg.unmapped:
+        ops = sorted({f"{n.op} ({n.name})" for n in cg.unmapped})
+        raise UnsupportedModelError(f"--strict: no channel rule for {len(ops)} node(s): {', '.join(ops[:5])}"
+                                    f"{' …' if len(ops) > 5 else ''}")
+
+
+def require(v: Verification) -> Verification:
+    if not v.ok:
+        raise VerificationError(f"verification failed: {v.failure}; nothing written")
+    return v
+
+
+def finish(source: LoadedModel, state: PruneState, cfg: PruneConfig) -> onnx.ModelProto:
+    """The output model: the untouched original when nothing was removed, else the pruned model with the plan
+    and the analysed input shapes in its metadata (``graphprune verify`` reads them)."""
+    if state.plan is None or state.plan.empty:
+        out = onnx.ModelProto()
+        out.CopyFrom(source.original)
+        return out
+    out = state.model
+    props = {p.key: p.value for p in out.metadata_props}
+    props[PLAN_KEY] = state.plan.to_json()
+    props[SHAPES_KEY] = json.dumps({k: list(v) for k, v in source.input_shapes.items()})
+    del out.metadata_props[:]
+    onnx.helper.set_model_props(out, props)
+    return out
+
+
+def make_report(cfg: PruneConfig, source: LoadedModel, state: PruneState, pruned: onnx.ModelProto,
+                verification: Verification | None) -> PruneReport:
+    before = cost(source.graph)
+    after = before if state.plan is None or state.plan.empty else cost(onnx_frontend.to_ir(state.model))
+    latency = None
+    if cfg.latency:
+        feeds = seeded_inputs(source.model, source.input_shapes, cfg.seed)
+        lb, la = latency_ms(source.model, feeds), latency_ms(pruned, feeds)
+        latency = {"before_ms": lb["median"], "after_ms": la["median"]}
+    options = {k: v for k, v in asdict(cfg).items() if k not in ("input_shapes",)}
+    options["input_shapes"] = {k: list(v) for k, v in source.input_shapes.items()}
+    unmapped = tuple(sorted({f"{n.op} ({n.name})" for n in state.channels.unmapped})) if state.channels else ()
+    return PruneReport(method=cfg.method, options=options, before=before, after=after,
+                       groups=summarise_groups(state.channels, state.plan) if state.channels else (),
+                       unmapped_ops=unmapped, verification=verification, passes=state.history, latency=latency)
+
+
+def inspect(model: ModelSource, input_shapes=None, exclude=()) -> Inspection:
+    """Analyse ``model`` without changing it: channel groups, what is frozen and why, and its cost."""
+    source = load(model, input_shapes)
+    return Inspection(analyse(source.graph, exclude), cost(source.graph), source)
+
+
+def verify_files(original: ModelSource, pruned: str | os.PathLike | onnx.ModelProto, input_shapes=None, *,
+                 rtol: float = 1e-4, atol: float = 1e-5, seed: int = 0) -> Verification:
+    """Verify a pruned model against its original, using the plan graphprune stored in its metadata."""
+    pruned_model = pruned if isinstance(pruned, onnx.ModelProto) else onnx_frontend.read_model(Path(pruned))
+    props = {p.key: p.value for p in pruned_model.metadata_props}
+    if not input_shapes and SHAPES_KEY in props:
+        input_shapes = {k: tuple(v) for k, v in json.loads(props[SHAPES_KEY]).items()}
+    source = load(original, input_shapes)
+    plan = Plan.from_json(props[PLAN_KEY]) if PLAN_KEY in props else Plan({}, {}, {})
+    return verify(source, pruned_model, plan, rtol=rtol, atol=atol, seed=seed)

@@ -1,0 +1,187 @@
+"""The ``graphprune`` command. Every subcommand calls the Python API (:mod:`graphprune.api`).
+
+Exit codes: 0 ok, 1 verification failed, 2 bad input or usage, 3 unsupported model under --strict,
+4 internal error, 130 interrupted. Errors are one line on stderr; ``-v`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from . import __version__, api, io
+from .errors import GraphPruneError, UsageError
+from .frontends.onnx import parse_input_shapes
+from .methods import METHODS
+
+SUBCOMMANDS = ("prune", "inspect", "verify")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is a :class:`UsageError` (one line, exit 2) rather than a usage dump."""
+
+    def error(self, message: str):  # noqa: D102
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input-shape", action="append", metavar="NAME:D0,D1,...",
+                   help="static shape for an input with dynamic dims, e.g. input:1,3,224,224 (repeatable)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("-v", "--verbose", action="store_true", help="more detail; tracebacks on errors")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="graphprune", description="Structured pruning of ONNX models, verified against the "
+                    "masked original. 'graphprune MODEL.onnx ...' is short for 'graphprune prune MODEL.onnx ...'.")
+    parser.add_argument("--version", action="version", version=f"graphprune {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)
+
+    p = sub.add_parser("prune", help="prune channels and write a smaller, verified model")
+    p.add_argument("model", help="input ONNX file (never modified)")
+    p.add_argument("-o", "--output", help="output file (default: MODEL.pruned.onnx next to the input)")
+    p.add_argument("--method", default="magnitude", choices=sorted(METHODS), help="scoring method (default: magnitude)")
+    p.add_argument("--ratio", type=float, default=0.5, help="fraction of channels to remove, in [0, 1) (default 0.5)")
+    p.add_argument("--norm", type=int, choices=(1, 2), default=1, help="magnitude norm (default 1)")
+    p.add_argument("--global", dest="scope", action="store_const", const="global", default="local",
+                   help="rank units across all groups (default: the ratio applies to each group)")
+    p.add_argument("--max-group-ratio", type=float, default=0.9, help="with --global: most any group may lose")
+    p.add_argument("--threshold", type=float, help="remove every unit whose score is <= T instead of a ratio")
+    p.add_argument("--round-to", type=int, default=1, metavar="N", help="keep a multiple of N channels per group")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="never prune channels touched by nodes matching this name pattern (fnmatch; repeatable)")
+    p.add_argument("--strict", action="store_true", help="fail (exit 3) if any op has no channel rule")
+    p.add_argument("--verify", choices=("off", "end", "each"), default="end", help="verification (default: end)")
+    p.add_argument("--report", metavar="FILE", help="write the JSON report here")
+    p.add_argument("--latency", action="store_true", help="measure onnxruntime latency before and after")
+    p.add_argument("--seed", type=int, default=0, help="seed for verification inputs and random choices")
+    add_common(p)
+
+    p = sub.add_parser("inspect", help="show the channel groups: sizes, couplings, prunable or frozen and why")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--all", action="store_true", help="also list groups without parameters")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
+    add_common(p)
+
+    p = sub.add_parser("verify", help="check a pruned model against its original (uses the stored plan)")
+    p.add_argument("original")
+    p.add_argument("pruned")
+    p.add_argument("--json", action="store_true")
+    add_common(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version"):
+        argv.insert(0, "prune")
+    verbose = "-v" in argv or "--verbose" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            build_parser().print_help()
+            return 2
+        return {"prune": cmd_prune, "inspect": cmd_inspect, "verify": cmd_verify}[args.command](args)
+    except GraphPruneError as exc:
+        if verbose:
+            traceback.print_exc()
+        print(f"graphprune: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("graphprune: interrupted; nothing written", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still one line, unless -v
+        if verbose:
+            traceback.print_exc()
+        print(f"graphprune: internal error: {type(exc).__name__}: {exc} (run with -v and report it)", file=sys.stderr)
+        return 4
+
+
+def cmd_prune(args) -> int:
+    from .report import print_report
+
+    model_path = Path(args.model)
+    output = Path(args.output) if args.output else io.default_output(model_path)
+    io.check_output(output, model_path)
+    if args.report:
+        io.check_output(Path(args.report), model_path)
+    result = api.prune(model_path, method=args.method, ratio=args.ratio, norm=args.norm, scope=args.scope,
+                       threshold=args.threshold, round_to=args.round_to, max_group_ratio=args.max_group_ratio,
+                       exclude=tuple(args.exclude), strict=args.strict, verify=args.verify,
+                       input_shapes=parse_input_shapes(args.input_shape), seed=args.seed, latency=args.latency)
+    result.save(output)
+    if args.report:
+        report = result.report.to_dict() | {"input": str(model_path), "output": str(output)}
+        io.write_text_atomic(Path(args.report), json.dumps(report, indent=2, default=str), model_path)
+    if not args.quiet:
+        print_report(result.report, verbose=args.verbose)
+        print(f"wrote {output}")
+    return 0
+
+
+def inspection_dict(ins: api.Inspection, everything: bool) -> dict:
+    groups = []
+    for g in ins.channels.groups if everything else ins.channels.candidates:
+        groups.append({
+            "id": g.id, "status": "prunable" if g.prunable else "frozen" if g.frozen else "fixed",
+            "units": g.n_units, "spaces": [{"space": str(s), "size": g.sizes[s]} for s in g.spaces],
+            "params": sorted({s.tensor for s in g.params}), "frozen_because": g.reasons(),
+        })
+    unmapped = sorted({f"{n.op} ({n.name})" for n in ins.channels.unmapped})
+    return {"params": ins.cost.params, "macs": ins.cost.macs, "groups": groups, "unmapped_ops": unmapped,
+            "input_shapes": {k: list(v) for k, v in ins.source.input_shapes.items()}}
+
+
+def cmd_inspect(args) -> int:
+    ins = api.inspect(Path(args.model), parse_input_shapes(args.input_shape), tuple(args.exclude))
+    data = inspection_dict(ins, args.all)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    if not args.quiet:
+        print_inspection(data)
+    return 0
+
+
+def print_inspection(data: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .report import fmt_count
+
+    console = Console()
+    table = Table(title="channel groups", header_style="bold")
+    for col in ("group", "status", "units", "spaces", "parameters", "why frozen"):
+        table.add_column(col, overflow="fold")
+    for g in data["groups"]:
+        params = ", ".join(g["params"][:4]) + (f" +{len(g['params']) - 4}" if len(g["params"]) > 4 else "")
+        table.add_row(str(g["id"]), g["status"], str(g["units"] or "-"), str(len(g["spaces"])), params,
+                      g["frozen_because"][0] if g["frozen_because"] else "")
+    console.print(table)
+    prunable = sum(g["status"] == "prunable" for g in data["groups"])
+    console.print(f"{len(data['groups'])} channel groups, {prunable} prunable; params {fmt_count(data['params'])}, "
+                  f"MACs {fmt_count(data['macs'])}", highlight=False)
+    if data["unmapped_ops"]:
+        console.print(f"ops without a channel rule: {', '.join(data['unmapped_ops'])}", highlight=False)
+
+
+def cmd_verify(args) -> int:
+    v = api.verify_files(Path(args.original), Path(args.pruned), parse_input_shapes(args.input_shape))
+    if args.json:
+        from dataclasses import asdict
+        print(json.dumps(asdict(v), indent=2))
+    elif not args.quiet:
+        for name, status in v.checks.items():
+            print(f"{name:16} {status}")
+        if v.drift is not None:
+            print(f"{'drift':16} max abs {v.drift.max_abs:.3g}, cosine {v.drift.cosine:.4f}")
+        print("verified" if v.ok else "NOT verified")
+    return 0 if v.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""The one configuration object: the CLI builds it from flags, the Python API takes it (or its fields)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Literal, Mapping
+
+from .errors import UsageError
+
+VerifyMode = Literal["off", "end", "each"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PruneConfig:
+    method: str = "magnitude"
+    ratio: float = 0.5
+    norm: Literal[1, 2] = 1
+    scope: Literal["local", "global"] = "local"
+    threshold: float | None = None
+    round_to: int = 1
+    max_group_ratio: float = 0.9
+    exclude: tuple[str, ...] = ()
+    strict: bool = False
+    verify: VerifyMode = "end"
+    input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    seed: int = 0
+    rtol: float = 1e-4
+    atol: float = 1e-5
+    latency: bool = False
+
+    def __post_init__(self) -> None:
+        from .methods import METHODS
+
+        if self.method not in METHODS:
+            raise UsageError(f"unknown method '{self.method}'; choose one of {', '.join(sorted(METHODS))}")
+        if not 0.0 <= self.ratio < 1.0:
+            raise UsageError(f"ratio {self.ratio} is out of range; it must be in [0, 1)")
+        if self.norm not in (1, 2):
+            raise UsageError(f"norm {self.norm} must be 1 or 2")
+        if self.scope not in ("local", "global"):
+            raise UsageError(f"scope '{self.scope}' must be 'local' or 'global'")
+        if self.round_to < 1:
+            raise UsageError(f"round-to {self.round_to} must be a positive integer")
+        if not 0.0 < self.max_group_ratio < 1.0:
+            raise UsageError(f"max group ratio {self.max_group_ratio} must be in (0, 1)")
+        if self.verify not in ("off", "end", "each"):
+            raise UsageError(f"verify '{self.verify}' must be off, end or each")
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+
+    @staticmethod
+    def make(config: "PruneConfig | None" = None, **options) -> "PruneConfig":
+        """``config`` with ``options`` applied; unknown option names are a :class:`UsageError`."""
+        from dataclasses import replace
+
+        names = {f.name for f in fields(PruneConfig)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise UsageError(f"unknown option(s) {unknown}; known: {sorted(names)}")
+        return replace(config or PruneConfig(), **options)

@@ -1,0 +1,49 @@
+"""Parameter and multiply-accumulate counts from static shapes (per model run at the analysed input shape)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
+
+import numpy as np
+
+from .ir import Graph, Node
+
+
+@dataclass(frozen=True)
+class Cost:
+    params: int
+    macs: int
+    per_node_macs: Mapping[str, int]
+
+    def ratio(self, other: "Cost") -> tuple[float, float]:
+        """(params, MACs) of ``other`` relative to this one."""
+        return other.params / max(self.params, 1), other.macs / max(self.macs, 1)
+
+
+def node_macs(graph: Graph, node: Node) -> int:
+    shape = graph.shape
+    try:
+        if node.op == "Conv":
+            w, y = shape(node.inputs[1]), shape(node.outputs[0])
+            return int(np.prod(y, dtype=np.int64) * np.prod(w[1:], dtype=np.int64))
+        if node.op == "ConvTranspose":
+            x, w = shape(node.inputs[0]), shape(node.inputs[1])
+            return int(np.prod(x, dtype=np.int64) * np.prod(w[1:], dtype=np.int64))
+        if node.op == "Gemm":
+            a, y = shape(node.inputs[0]), shape(node.outputs[0])
+            k = a[0] if int(node.attr("transA", 0)) else a[1]
+            return int(np.prod(y, dtype=np.int64) * k)
+        if node.op == "MatMul":
+            a, y = shape(node.inputs[0]), shape(node.outputs[0])
+            return int(np.prod(y, dtype=np.int64) * a[-1])
+    except (TypeError, IndexError):
+        return 0  # unknown shapes: not counted
+    return 0
+
+
+def cost(graph: Graph) -> Cost:
+    params = sum(int(t.value.size) for t in graph.params.values())
+    per_node = {n.name: m for n in graph.nodes if (m := node_macs(graph, n))}
+    return Cost(params, int(sum(per_node.values())), MappingProxyType(per_node))
