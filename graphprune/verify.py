@@ -63,9 +63,7 @@ def masked_model(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
         dtype = np.asarray(t.values).dtype if isinstance(t, gs.Constant) else t.dtype
         masked = gs.Variable(f"{name}::masked", dtype=dtype, shape=t.shape)
         consumers = list(t.outputs)
-        zero = gs.Constant(f"{name}::zero", np.zeros((), dtype=dtype))
-        g.nodes.append(gs.Node("Where", f"{name}::mask", inputs=[gs.Constant(f"{name}::keep", keep), t, zero],
-                               outputs=[masked]))
+        g.nodes.append(mask_node(name, t, keep, dtype, masked))
         for node in consumers:
             for i, inp in enumerate(node.inputs):
                 if inp is t:
@@ -76,6 +74,15 @@ def masked_model(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
     del out.opset_import[:]
     out.opset_import.extend(model.opset_import)
     return out
+
+
+def mask_node(name: str, t: gs.Tensor, keep: np.ndarray, dtype, out: gs.Variable) -> gs.Node:
+    """``Where(keep, t, 0)``; for booleans ``And(t, keep)`` (onnxruntime has no boolean Where)."""
+    keep_c = gs.Constant(f"{name}::keep", keep)
+    if np.dtype(dtype) == np.bool_:
+        return gs.Node("And", f"{name}::mask", inputs=[t, keep_c], outputs=[out])
+    zero = gs.Constant(f"{name}::zero", np.zeros((), dtype=dtype))
+    return gs.Node("Where", f"{name}::mask", inputs=[keep_c, t, zero], outputs=[out])
 
 
 def interface_problems(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> list[str]:

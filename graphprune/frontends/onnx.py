@@ -40,6 +40,7 @@ def load(source: str | os.PathLike | onnx.ModelProto,
     path = None if isinstance(source, onnx.ModelProto) else Path(source)
     original = source if path is None else read_model(path)
     check_opset(original)
+    check_valid(original)
     shapes = resolve_input_shapes(original, input_shapes or {})
     model = fold(with_input_shapes(original, shapes))
     return LoadedModel(original=original, model=model, graph=to_ir(model), input_shapes=shapes, path=path)
@@ -89,6 +90,14 @@ def check_opset(model: onnx.ModelProto) -> None:
         raise ModelLoadError("model declares no default-domain opset import")
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ModelLoadError(f"opset {opset} is not supported (supported: {MIN_OPSET}..{MAX_OPSET})")
+
+
+def check_valid(model: onnx.ModelProto) -> None:
+    """The input must pass the ONNX checker: pruning an invalid model would only hide the problem."""
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise ModelLoadError(f"the model fails the ONNX checker: {str(exc).splitlines()[0]}") from exc
 
 
 def default_opset(model: onnx.ModelProto) -> int | None:
@@ -152,6 +161,8 @@ def with_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ..
             for d, s in zip(dims, shapes[vi.name]):
                 d.Clear()
                 d.dim_value = s
+    for vi in out.graph.output:  # recomputed from the static inputs
+        vi.type.tensor_type.ClearField("shape")
     del out.graph.value_info[:]
     return out
 
@@ -176,16 +187,7 @@ def fold(model: onnx.ModelProto) -> onnx.ModelProto:
     folded.ir_version = model.ir_version
     del folded.opset_import[:]
     folded.opset_import.extend(model.opset_import)
-    keep_interface_shapes(folded, model)
     return infer_shapes(folded)
-
-
-def keep_interface_shapes(folded: onnx.ModelProto, source: onnx.ModelProto) -> None:
-    """graphsurgeon may drop declared output shapes; put back the source's value infos for the outputs."""
-    declared = {vi.name: vi for vi in source.graph.output}
-    for vi in folded.graph.output:
-        if vi.name in declared:
-            vi.CopyFrom(declared[vi.name])
 
 
 def name_nodes(graph: gs.Graph) -> None:

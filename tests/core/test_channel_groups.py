@@ -1,0 +1,93 @@
+"""The dependency graph groups what must change together: residual stages, concat, heads, interfaces."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from graphprune.api import inspect
+from graphprune.rules import Space
+
+torch = pytest.importorskip("torch")
+
+
+def export_preserving_names(model, shape, path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (torch.randn(*shape),), str(path), input_names=["input"],
+                          output_names=["output"], opset_version=17, dynamo=False,
+                          training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)
+    return path
+
+
+def group_of_param(ins, name, axis=0):
+    return ins.channels.group(Space(name, axis))
+
+
+def test_one_group_per_residual_stage(tmp_path):
+    from models.resnet import CifarResNet
+
+    torch.manual_seed(0)
+    path = export_preserving_names(CifarResNet(blocks=(2, 2, 2)), (1, 3, 32, 32), tmp_path / "r.onnx")
+    ins = inspect(path)
+    blocks = {0: (0, 1), 1: (2, 3), 2: (4, 5)}
+    stage_groups = []
+    for stage, idx in blocks.items():
+        groups = {group_of_param(ins, f"layers.{i}.bn2.weight").id for i in idx}
+        assert len(groups) == 1, f"stage {stage}: block outputs fall in {len(groups)} groups"
+        stage_groups.append(groups.pop())
+    assert len(set(stage_groups)) == 3
+    # the stem joins stage 0's stream (identity shortcut); projection shortcuts join theirs
+    assert group_of_param(ins, "stem.1.weight").id == stage_groups[0]
+    assert group_of_param(ins, "layers.2.shortcut.1.weight").id == stage_groups[1]
+    # the classifier's input columns are in the last stage's group; its outputs are the graph output: frozen
+    assert group_of_param(ins, "fc.weight", 1).id == stage_groups[2]
+    assert group_of_param(ins, "fc.weight", 0).frozen
+    # inner convs are groups of their own, prunable
+    inner = group_of_param(ins, "layers.0.bn1.weight")
+    assert inner.prunable and inner.id not in stage_groups
+    # 3 stages + 6 inner + 2 frozen (input channels, classes)
+    assert len(ins.channels.candidates) == 11
+    assert sum(g.prunable for g in ins.channels.candidates) == 9
+
+
+def test_graph_input_and_output_are_frozen(exported):
+    ins = inspect(exported("plain_cnn"))
+    g = ins.channels
+    for name in (*g.graph.inputs, *g.graph.outputs):
+        for axis in range(len(g.graph.shape(name))):
+            assert g.group(Space(name, axis)).frozen
+
+
+def test_concat_output_holds_units_of_every_input(exported):
+    ins = inspect(exported("densenet_block", "legacy_bn"))
+    concat = [n for n in ins.channels.graph.nodes if n.op == "Concat"]
+    assert concat
+    for node in concat:
+        group = ins.channels.group(Space(node.outputs[0], 1))
+        for x in node.inputs:
+            assert ins.channels.group(Space(x, 1)).id == group.id
+        if group.prunable:
+            assert group.n_units >= ins.channels.graph.shape(node.outputs[0])[1]
+
+
+def test_depthwise_conv_couples_input_and_output_channels(handbuilt):
+    ins = inspect(handbuilt("constant_weights_depthwise"))
+    dw = [n for n in ins.channels.graph.nodes if n.op == "Conv" and n.attr("group", 1) > 1]
+    assert dw
+    node = dw[0]
+    x, y = Space(node.inputs[0], 1), Space(node.outputs[0], 1)
+    assert ins.channels.group(x).id == ins.channels.group(y).id
+    groups_space = Space(f"{node.name}#groups", 0, virtual=True)
+    assert ins.channels.group(groups_space).id == ins.channels.group(x).id
+
+
+def test_layernorm_freezes_the_residual_stream_but_not_the_mlp_hidden(exported):
+    ins = inspect(exported("transformer_mlp", "legacy_bn"))
+    cg = ins.channels
+    ln = [n for n in cg.graph.nodes if n.op == "LayerNormalization"]
+    assert ln
+    stream = cg.group(Space(ln[0].inputs[0], 2))
+    assert stream.frozen and any("LayerNormalization" in r for r in stream.reasons(10))
+    assert len(cg.prunable) == 2  # the two MLP hidden layers

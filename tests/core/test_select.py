@@ -1,0 +1,91 @@
+"""Selection policies on synthetic scores: local ratio, global with a cap, threshold, round-to, min one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx_builder import G
+
+import graphprune
+from graphprune.api import load
+from graphprune.passes import AnalyseChannels, MagnitudeScore, Select
+from graphprune.passes.select import round_kept
+from graphprune.state import PruneState
+
+
+def two_layer_model():
+    g = G()
+    a = g.conv("input", 4, 16)
+    b = g.conv(g.op("Relu", [a]), 16, 8)
+    g.head(g.op("Relu", [b]), 8)
+    return g.model((1, 4, 8, 8), (1, 5))
+
+
+def state_with_scores(model, scores_by_size):
+    state = AnalyseChannels()(PruneState.start(load(model)))
+    scores = {g.id: scores_by_size[g.n_units] for g in state.channels.prunable}
+    return state.with_(scores=scores)
+
+
+def removed_counts(state):
+    return {state.channels.groups[g].n_units: len(u) for g, u in state.plan.removed.items()}
+
+
+def test_local_ratio_removes_the_lowest_of_each_group():
+    s = state_with_scores(two_layer_model(), {16: np.arange(16.0)[::-1], 8: np.arange(8.0)})
+    s = Select(ratio=0.5)(s)
+    assert removed_counts(s) == {16: 8, 8: 4}
+    g16 = next(g for g in s.plan.removed if s.channels.groups[g].n_units == 16)
+    assert sorted(s.plan.removed[g16].tolist()) == list(range(8, 16))  # the lowest scores
+
+
+def test_global_ranks_across_groups_and_caps_each_group():
+    s = state_with_scores(two_layer_model(), {16: np.full(16, 1.0), 8: np.r_[np.full(7, 0.01), 100.0]})
+    s = Select(ratio=0.25, scope="global", max_group_ratio=0.5)(s)
+    counts = removed_counts(s)
+    assert counts[8] == 4  # the 8-group has the lowest normalised scores, but the cap stops it at half
+    assert sum(counts.values()) == 6  # a quarter of the 24 units
+
+
+def test_threshold_removes_every_unit_at_or_below():
+    s = state_with_scores(two_layer_model(), {16: np.r_[np.zeros(5), np.ones(11)], 8: np.ones(8)})
+    s = Select(threshold=0.0)(s)
+    assert removed_counts(s) == {16: 5}
+
+
+def test_every_space_keeps_one_channel():
+    s = state_with_scores(two_layer_model(), {16: np.zeros(16), 8: np.zeros(8)})
+    s = Select(threshold=1.0)(s)
+    assert removed_counts(s) == {16: 15, 8: 7}
+
+
+@pytest.mark.parametrize("n,remove,to,expected", [(64, 30, 8, 24), (64, 32, 8, 32), (6, 3, 8, 3), (10, 9, 4, 6)])
+def test_round_kept(n, remove, to, expected):
+    assert round_kept(n, remove, to) == expected
+
+
+def test_round_to_keeps_multiples(exported):
+    result = graphprune.prune(exported("resnet_basic", "legacy_bn"), ratio=0.3, round_to=8)
+    assert result.report.verification.ok
+    for g in result.report.groups:
+        if g.removed:
+            assert (g.units - g.removed) % 8 == 0
+
+
+def test_ratio_zero_is_a_byte_exact_no_op(exported):
+    path = exported("resnet_basic")
+    result = graphprune.prune(path, ratio=0.0)
+    assert result.plan.empty
+    assert result.model.SerializeToString() == open(path, "rb").read()
+
+
+def test_magnitude_scores_sum_over_coupled_slices():
+    s = AnalyseChannels()(PruneState.start(load(two_layer_model())))
+    s = MagnitudeScore(norm=1)(s)
+    cg = s.channels
+    group = next(g for g in cg.prunable if g.n_units == 16)
+    expected = np.zeros(16)
+    for space in group.params:
+        w = np.abs(cg.graph.value(space.tensor))
+        expected += np.moveaxis(w, space.axis, 0).reshape(16, -1).sum(1)
+    np.testing.assert_allclose(s.scores[group.id], expected, rtol=1e-6)
