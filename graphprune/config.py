@@ -17,7 +17,7 @@ class PruneConfig:
     norm: Literal[1, 2] = 1
     scope: Literal["local", "global"] = "local"
     threshold: float | None = None
-    round_to: int = 1
+    round_to: int = 8  # measured: see benchmarks/results/spine_resnet50.json
     max_group_ratio: float = 0.9
     exclude: tuple[str, ...] = ()
     strict: bool = False

@@ -5,7 +5,7 @@
   ``ratio`` of all units, never more than ``max_group_ratio`` of one group;
 * threshold: remove every unit whose raw score is ≤ ``threshold``.
 
-Then the kept count of each group is rounded up to a multiple of ``round_to`` (hardware likes aligned
+Then the kept count of each group is rounded to the nearest multiple of ``round_to`` (hardware likes aligned
 channel counts), and every space keeps at least one channel, so no tensor becomes empty.
 """
 
@@ -30,11 +30,13 @@ def lowest(scores: np.ndarray, count: int) -> np.ndarray:
 
 
 def round_kept(n_units: int, n_remove: int, round_to: int) -> int:
-    """Units to remove once the kept count is rounded up to a multiple of ``round_to``."""
+    """Units to remove once the kept count is rounded to the nearest multiple of ``round_to`` (at least one
+    multiple; halves round up). Groups of at most ``round_to`` units are left as they are."""
     if round_to <= 1 or n_units <= round_to:
         return n_remove
-    kept = min(n_units, math.ceil((n_units - n_remove) / round_to) * round_to)
-    return n_units - kept
+    kept = n_units - n_remove
+    rounded = max(round_to, int(math.floor(kept / round_to + 0.5)) * round_to)
+    return n_units - min(n_units, rounded)
 
 
 def keep_one_per_space(group: Group, scores: np.ndarray, removed: np.ndarray) -> np.ndarray:

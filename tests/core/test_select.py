@@ -59,7 +59,7 @@ def test_every_space_keeps_one_channel():
     assert removed_counts(s) == {16: 15, 8: 7}
 
 
-@pytest.mark.parametrize("n,remove,to,expected", [(64, 30, 8, 24), (64, 32, 8, 32), (6, 3, 8, 3), (10, 9, 4, 6)])
+@pytest.mark.parametrize("n,remove,to,expected", [(64, 30, 8, 32), (64, 27, 8, 24), (64, 32, 8, 32), (6, 3, 8, 3), (10, 9, 4, 6), (16, 5, 8, 8), (16, 4, 8, 0)])
 def test_round_kept(n, remove, to, expected):
     assert round_kept(n, remove, to) == expected
 
