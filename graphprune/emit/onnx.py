@@ -14,6 +14,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..errors import InternalError
+from ..frontends.onnx import inferred_shapes
 from ..ir import Graph
 from ..plan import Plan
 from ..rules import Space
@@ -89,6 +90,6 @@ def checked_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """Re-infer every shape strictly: a fix that got a size wrong fails here, naming the node."""
     del model.graph.value_info[:]
     try:
-        return onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+        return inferred_shapes(model, strict=True)
     except Exception as exc:
         raise InternalError(f"emitted model is inconsistent: {str(exc).splitlines()[0]}") from exc
