@@ -123,6 +123,8 @@ def node_channels(graph: Graph, node: Node, excluded: bool = False) -> NodeChann
         rule.apply(ctx)
     except RuleError as exc:
         return frozen_all(spaces, node, f"{node.op} rule: {exc}")
+    except Exception as exc:  # a malformed node (untrusted input) must freeze, not crash the run
+        return frozen_all(spaces, node, f"{node.op} rule could not read the node ({type(exc).__name__}: {exc})")
     said = ctx.result()
     default = tuple(Freeze(s, f"{node.op} does not map this axis", node.name, explicit=False)
                     for s in spaces if s not in ctx.accounted)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Mapping
 
 import numpy as np
@@ -9,6 +10,25 @@ import onnx
 import onnxruntime as ort
 
 from .errors import VerificationError
+
+ort.set_default_logger_severity(4)
+
+
+@functools.lru_cache(maxsize=1)
+def max_opset() -> int:
+    """The newest default-domain opset this onnxruntime loads (probed once with a one-node model)."""
+    for opset in range(onnx.defs.onnx_opset_version(), 6, -1):
+        x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+        y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+        graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
+        model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+        model.ir_version = min(model.ir_version, 10)
+        try:
+            ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+            return opset
+        except Exception:
+            continue
+    return 7
 
 
 def providers() -> list[str]:
@@ -20,7 +40,7 @@ def session(model: onnx.ModelProto, *, optimize: bool = True, threads: int = 0) 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                      else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # failures are reported by graphprune, in one line
     if threads:
         opts.intra_op_num_threads = threads
     try:

@@ -21,6 +21,7 @@ from ..ir import Graph, Node, Tensor
 
 MIN_OPSET = 7
 MAX_OPSET = onnx.defs.onnx_opset_version()
+MAX_INPUT_ELEMENTS = 2**28  # verification feeds seeded inputs of this shape through onnxruntime
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,6 +91,11 @@ def check_opset(model: onnx.ModelProto) -> None:
         raise ModelLoadError("model declares no default-domain opset import")
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ModelLoadError(f"opset {opset} is not supported (supported: {MIN_OPSET}..{MAX_OPSET})")
+    from ..runtime import max_opset
+
+    if opset > max_opset():
+        raise ModelLoadError(f"opset {opset} is newer than this onnxruntime runs (up to {max_opset()}), so the result "
+                             f"could not be verified; convert the model with onnx.version_converter or upgrade onnxruntime")
 
 
 def check_valid(model: onnx.ModelProto) -> None:
@@ -97,7 +103,29 @@ def check_valid(model: onnx.ModelProto) -> None:
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
-        raise ModelLoadError(f"the model fails the ONNX checker: {str(exc).splitlines()[0]}") from exc
+        raise ModelLoadError(f"the model fails the ONNX checker: {first_line(exc)}") from exc
+    for init in model.graph.initializer:
+        try:
+            numpy_helper.to_array(init) if int(np.prod(init.dims, dtype=np.int64)) < 2**20 else None
+        except Exception as exc:
+            raise ModelLoadError(f"initializer '{init.name}' is corrupt: {first_line(exc)}") from exc
+    for vi in graph_inputs(model):
+        elem = vi.type.tensor_type.elem_type
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
+        except Exception:
+            dtype = None
+        if dtype is None or dtype.kind not in "biuf":
+            raise ModelLoadError(f"input '{vi.name}' has element type {elem}; only numeric and bool inputs are supported")
+    try:
+        inferred_shapes(skeleton(model), strict=True)
+    except Exception as exc:
+        raise ModelLoadError(f"the model is inconsistent (strict shape inference): {first_line(exc)}") from exc
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def default_opset(model: onnx.ModelProto) -> int | None:
@@ -139,6 +167,9 @@ def resolve_input_shapes(model: onnx.ModelProto, given: Mapping[str, tuple[int, 
             raise InputShapeError(f"input '{name}' has dynamic shape {fmt_dims(dims)}; pass --input-shape {name}:{example_dims(dims)}")
         if any(s <= 0 for s in shape):
             raise InputShapeError(f"input '{name}': dimensions must be positive, got {shape}")
+        if int(np.prod(shape, dtype=np.float64)) > MAX_INPUT_ELEMENTS:
+            raise InputShapeError(f"input '{name}' of shape {shape} is too large to verify on (over "
+                                  f"{MAX_INPUT_ELEMENTS:,} elements); pass a smaller --input-shape")
         shapes[name] = shape
     return shapes
 
@@ -237,7 +268,10 @@ def to_ir(model: onnx.ModelProto) -> Graph:
     for vi in (*g.input, *g.value_info, *g.output):
         tensors[vi.name] = value_info_tensor(vi)
     for init in g.initializer:
-        arr = numpy_helper.to_array(init)
+        try:
+            arr = numpy_helper.to_array(init)
+        except Exception as exc:
+            raise ModelLoadError(f"initializer '{init.name}' is corrupt: {first_line(exc)}") from exc
         tensors[init.name] = Tensor(init.name, tuple(arr.shape), arr.dtype, arr)
     nodes = tuple(lower_node(n) for n in g.node)
     for n in nodes:
