@@ -5,12 +5,12 @@
     result.save("small.onnx")
 """
 
-from .api import Inspection, PruneResult, inspect, prune, verify_files
+from .api import Inspection, PruneResult, inspect, plan, prune, verify_files
 from .config import PruneConfig
 from .errors import (GraphPruneError, InputShapeError, InternalError, ModelLoadError, UnsupportedModelError,
                      UsageError, VerificationError)
 
 __version__ = "0.1.0"
 __all__ = ["GraphPruneError", "InputShapeError", "Inspection", "InternalError", "ModelLoadError", "PruneConfig",
-           "PruneResult", "UnsupportedModelError", "UsageError", "VerificationError", "inspect", "prune",
+           "PruneResult", "UnsupportedModelError", "UsageError", "VerificationError", "inspect", "plan", "prune",
            "verify_files", "__version__"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,13 +19,14 @@ from . import io
 from .channels import ChannelGraph, analyse
 from .config import PruneConfig
 from .cost import Cost, cost
-from .errors import UnsupportedModelError, VerificationError
+from .errors import UnsupportedModelError, UsageError, VerificationError
 from .frontends import onnx as onnx_frontend
 from .frontends.onnx import LoadedModel
-from .methods import METHODS
+from .lowrank import LOWRANK_KEY
 from .plan import Plan
 from .report import PruneReport, summarise_groups
 from .runtime import latency_ms, seeded_inputs
+from .stages import pipeline, verify_pipeline, verify_stage
 from .state import PruneState
 from .verify import Verification, verify
 
@@ -57,27 +59,66 @@ def load(model: ModelSource, input_shapes=None) -> LoadedModel:
     return onnx_frontend.load(model, input_shapes or {})
 
 
-def prune(model: ModelSource, config: PruneConfig | None = None, **options) -> PruneResult:
-    """Prune ``model`` (a path or an ``onnx.ModelProto``) and verify the result (unless ``verify="off"``).
+def is_torch_module(model) -> bool:
+    """True for an ``nn.Module``, without importing torch for the ONNX path."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(model, torch.nn.Module)
 
-    Options are the fields of :class:`PruneConfig` (``method``, ``ratio``, ``scope``, ``round_to`` …).
+
+def prune(model, config: PruneConfig | None = None, *, example_inputs=None, **options):
+    """Prune ``model`` and verify the result (unless ``verify="off"``).
+
+    ``model`` is an ONNX path or ``onnx.ModelProto`` (returns a :class:`PruneResult`), or a ``torch.nn.Module``
+    with ``example_inputs`` (a tensor or a tuple; returns a ``TorchPruneResult`` whose ``model`` is the smaller
+    module). Options are the fields of :class:`PruneConfig` (``method``, ``ratio``, ``scope``, ``round_to`` …).
     Raises :class:`VerificationError` if the pruned model is not equal to the masked original.
     """
+    if is_torch_module(model):
+        from .torch_api import prune_module
+
+        return prune_module(model, require_examples(example_inputs), PruneConfig.make(config, **options))
     cfg = PruneConfig.make(config, **options)
     source = load(model, cfg.input_shapes)
     state = PruneState.start(source)
-    for p in METHODS[cfg.method](cfg):
-        state = p(state)
+    stages = []  # (pass, state before, state after) of every pass that changed the model; see stages.py
+    for p in pipeline(cfg):
+        before, state = state, p(state)
+        if state.history[-1].modified:
+            stages.append((p, before, state))
         if state.channels is not None and cfg.strict:
             refuse_unmapped(state.channels)
         if cfg.verify == "each" and state.history[-1].modified:
-            require(verify(source, state.model, state.plan, rtol=cfg.rtol, atol=cfg.atol, seed=cfg.seed))
+            require(verify_stage(source, p, before, state, cfg))
     verification = None
     if cfg.verify != "off":
-        verification = require(verify(source, state.model, state.plan, rtol=cfg.rtol, atol=cfg.atol, seed=cfg.seed))
+        verification = require(verify_pipeline(source, stages, state, cfg))
     pruned = finish(source, state, cfg)
     report = make_report(cfg, source, state, pruned, verification)
     return PruneResult(pruned, state.plan, report, state.channels, source)
+
+
+def plan(model, config: PruneConfig | None = None, *, example_inputs=None, **options) -> Plan:
+    """Only decide which units go (analysis, scoring, selection), without changing the model: for training-time
+    methods (TPP) that regularise the chosen units before removing them."""
+    cfg = PruneConfig.make(config, **options)
+    if is_torch_module(model):
+        from .torch_api import plan_module
+
+        return plan_module(model, require_examples(example_inputs), cfg).plan
+    from .passes import RemoveChannels
+
+    state = PruneState.start(load(model, cfg.input_shapes))
+    for p in pipeline(cfg):
+        if isinstance(p, RemoveChannels):
+            return state.plan
+        state = p(state)
+    return state.plan
+
+
+def require_examples(example_inputs):
+    if example_inputs is None:
+        raise UsageError("a torch model needs example_inputs (a tensor or a tuple of tensors) to trace its shapes")
+    return example_inputs
 
 
 def refuse_unmapped(cg: ChannelGraph) -> None:
@@ -96,13 +137,14 @@ def require(v: Verification) -> Verification:
 def finish(source: LoadedModel, state: PruneState, cfg: PruneConfig) -> onnx.ModelProto:
     """The output model: the untouched original when nothing was removed, else the pruned model with the plan
     and the analysed input shapes in its metadata (``graphprune verify`` reads them)."""
-    if state.plan is None or state.plan.empty:
+    if (state.plan is None or state.plan.empty) and not any(r.modified for r in state.history):
         out = onnx.ModelProto()
         out.CopyFrom(source.original)
         return out
     out = state.model
     props = {p.key: p.value for p in out.metadata_props}
-    props[PLAN_KEY] = state.plan.to_json()
+    if state.plan is not None:
+        props[PLAN_KEY] = state.plan.to_json()
     props[SHAPES_KEY] = json.dumps({k: list(v) for k, v in source.input_shapes.items()})
     del out.metadata_props[:]
     onnx.helper.set_model_props(out, props)
@@ -112,7 +154,7 @@ def finish(source: LoadedModel, state: PruneState, cfg: PruneConfig) -> onnx.Mod
 def make_report(cfg: PruneConfig, source: LoadedModel, state: PruneState, pruned: onnx.ModelProto,
                 verification: Verification | None) -> PruneReport:
     before = cost(source.graph)
-    after = before if state.plan is None or state.plan.empty else cost(onnx_frontend.to_ir(state.model))
+    after = before if not any(r.modified for r in state.history) else cost(onnx_frontend.to_ir(state.model))
     latency = None
     if cfg.latency:
         feeds = seeded_inputs(source.model, source.input_shapes, cfg.seed)
@@ -123,11 +165,17 @@ def make_report(cfg: PruneConfig, source: LoadedModel, state: PruneState, pruned
     unmapped = tuple(sorted({f"{n.op} ({n.name})" for n in state.channels.unmapped})) if state.channels else ()
     return PruneReport(method=cfg.method, options=options, before=before, after=after,
                        groups=summarise_groups(state.channels, state.plan) if state.channels else (),
-                       unmapped_ops=unmapped, verification=verification, passes=state.history, latency=latency)
+                       unmapped_ops=unmapped, verification=verification, passes=state.history, latency=latency,
+                       notes=tuple(n for r in state.history for n in r.stats.get("notes", ())))
 
 
-def inspect(model: ModelSource, input_shapes=None, exclude=()) -> Inspection:
-    """Analyse ``model`` without changing it: channel groups, what is frozen and why, and its cost."""
+def inspect(model, input_shapes=None, exclude=(), *, example_inputs=None) -> Inspection:
+    """Analyse ``model`` without changing it: channel groups, what is frozen and why, and its cost.
+    ``model``: an ONNX path or proto, or an ``nn.Module`` with ``example_inputs``."""
+    if is_torch_module(model):
+        from .torch_api import inspect_module
+
+        return inspect_module(model, require_examples(example_inputs), exclude)
     source = load(model, input_shapes)
     return Inspection(analyse(source.graph, exclude), cost(source.graph), source)
 
@@ -141,4 +189,11 @@ def verify_files(original: ModelSource, pruned: str | os.PathLike | onnx.ModelPr
         input_shapes = {k: tuple(v) for k, v in json.loads(props[SHAPES_KEY]).items()}
     source = load(original, input_shapes)
     plan = Plan.from_json(props[PLAN_KEY]) if PLAN_KEY in props else Plan({}, {}, {})
+    if LOWRANK_KEY in props:  # low rank, alone or after channel pruning: each stage against its oracle
+        from .stages import verify_stored
+        return verify_stored(source, pruned_model, plan, rtol=rtol, atol=atol, seed=seed)
+    from .edits import EDITS_KEY
+    if EDITS_KEY in props or plan.meta.get("reweight"):  # SiPP, randomized PFP: weight values edited too
+        from .edits import verify_stored as verify_stored_edits
+        return verify_stored_edits(source, pruned_model, plan, rtol=rtol, atol=atol, seed=seed)
     return verify(source, pruned_model, plan, rtol=rtol, atol=atol, seed=seed)

@@ -82,10 +82,55 @@ class ChannelGraph:
         return self.groups[self.group_of[space]]
 
 
+MAX_LAYOUT_ROUNDS = 8
+
+
 def analyse(graph: Graph, exclude: Iterable[str] = ()) -> ChannelGraph:
-    """Run every node's rule, build the space graph, and derive groups and units."""
+    """Run every node's rule, build the space graph, and derive groups and units.
+
+    Reshapes that split or merge axes can couple the outermost or the innermost axis of the run (see
+    :func:`graphprune.rules.shape.couple_merged`). They start with the outermost; where the coupled axes end up
+    frozen while the other axes are frozen by nothing but these choices, the choices switch and the analysis
+    runs again (a few rounds at most; each segment switches once)."""
     excluded = excluded_nodes(graph, list(exclude))
-    said = [node_channels(graph, n, n.name in excluded) for n in graph.nodes]
+    choices: dict[str, str] = {}
+    for _ in range(MAX_LAYOUT_ROUNDS):
+        cg, alternatives = analyse_once(graph, excluded, choices)
+        flips = layout_flips(cg, [a for a in alternatives if a.key not in choices])
+        if not flips:
+            break
+        choices.update(flips)
+    return cg
+
+
+def layout_flips(cg: "ChannelGraph", alternatives: list) -> dict[str, str]:
+    """Segments to switch to their inner axis, decided per group of the axes they leave frozen.
+
+    A group qualifies when it holds parameters and every freeze in it is a default freeze by one of the
+    segments that left it out, and each of those segments' coupled axis is frozen anyway. Flips in one round
+    never touch the same group twice (the two halves of a channel shuffle must not both switch)."""
+    by_other: dict[int, list] = {}
+    for alt in alternatives:
+        by_other.setdefault(cg.group_of[alt.other], []).append(alt)
+    flips: dict[str, str] = {}
+    touched: set[int] = set()
+    for gid, alts in by_other.items():
+        group = cg.groups[gid]
+        nodes = {a.key.rsplit(":", 1)[0] for a in alts}
+        if not group.params or not all(f.node in nodes and not f.explicit for f in group.freezes):
+            continue
+        if not all(cg.group(a.chosen).frozen for a in alts):
+            continue
+        groups = {gid} | {cg.group_of[a.chosen] for a in alts}
+        if groups & touched:
+            continue
+        touched |= groups
+        flips.update({a.key: "inner" for a in alts})
+    return flips
+
+
+def analyse_once(graph: Graph, excluded: set[str], choices: dict[str, str]):
+    said = [node_channels(graph, n, n.name in excluded, choices) for n in graph.nodes]
     freezes = [f for s in said for f in s.freezes] + interface_freezes(graph)
     couplings = [c for s in said for c in s.couplings]
     virtual = dict(v for s in said for v in s.virtual)
@@ -93,7 +138,8 @@ def analyse(graph: Graph, exclude: Iterable[str] = ()) -> ChannelGraph:
     groups, group_of = derive_groups(graph, g, couplings, freezes)
     unmapped = tuple(n for n in graph.nodes if n.op not in RULES)
     stats = frozenset(t for s in said for t in s.stats)
-    return ChannelGraph(graph, g, groups, MappingProxyType(group_of), stats, unmapped)
+    alternatives = [a for s in said for a in s.alternatives]
+    return ChannelGraph(graph, g, groups, MappingProxyType(group_of), stats, unmapped), alternatives
 
 
 def excluded_nodes(graph: Graph, patterns: list[str]) -> set[str]:
@@ -107,7 +153,7 @@ def excluded_nodes(graph: Graph, patterns: list[str]) -> set[str]:
     return out
 
 
-def node_channels(graph: Graph, node: Node, excluded: bool = False) -> NodeChannels:
+def node_channels(graph: Graph, node: Node, excluded: bool = False, choices: dict[str, str] | None = None) -> NodeChannels:
     """Apply the node's rule; whatever it leaves unmapped (or everything, on failure) is frozen."""
     spaces = [Space(t, k) for t in node.touched if graph.shape(t) is not None for k in range(len(graph.shape(t)))]
     unknown = [t for t in node.touched if graph.shape(t) is None]
@@ -118,7 +164,7 @@ def node_channels(graph: Graph, node: Node, excluded: bool = False) -> NodeChann
         return frozen_all(spaces, node, f"no channel rule for op {qualified(node)}")
     if unknown:
         return frozen_all(spaces, node, f"shape of '{unknown[0]}' unknown")
-    ctx = RuleContext(graph, node)
+    ctx = RuleContext(graph, node, choices)
     try:
         rule.apply(ctx)
     except RuleError as exc:
@@ -128,7 +174,7 @@ def node_channels(graph: Graph, node: Node, excluded: bool = False) -> NodeChann
     said = ctx.result()
     default = tuple(Freeze(s, f"{node.op} does not map this axis", node.name, explicit=False)
                     for s in spaces if s not in ctx.accounted)
-    return NodeChannels(said.couplings, said.freezes + default, said.virtual, said.stats)
+    return NodeChannels(said.couplings, said.freezes + default, said.virtual, said.stats, said.alternatives)
 
 
 def qualified(node: Node) -> str:

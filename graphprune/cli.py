@@ -11,12 +11,15 @@ import json
 import signal
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 from . import __version__, api, io
 from .errors import GraphPruneError, UsageError
+from .frontends import pyfile
 from .frontends.onnx import parse_input_shapes
 from .methods import METHODS
+from .stages import THEN_METHODS
 
 SUBCOMMANDS = ("prune", "inspect", "verify")
 
@@ -42,9 +45,13 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
 
     p = sub.add_parser("prune", help="prune channels and write a smaller, verified model")
-    p.add_argument("model", help="input ONNX file (never modified)")
+    p.add_argument("model", help="input ONNX file (never modified), or a torch model as FILE.py:FUNCTION")
+    p.add_argument("--example-input", action="append", metavar="D0,D1,...",
+                   help="torch model: shape of a seeded example input (repeat per forward argument)")
+    p.add_argument("--weights", metavar="FILE", help="torch model: a state_dict checkpoint (read weights-only)")
     p.add_argument("-o", "--output", help="output file (default: MODEL.pruned.onnx next to the input)")
-    p.add_argument("--method", default="magnitude", choices=sorted(METHODS), help="scoring method (default: magnitude)")
+    p.add_argument("--method", default="magnitude", choices=sorted(METHODS), help="scoring method (default: magnitude); "
+                   "'sipp' zeroes individual weights and does NOT shrink shapes (unstructured sparsity)")
     p.add_argument("--ratio", type=float, default=0.5, help="fraction of channels to remove, in [0, 1) (default 0.5)")
     p.add_argument("--norm", type=int, choices=(1, 2), default=1, help="magnitude norm (default 1)")
     p.add_argument("--global", dest="scope", action="store_const", const="global", default="local",
@@ -61,6 +68,27 @@ def build_parser() -> Parser:
     p.add_argument("--report", metavar="FILE", help="write the JSON report here")
     p.add_argument("--latency", action="store_true", help="measure onnxruntime latency before and after")
     p.add_argument("--seed", type=int, default=0, help="seed for verification inputs and random choices")
+    p.add_argument("--then", action="append", default=[], choices=THEN_METHODS,
+                   help="run this method after --method in the same pipeline (e.g. --then lowrank)")
+    p.add_argument("--energy", type=float, help="low rank: smallest rank keeping this fraction of Σσ² (default 0.9)")
+    p.add_argument("--rank-ratio", type=float, help="low rank: keep this fraction of each layer's full rank")
+    p.add_argument("--sv-threshold", type=float, help="low rank: keep singular values > T (absolute)")
+    p.add_argument("--scheme", choices=("channel", "spatial"), default="channel",
+                   help="low rank conv scheme: channel (kxk then 1x1) or spatial (kx1 then 1xk) (default channel)")
+    p.add_argument("--calib", metavar="FILE", help="sampling / sipp: calibration inputs, .npz (arrays named like the "
+                   "model inputs, axis 0 = points) or .npy (one input); without it, seeded random inputs (data-free)")
+    p.add_argument("--max-points", type=int, default=256, metavar="N", help="sampling / sipp: use at most N "
+                   "calibration points (default 256)")
+    p.add_argument("--budget", choices=("params", "macs"), default="params", help="sampling: --ratio is the "
+                   "fraction of parameters or of MACs to remove, met by one ε shared by all layers (default params)")
+    p.add_argument("--sampling", choices=("deterministic", "randomized"), default="deterministic",
+                   help="sampling: keep the top channels by sensitivity (default), or draw them (--seed) and "
+                        "reweight the kept ones by count/(m·p)")
+    p.add_argument("--delta", type=float, default=1e-16, help="sampling / sipp: failure probability δ of the "
+                   "sampling bound (default 1e-16)")
+    p.add_argument("--sipp-mode", choices=("deterministic", "randomized", "hybrid"), default="deterministic",
+                   help="sipp: global top weights by sensitivity (default), per-neuron sampling with reweighting, "
+                        "or per neuron whichever bound is smaller; --ratio is the fraction of weights zeroed")
     add_common(p)
 
     p = sub.add_parser("inspect", help="show the channel groups: sizes, couplings, prunable or frozen and why")
@@ -88,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         argv.insert(0, "prune")
     verbose = "-v" in argv or "--verbose" in argv
     signal.signal(signal.SIGTERM, interrupted)  # so a killed run still removes its temporary file
+    if not verbose:
+        warnings.simplefilter("ignore")  # library warnings are noise in a pipeline's log; -v shows them
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
@@ -112,15 +142,27 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_prune(args) -> int:
     from .report import print_report
 
-    model_path = Path(args.model)
-    output = Path(args.output) if args.output else io.default_output(model_path)
+    torch_model = pyfile.is_torch_spec(args.model)
+    model_path = Path(args.model.rsplit(":", 1)[0] if torch_model else args.model)
+    default = model_path.with_name(model_path.stem + ".pruned.pt") if torch_model else io.default_output(model_path)
+    output = Path(args.output) if args.output else default
     io.check_output(output, model_path)
     if args.report:
         io.check_output(Path(args.report), model_path)
-    result = api.prune(model_path, method=args.method, ratio=args.ratio, norm=args.norm, scope=args.scope,
+    if torch_model:
+        model = pyfile.load_module(args.model, args.weights)
+        extra = {"example_inputs": pyfile.example_inputs(args.example_input, args.seed)}
+    else:
+        if args.example_input or args.weights:
+            raise UsageError("--example-input and --weights are for torch models (FILE.py:FUNCTION)")
+        model, extra = model_path, {}
+    result = api.prune(model, **extra, method=args.method, ratio=args.ratio, norm=args.norm, scope=args.scope,
                        threshold=args.threshold, round_to=args.round_to, max_group_ratio=args.max_group_ratio,
                        exclude=tuple(args.exclude), strict=args.strict, verify=args.verify,
-                       input_shapes=parse_input_shapes(args.input_shape), seed=args.seed, latency=args.latency)
+                       input_shapes=parse_input_shapes(args.input_shape), seed=args.seed, latency=args.latency,
+                       energy=args.energy, rank_ratio=args.rank_ratio, sv_threshold=args.sv_threshold,
+                       scheme=args.scheme, then=tuple(args.then), calib=args.calib, max_points=args.max_points,
+                       budget=args.budget, sampling=args.sampling, delta=args.delta, sipp_mode=args.sipp_mode)
     result.save(output)
     if args.report:
         report = result.report.to_dict() | {"input": str(model_path), "output": str(output)}

@@ -27,6 +27,19 @@ class PruneConfig:
     rtol: float = 1e-4
     atol: float = 1e-5
     latency: bool = False
+    # low rank (--method lowrank / --then lowrank): one rank choice; none given means energy 0.9
+    energy: float | None = None
+    rank_ratio: float | None = None
+    sv_threshold: float | None = None
+    scheme: Literal["channel", "spatial"] = "channel"
+    then: tuple[str, ...] = ()  # methods run after ``method`` in the same pipeline (e.g. ("lowrank",))
+    # data-informed methods (sampling, sipp): see graphprune/calib.py and passes/sampling.py, passes/sipp.py
+    calib: object = None  # .npz / .npy path, array, dict of arrays or iterable of batches; None: data-free
+    max_points: int = 256  # calibration points used at most
+    budget: Literal["params", "macs"] = "params"  # sampling: --ratio is the fraction of params or MACs removed
+    sampling: Literal["deterministic", "randomized"] = "deterministic"  # sampling: top-k, or draws + reweighting
+    delta: float = 1e-16  # failure probability δ of the sampling bound (authors' code default)
+    sipp_mode: Literal["deterministic", "randomized", "hybrid"] = "deterministic"
 
     def __post_init__(self) -> None:
         from .methods import METHODS
@@ -46,6 +59,11 @@ class PruneConfig:
         if self.verify not in ("off", "end", "each"):
             raise UsageError(f"verify '{self.verify}' must be off, end or each")
         object.__setattr__(self, "exclude", tuple(self.exclude))
+        object.__setattr__(self, "then", (self.then,) if isinstance(self.then, str) else tuple(self.then))
+        from .stages import check_config
+        check_config(self)
+        from .calib import check_options
+        check_options(self)
 
     @staticmethod
     def make(config: "PruneConfig | None" = None, **options) -> "PruneConfig":

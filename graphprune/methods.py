@@ -29,7 +29,52 @@ def random(config: "PruneConfig") -> list["Pass"]:
     return channel_pipeline(RandomScore(seed=config.seed), config)
 
 
+def lowrank(config: "PruneConfig") -> list["Pass"]:
+    from .stages import lowrank_passes
+
+    return lowrank_passes(config)
+
+
+def calibrate(config: "PruneConfig") -> "Pass":
+    from .passes.calibrate import Calibrate
+
+    return Calibrate(data=config.calib, max_points=config.max_points, seed=config.seed)
+
+
+def sampling(config: "PruneConfig") -> list["Pass"]:
+    """PFP: data-informed channel sensitivity, one ε for a params / MACs budget (passes/sampling.py)."""
+    from .passes import AnalyseChannels, RemoveChannels
+    from .passes.reweight import Reweight
+    from .passes.sampling import SamplingSelect
+    from .passes.sensitivity import SensitivityScore
+
+    select = SamplingSelect(ratio=config.ratio, budget=config.budget, sampling=config.sampling, delta=config.delta,
+                            round_to=config.round_to, seed=config.seed)
+    passes = [calibrate(config), AnalyseChannels(exclude=config.exclude),
+              SensitivityScore(max_points=config.max_points, seed=config.seed), select, RemoveChannels()]
+    return passes + ([Reweight()] if config.sampling == "randomized" else [])
+
+
+def sipp(config: "PruneConfig") -> list["Pass"]:
+    """SiPP: zeroes weights (unstructured); shapes are NOT shrunk (passes/sipp.py)."""
+    from .passes.sipp import SiPPSparsify
+
+    return [calibrate(config), SiPPSparsify(ratio=config.ratio, mode=config.sipp_mode, delta=config.delta,
+                                            max_points=config.max_points, exclude=config.exclude, seed=config.seed)]
+
+
+def bn_scale(config: "PruneConfig") -> list["Pass"]:
+    """Network slimming: |γ| of the BatchNormalization on each channel (passes/bn_scale.py)."""
+    from .passes.bn_scale import BNScaleScore
+
+    return channel_pipeline(BNScaleScore(norm=config.norm), config)
+
+
 METHODS: dict[str, Callable[["PruneConfig"], list["Pass"]]] = {
     "magnitude": magnitude,
     "random": random,
+    "lowrank": lowrank,
+    "sampling": sampling,
+    "sipp": sipp,
+    "bn_scale": bn_scale,
 }

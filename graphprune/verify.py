@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
 import ml_dtypes
 import numpy as np
@@ -20,6 +20,7 @@ import onnx_graphsurgeon as gs
 
 from .errors import ModelLoadError, VerificationError
 from .frontends.onnx import LoadedModel, declared_shape
+from .gsgraph import export_like, reroute
 from .plan import Plan
 from .runtime import run, seeded_inputs, session
 
@@ -65,16 +66,9 @@ def masked_model(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
         masked = gs.Variable(f"{name}::masked", dtype=dtype, shape=t.shape)
         consumers = list(t.outputs)
         g.nodes.append(mask_node(name, t, keep, dtype, masked))
-        for node in consumers:
-            for i, inp in enumerate(node.inputs):
-                if inp is t:
-                    node.inputs[i] = masked
+        reroute(consumers, t, masked)
     g.toposort()
-    out = gs.export_onnx(g, do_type_check=False)
-    out.ir_version = model.ir_version
-    del out.opset_import[:]
-    out.opset_import.extend(model.opset_import)
-    return out
+    return export_like(g, model)
 
 
 def mask_node(name: str, t: gs.Tensor, keep: np.ndarray, dtype, out: gs.Variable) -> gs.Node:
@@ -98,6 +92,19 @@ def interface_problems(reference: onnx.ModelProto, candidate: onnx.ModelProto) -
         if ref != got:
             problems.append(f"{kind}s differ: {ref} vs {got}")
     return problems
+
+
+def structural_checks(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> dict[str, str]:
+    """The full ONNX checker on ``candidate`` and its interface against ``reference``: "ok" or what failed."""
+    checks: dict[str, str] = {}
+    try:
+        onnx.checker.check_model(candidate, full_check=True)
+        checks["checker"] = "ok"
+    except Exception as exc:
+        checks["checker"] = str(exc).splitlines()[0]
+    problems = interface_problems(reference, candidate)
+    checks["interface"] = "ok" if not problems else "; ".join(problems)
+    return checks
 
 
 def drift(reference: list[np.ndarray], pruned: list[np.ndarray]) -> Drift:
@@ -132,29 +139,35 @@ def close(expected: list[np.ndarray], got: list[np.ndarray], rtol: float, atol: 
     return ok, worst
 
 
-def verify(source: LoadedModel, pruned: onnx.ModelProto, plan: Plan, *, rtol: float = 1e-4, atol: float = 1e-5,
-           seed: int = 0) -> Verification:
-    """Run every check; never raises for a failed check (the caller decides), only reports it."""
-    checks: dict[str, str] = {}
+def compare_with_oracle(reference: onnx.ModelProto, candidate: onnx.ModelProto, oracle: Callable[[], onnx.ModelProto] | None,
+                        feeds: Mapping[str, np.ndarray], *, label: str, what: str, interface: onnx.ModelProto | None = None,
+                        rtol: float = 1e-4, atol: float = 1e-5, extra: Mapping[str, str] | None = None) -> Verification:
+    """The shared shape of every verification: structural checks, ``candidate`` runs, and its outputs equal the
+    ``oracle`` model's (built lazily; ``None``: the reference itself) within tolerance; drift is measured
+    against ``reference``. ``label`` names the oracle check, ``what`` describes the difference it measures."""
+    checks = structural_checks(interface if interface is not None else reference, candidate)
+    checks.update(extra or {})
     try:
-        onnx.checker.check_model(pruned, full_check=True)
-        checks["checker"] = "ok"
-    except Exception as exc:
-        checks["checker"] = str(exc).splitlines()[0]
-    problems = interface_problems(source.model, pruned)
-    checks["interface"] = "ok" if not problems else "; ".join(problems)
-    feeds = seeded_inputs(source.model, source.input_shapes, seed)
-    try:
-        reference = run(session(source.model), feeds)
-    except VerificationError as exc:
-        raise ModelLoadError(f"the original model does not run, so nothing can be verified against it: {exc}") from exc
-    try:
-        got = run(session(pruned), feeds)
+        got = run(session(candidate), feeds)
         checks["onnxruntime"] = "ok"
     except VerificationError as exc:
         checks["onnxruntime"] = str(exc)
         return Verification(False, checks)
-    expected = reference if plan.empty else run(session(masked_model(source.model, plan)), feeds)
+    reference_out = run(session(reference), feeds)
+    expected = reference_out if oracle is None else run(session(oracle()), feeds)
     ok, worst = close(expected, got, rtol, atol)
-    checks["masked_original"] = "ok" if ok else f"max |pruned - masked original| = {worst:.3g} exceeds rtol {rtol}, atol {atol}"
-    return Verification(all(v == "ok" for v in checks.values()), checks, worst, drift(reference, got))
+    checks[label] = "ok" if ok else f"max |{what}| = {worst:.3g} exceeds rtol {rtol}, atol {atol}"
+    return Verification(all(v == "ok" for v in checks.values()), checks, worst, drift(reference_out, got))
+
+
+def verify(source: LoadedModel, pruned: onnx.ModelProto, plan: Plan, *, rtol: float = 1e-4, atol: float = 1e-5,
+           seed: int = 0) -> Verification:
+    """Run every check; never raises for a failed check (the caller decides), only reports it."""
+    feeds = seeded_inputs(source.model, source.input_shapes, seed)
+    try:
+        run(session(source.model), feeds)
+    except VerificationError as exc:
+        raise ModelLoadError(f"the original model does not run, so nothing can be verified against it: {exc}") from exc
+    oracle = None if plan.empty else (lambda: masked_model(source.model, plan))
+    return compare_with_oracle(source.model, pruned, oracle, feeds, label="masked_original",
+                               what="pruned - masked original", rtol=rtol, atol=atol)

@@ -12,12 +12,15 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from models.attention import attention_block
 from models.densenet import densenet_block
 from models.grouped import grouped_split
 from models.inception import inception_block
 from models.mobilenet import mobilenet_v2
 from models.plain import plain_cnn
+from models.recurrent import gru_classifier, lstm_classifier
 from models.resnet import resnet50, resnet_basic, resnet_bottleneck
+from models.shufflenet import shufflenet_unit
 from models.transformer import transformer_mlp
 from models.vgg import vgg
 
@@ -55,6 +58,14 @@ REFERENCE_MODELS: dict[str, ModelSpec] = {
                   "ResNeXt grouped conv (groups=4), unequal split -> cat + add, chunk -> add"),
         ModelSpec("transformer_mlp", transformer_mlp, (1, 8, 32),
                   "LayerNorm-Linear-GELU-Linear residual MLP blocks on (B, T, D), token mean"),
+        ModelSpec("shufflenet_unit", shufflenet_unit, _IMG,
+                  "ShuffleNet-style units (grouped 1x1, channel shuffle, depthwise) and a shuffle between dense convs"),
+        ModelSpec("attention_block", attention_block, (1, 8, 32),
+                  "ViT-style blocks: hand-written multi-head attention (heads removed whole) and MLP"),
+        ModelSpec("lstm_classifier", lstm_classifier, (2, 7, 6),
+                  "2-layer bidirectional LSTM (batch_first) between Linear layers"),
+        ModelSpec("gru_classifier", gru_classifier, (2, 7, 6),
+                  "2-layer GRU (batch_first) between Linear layers"),
     ]
 }
 

@@ -15,6 +15,7 @@ import onnx_graphsurgeon as gs
 
 from ..errors import InternalError
 from ..frontends.onnx import inferred_shapes
+from ..gsgraph import export_like
 from ..ir import Graph
 from ..plan import Plan
 from ..rules import Space
@@ -56,12 +57,7 @@ def emit(model: onnx.ModelProto, graph: Graph, plan: Plan) -> onnx.ModelProto:
         fix = FIXES.get(node.op)
         if fix is not None:
             fix(node, ctx)
-    out = gs.export_onnx(g, do_type_check=False)
-    out.ir_version = model.ir_version
-    del out.opset_import[:]
-    out.opset_import.extend(model.opset_import)
-    out.graph.name = model.graph.name
-    return checked_shapes(out)
+    return checked_shapes(export_like(g, model))
 
 
 def slice_tensors(g: gs.Graph, plan: Plan) -> None:

@@ -99,7 +99,17 @@ def fix_resize(node: gs.Node, ctx: "FixContext") -> None:
         node.inputs[3] = fresh_constant(node, "sizes", ctx.new_shape(y))
 
 
+def fix_hidden_size(node: gs.Node, ctx: "FixContext") -> None:
+    """LSTM / GRU / RNN: ``hidden_size`` becomes the number of kept hidden units."""
+    kept = ctx.kept_virtual(f"{node.name}#hidden")
+    if kept is not None:
+        node.attrs["hidden_size"] = len(kept)
+
+
 FIXES: dict[str, Callable[[gs.Node, "FixContext"], None]] = {
+    "LSTM": fix_hidden_size,
+    "GRU": fix_hidden_size,
+    "RNN": fix_hidden_size,
     "Conv": fix_group,
     "ConvTranspose": fix_group,
     "Split": fix_split,

@@ -10,7 +10,7 @@ silently treated as element-wise.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Union
+from typing import Callable, Mapping, Union
 
 import numpy as np
 
@@ -114,6 +114,18 @@ class NodeChannels:
     freezes: tuple[Freeze, ...]
     virtual: tuple[tuple[Space, int], ...] = ()
     stats: frozenset[str] = frozenset()  # parameter tensors that are statistics, not weights (BN mean/var)
+    alternatives: tuple["Alternative", ...] = ()
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """A reshape segment that could couple either its outermost or its innermost split/merged axis.
+
+    ``key`` names the choice; ``chosen`` is the space the rule coupled, ``other`` the one it left frozen."""
+
+    key: str
+    chosen: Space
+    other: Space
 
 
 class RuleError(Exception):
@@ -123,8 +135,10 @@ class RuleError(Exception):
 class RuleContext:
     """Builder handed to a rule: shape lookups plus ``couple`` / ``freeze`` / ``virtual``."""
 
-    def __init__(self, graph: Graph, node: Node):
+    def __init__(self, graph: Graph, node: Node, choices: Mapping[str, str] | None = None):
         self.graph, self.node = graph, node
+        self.choices = choices or {}
+        self._alternatives: list[Alternative] = []
         self._couplings: list[Coupling] = []
         self._freezes: list[Freeze] = []
         self._virtual: list[tuple[Space, int]] = []
@@ -181,11 +195,19 @@ class RuleContext:
     def freeze_axis(self, tensor: str, axis: int, reason: str) -> None:
         self.freeze(self.space(tensor, axis), reason)
 
+    def choice(self, label: str, default: str) -> str:
+        """The layout choice recorded for ``label`` of this node (see :mod:`graphprune.channels`)."""
+        return self.choices.get(f"{self.node.name}:{label}", default)
+
+    def alternative(self, label: str, chosen: Space, other: Space) -> None:
+        self._alternatives.append(Alternative(f"{self.node.name}:{label}", chosen, other))
+
     def mark_stats(self, *tensors: str | None) -> None:
         self._stats.update(t for t in tensors if t)
 
     def result(self) -> NodeChannels:
-        return NodeChannels(tuple(self._couplings), tuple(self._freezes), tuple(self._virtual), frozenset(self._stats))
+        return NodeChannels(tuple(self._couplings), tuple(self._freezes), tuple(self._virtual), frozenset(self._stats),
+                            tuple(self._alternatives))
 
 
 # ---- registry ---------------------------------------------------------------------------------------------

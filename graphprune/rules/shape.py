@@ -3,14 +3,16 @@
 A reshape is read as a sequence of segments where a run of input axes and a run of output axes have the same
 product. One-to-one segments are identity; a merge (C, H, W → C·H·W) couples the outermost input axis to the
 merged axis by a block map; a split (C → G, C/G) couples the input to the outermost output axis by a block
-map. The inner axes of a merge or split have no map and are frozen, so only whole blocks can go.
+map. The other axes of a merge or split have no map and are frozen, so only whole blocks can go. Where the
+outermost axis is frozen for another reason (a channel shuffle's transpose, an RNN's direction axis), channel
+analysis switches the segment to its innermost axis instead (see :func:`couple_merged`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .base import Block, RuleContext, rule
+from .base import Block, Gather, RuleContext, Space, rule
 
 
 def segments(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[int], list[int]]]:
@@ -36,16 +38,32 @@ def segments(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[int], li
 def couple_reshape(ctx: RuleContext, x: str, y: str) -> None:
     """Couple ``x`` to ``y`` (same element count) by the segment rule above."""
     a, b = ctx.shape(x), ctx.shape(y)
-    for ra, rb in segments(a, b):
-        inner_a = int(np.prod([a[k] for k in ra[1:]], dtype=np.int64))
-        inner_b = int(np.prod([b[k] for k in rb[1:]], dtype=np.int64))
+    for i, (ra, rb) in enumerate(segments(a, b)):
         if len(ra) == 1 and len(rb) == 1:
             ctx.couple_axes(x, ra[0], y, rb[0])
         elif len(rb) == 1:
-            ctx.couple_axes(x, ra[0], y, rb[0], Block(inner_a))
+            couple_merged(ctx, f"seg{i}", (x, ra, a), (y, rb[0]))
         elif len(ra) == 1:
-            ctx.couple_axes(y, rb[0], x, ra[0], Block(inner_b))
+            couple_merged(ctx, f"seg{i}", (y, rb, b), (x, ra[0]))
         # many-to-many: no map; the axes stay unmentioned and are frozen
+
+
+def couple_merged(ctx: RuleContext, label: str, many: tuple[str, list[int], tuple[int, ...]], one: tuple[str, int]) -> None:
+    """Couple the single axis ``one`` with the outermost (default) or innermost axis of the run ``many``.
+
+    Outer: outer index i ↔ the block [i·s, i·s+s) of the single axis (whole heads, whole groups).
+    Inner: inner index j ↔ every position ≡ j mod n (the same offset in every block: channel shuffle,
+    bidirectional RNN outputs). Either is exact; channel analysis picks the one that is not frozen elsewhere."""
+    name, axes, shape = many
+    target, axis = one
+    outer, inner = Space(name, axes[0]), Space(name, axes[-1])
+    total = int(np.prod([shape[k] for k in axes], dtype=np.int64))
+    if ctx.choice(label, "outer") == "inner":
+        ctx.couple(ctx.space(target, axis), inner, Gather(np.arange(total) % shape[axes[-1]]))
+        ctx.alternative(label, inner, outer)
+    else:
+        ctx.couple(outer, ctx.space(target, axis), Block(total // shape[axes[0]]))
+        ctx.alternative(label, outer, inner)
 
 
 @rule("Flatten")

@@ -69,3 +69,16 @@ def slice_(ctx: RuleContext) -> None:
             ctx.couple_axes(y, k, x, k, Offset(taken.start))
         else:
             ctx.freeze_axis(x, k, "Slice with a step other than 1")
+
+
+@rule("Gather")
+def gather(ctx: RuleContext) -> None:
+    """Axes other than the gathered one pass through (around the indices' axes); the gathered axis is frozen."""
+    x, idx, y = ctx.node.inputs[0], ctx.node.inputs[1], ctx.node.outputs[0]
+    r, ri = ctx.rank(x), ctx.rank(idx)
+    axis = int(ctx.attr("axis", 0)) % r
+    for k in range(r):
+        if k == axis:
+            ctx.freeze_axis(x, k, "indexed by Gather")
+        else:
+            ctx.couple_axes(x, k, y, k if k < axis else k - 1 + ri)

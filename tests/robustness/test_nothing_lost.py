@@ -71,3 +71,12 @@ def test_sigterm_during_save_leaves_no_partial_file(exported, tmp_path):
     assert proc.returncode == 130, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ready"]
     assert "interrupted" in err
+
+
+def test_outputs_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        io.write_bytes_atomic(tmp_path / "out.onnx", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.onnx").stat().st_mode & 0o777 == 0o644

@@ -1,0 +1,123 @@
+"""Calibration data: forms, validation errors (one clear line), data-free fallback, batched activations."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import graphprune
+from graphprune.calib import CalibInput, gather, prepare
+from graphprune.errors import UsageError
+from graphprune.runtime import run, session
+
+
+@pytest.fixture(scope="module")
+def source(exported):
+    return graphprune.api.load(exported("plain_cnn", "legacy"))
+
+
+def points(n, shape=(3, 32, 32), dtype=np.float32, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, *shape)).astype(dtype)
+
+
+def test_forms_agree(source, tmp_path):
+    x = points(5)
+    np.savez(tmp_path / "c.npz", input=x)
+    np.save(tmp_path / "c.npy", x)
+    for data in (x, {"input": x}, [x[:2], x[2:]], ({"input": x[:3]}, {"input": x[3:]}), tmp_path / "c.npz",
+                 str(tmp_path / "c.npy"), CalibInput(iter([x[:1], x[1:]]))):
+        calib = prepare(data, source)
+        assert calib.n_points == 5 and not calib.data_free
+        np.testing.assert_array_equal(calib.inputs["input"], x)
+    assert prepare(x.astype(np.float64), source).inputs["input"].dtype == np.float32  # same kind: cast
+    assert prepare(x, source, max_points=3).n_points == 3
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"images": points(2)}, "lacks input(s) ['input']"),
+    ({"input": points(2), "extra": points(2)}, "not model inputs"),
+    (points(2, (3, 16, 16)), "has shape (2, 3, 16, 16); the model expects (N, 3, 32, 32)"),
+    (points(2)[0], "the model expects (N, 3, 32, 32)"),
+    (points(2, dtype=np.int64), "has dtype int64; the model expects float32"),
+    (np.full((2, 3, 32, 32), np.nan, np.float32), "NaN or infinite"),
+    (points(0), "holds no points"),
+    ([], "is empty"),
+    (42, "an array, a dict or an iterable"),
+])
+def test_validation_errors_are_one_clear_line(source, data, message):
+    with pytest.raises(UsageError) as info:
+        prepare(data, source)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_file_errors(source, tmp_path):
+    with pytest.raises(UsageError, match="no such file"):
+        prepare(tmp_path / "missing.npz", source)
+    (tmp_path / "x.txt").write_text("1 2 3")
+    with pytest.raises(UsageError, match="expected a .npz"):
+        prepare(tmp_path / "x.txt", source)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(UsageError, match="cannot read it"):
+        prepare(tmp_path / "bad.npz", source)
+
+
+def test_config_checks_calibration_options(exported):
+    path = exported("plain_cnn", "legacy")
+    with pytest.raises(UsageError, match="not by 'magnitude'"):
+        graphprune.prune(path, calib=points(2))
+    for bad in (dict(budget="flops"), dict(sampling="sometimes"), dict(sipp_mode="x"), dict(delta=0.0),
+                dict(max_points=0)):
+        with pytest.raises(UsageError):
+            graphprune.PruneConfig(method="sampling", **bad)
+    cfg = graphprune.PruneConfig(method="sampling", calib=points(300))
+    assert isinstance(cfg.calib, CalibInput) and len(repr(cfg.calib)) < 60  # reports stay small
+
+
+def test_data_free_is_seeded_and_noted(source, exported):
+    a, b = prepare(None, source, max_points=4, seed=1), prepare(None, source, max_points=4, seed=1)
+    assert a.data_free and a.n_points == 4 and "data-free" in a.note
+    np.testing.assert_array_equal(a.inputs["input"], b.inputs["input"])
+    result = graphprune.prune(exported("plain_cnn", "legacy"), method="sampling", max_points=4)
+    assert any(n.startswith("data-free") for n in result.report.notes)
+
+
+def reshape_model() -> onnx.ModelProto:
+    """Conv → Reshape to a constant [1, -1] (the batch baked in, as constant folding leaves it) → Gemm."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([1, -1], np.int64), "shape"),
+             numpy_helper.from_array(rng.standard_normal((64, 3)).astype(np.float32), "fc")]
+    nodes = [helper.make_node("Conv", ["input", "w"], ["c"], name="conv", pads=[1] * 4),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Reshape", ["r", "shape"], ["flat"], name="reshape"),
+             helper.make_node("MatMul", ["flat", "fc"], ["output"], name="fc")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("model_kind", ["flexible", "baked_batch"])
+def test_gather_runs_batches_of_any_size(exported, model_kind):
+    src = (graphprune.api.load(exported("plain_cnn", "legacy")) if model_kind == "flexible"
+           else graphprune.api.load(reshape_model()))
+    name = next(n.inputs[0] for n in src.graph.nodes if n.op in ("Gemm", "MatMul"))
+    shape = src.input_shapes["input"][1:]
+    calib = prepare(points(7, shape, seed=3), src)
+    seen = []
+    gather(src.model, [name], calib, lambda v: seen.append(v[name]), input_shapes=src.input_shapes, batch_size=3,
+           progress=False)
+    assert [len(s) for s in seen] == [3, 3, 1]  # reduced batch by batch: never all points at once
+    from graphprune.calib import ActivationRunner
+
+    runner = ActivationRunner(src.model, [name], src.input_shapes)
+    runner.run({"input": calib.inputs["input"][:3]})
+    assert runner.mode == ("relaxed" if model_kind == "flexible" else "static")
+    from graphprune.calib import expose
+
+    single = session(expose(src.model, [name]))
+    expected = np.concatenate([run(single, {"input": calib.inputs["input"][i:i + 1]})[0] for i in range(7)])
+    np.testing.assert_allclose(np.concatenate(seen), expected, rtol=1e-5, atol=1e-6)
