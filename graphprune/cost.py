@@ -22,6 +22,9 @@ class Cost:
         return other.params / max(self.params, 1), other.macs / max(self.macs, 1)
 
 
+RECURRENT = frozenset({"LSTM", "GRU", "RNN"})  # W and R stack every gate and direction: per step, W·x + R·h
+
+
 def node_macs(graph: Graph, node: Node) -> int:
     shape = graph.shape
     try:
@@ -38,6 +41,10 @@ def node_macs(graph: Graph, node: Node) -> int:
         if node.op == "MatMul":
             a, y = shape(node.inputs[0]), shape(node.outputs[0])
             return int(np.prod(y, dtype=np.int64) * a[-1])
+        if node.op in RECURRENT:
+            w, r, x = shape(node.inputs[1]), shape(node.inputs[2]), shape(node.inputs[0])
+            steps_times_batch = x[0] * x[1]  # (T, B) or (B, T): the product is the same
+            return int(steps_times_batch * (np.prod(w, dtype=np.int64) + np.prod(r, dtype=np.int64)))
     except (TypeError, IndexError):
         return 0  # unknown shapes: not counted
     return 0
