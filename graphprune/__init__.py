@@ -9,8 +9,10 @@ from .api import Inspection, PruneResult, inspect, plan, prune, verify_files
 from .config import PruneConfig
 from .errors import (GraphPruneError, InputShapeError, InternalError, ModelLoadError, UnsupportedModelError,
                      UsageError, VerificationError)
+from .prunability import PrunabilityResult, prunability
 
 __version__ = "0.1.0"
 __all__ = ["GraphPruneError", "InputShapeError", "Inspection", "InternalError", "ModelLoadError", "PruneConfig",
            "PruneResult", "UnsupportedModelError", "UsageError", "VerificationError", "inspect", "plan", "prune",
            "verify_files", "__version__"]
+__all__ += ["PrunabilityResult", "prunability"]

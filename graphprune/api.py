@@ -15,7 +15,7 @@ from pathlib import Path
 
 import onnx
 
-from . import io
+from . import io, progress
 from .channels import ChannelGraph, analyse
 from .config import PruneConfig
 from .cost import Cost, cost
@@ -24,7 +24,7 @@ from .frontends import onnx as onnx_frontend
 from .frontends.onnx import LoadedModel
 from .lowrank import LOWRANK_KEY
 from .plan import Plan
-from .report import PruneReport, summarise_groups
+from .report import PruneReport, layer_report, summarise_groups
 from .runtime import latency_ms, seeded_inputs
 from .stages import pipeline, verify_pipeline, verify_stage
 from .state import PruneState
@@ -81,17 +81,21 @@ def prune(model, config: PruneConfig | None = None, *, example_inputs=None, **op
     source = load(model, cfg.input_shapes)
     state = PruneState.start(source)
     stages = []  # (pass, state before, state after) of every pass that changed the model; see stages.py
-    for p in pipeline(cfg):
-        before, state = state, p(state)
+    passes = pipeline(cfg)
+    for i, p in enumerate(passes):
+        with progress.task(f"[{i + 1}/{len(passes)}] {p.name}"):
+            before, state = state, p(state)
         if state.history[-1].modified:
             stages.append((p, before, state))
         if state.channels is not None and cfg.strict:
             refuse_unmapped(state.channels)
         if cfg.verify == "each" and state.history[-1].modified:
-            require(verify_stage(source, p, before, state, cfg))
+            with progress.task(f"verifying {p.name}"):
+                require(verify_stage(source, p, before, state, cfg))
     verification = None
     if cfg.verify != "off":
-        verification = require(verify_pipeline(source, stages, state, cfg))
+        with progress.task("verifying"):
+            verification = require(verify_pipeline(source, stages, state, cfg))
     pruned = finish(source, state, cfg)
     report = make_report(cfg, source, state, pruned, verification)
     return PruneResult(pruned, state.plan, report, state.channels, source)
@@ -154,19 +158,22 @@ def finish(source: LoadedModel, state: PruneState, cfg: PruneConfig) -> onnx.Mod
 def make_report(cfg: PruneConfig, source: LoadedModel, state: PruneState, pruned: onnx.ModelProto,
                 verification: Verification | None) -> PruneReport:
     before = cost(source.graph)
-    after = before if not any(r.modified for r in state.history) else cost(onnx_frontend.to_ir(state.model))
+    after_graph = onnx_frontend.to_ir(state.model) if any(r.modified for r in state.history) else None
+    after = before if after_graph is None else cost(after_graph)
     latency = None
     if cfg.latency:
         feeds = seeded_inputs(source.model, source.input_shapes, cfg.seed)
-        lb, la = latency_ms(source.model, feeds), latency_ms(pruned, feeds)
-        latency = {"before_ms": lb["median"], "after_ms": la["median"]}
+        with progress.task("measuring latency"):
+            lb, la = latency_ms(source.model, feeds), latency_ms(pruned, feeds)
+        latency = {"before_ms": lb["median"], "after_ms": la["median"], "before": lb, "after": la}
     options = {k: v for k, v in asdict(cfg).items() if k not in ("input_shapes",)}
     options["input_shapes"] = {k: list(v) for k, v in source.input_shapes.items()}
     unmapped = tuple(sorted({f"{n.op} ({n.name})" for n in state.channels.unmapped})) if state.channels else ()
     return PruneReport(method=cfg.method, options=options, before=before, after=after,
                        groups=summarise_groups(state.channels, state.plan) if state.channels else (),
                        unmapped_ops=unmapped, verification=verification, passes=state.history, latency=latency,
-                       notes=tuple(n for r in state.history for n in r.stats.get("notes", ())))
+                       notes=tuple(n for r in state.history for n in r.stats.get("notes", ())),
+                       layers=layer_report(source.graph, after_graph, state.plan, state.channels))
 
 
 def inspect(model, input_shapes=None, exclude=(), *, example_inputs=None) -> Inspection:

@@ -17,7 +17,6 @@ one runs, so the activations of all points are never held at once.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -335,7 +334,9 @@ def batch_for(graph, names: Iterable[str], requested: int, budget: int = ACTIVAT
 
 
 def show_progress(progress: bool | None) -> bool:
-    return sys.stderr.isatty() if progress is None else progress
+    from .progress import enabled
+
+    return enabled(progress)
 
 
 def gather(model: onnx.ModelProto, names: Iterable[str], calib: Calibration, on_batch: Callable[[dict[str, np.ndarray]], None],
@@ -349,12 +350,9 @@ def gather(model: onnx.ModelProto, names: Iterable[str], calib: Calibration, on_
     runner = ActivationRunner(model, list(names), input_shapes)
     batches = calib.batches(batch_size)
     total = -(-calib.n_points // max(1, batch_size))
-    if show_progress(progress):
-        from rich.console import Console
-        from rich.progress import track
+    from . import progress as bars
 
-        batches = track(batches, description=description, total=total, transient=True, console=Console(stderr=True))
-    for batch in batches:
+    for batch in bars.track(batches, description, total=total, progress=progress):
         on_batch(runner.run(batch))
     return calib.n_points
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import fnmatch
+import gc
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Iterable, Mapping
@@ -94,12 +95,21 @@ def analyse(graph: Graph, exclude: Iterable[str] = ()) -> ChannelGraph:
     runs again (a few rounds at most; each segment switches once)."""
     excluded = excluded_nodes(graph, list(exclude))
     choices: dict[str, str] = {}
-    for _ in range(MAX_LAYOUT_ROUNDS):
-        cg, alternatives = analyse_once(graph, excluded, choices)
-        flips = layout_flips(cg, [a for a in alternatives if a.key not in choices])
-        if not flips:
-            break
-        choices.update(flips)
+    # The analysis allocates a few objects per space and coupling and frees none of them until it returns;
+    # CPython's cyclic GC would rescan them all on every generation-2 collection, which made the analysis of a
+    # 10,000-layer graph grow faster than linearly (7.4 s instead of 5.0 s). Nothing here forms cycles.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(MAX_LAYOUT_ROUNDS):
+            cg, alternatives = analyse_once(graph, excluded, choices)
+            flips = layout_flips(cg, [a for a in alternatives if a.key not in choices])
+            if not flips:
+                break
+            choices.update(flips)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return cg
 
 

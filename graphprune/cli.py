@@ -21,7 +21,7 @@ from .frontends.onnx import parse_input_shapes
 from .methods import METHODS
 from .stages import THEN_METHODS
 
-SUBCOMMANDS = ("prune", "inspect", "verify")
+SUBCOMMANDS = ("prune", "inspect", "verify", "bench", "prunability")
 
 
 class Parser(argparse.ArgumentParser):
@@ -58,14 +58,15 @@ def build_parser() -> Parser:
                    help="rank units across all groups (default: the ratio applies to each group)")
     p.add_argument("--max-group-ratio", type=float, default=0.9, help="with --global: most any group may lose")
     p.add_argument("--threshold", type=float, help="remove every unit whose score is <= T instead of a ratio")
-    p.add_argument("--round-to", type=int, default=8, metavar="N",
-                   help="keep a multiple of N channels per group (default 8: misaligned counts lose most of the "
+    p.add_argument("--round-to", type=int, default=16, metavar="N",
+                   help="keep a multiple of N channels per group (default 16, measured: misaligned counts lose much of the "
                         "onnxruntime speed-up; groups of at most N channels are not rounded)")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                    help="never prune channels touched by nodes matching this name pattern (fnmatch; repeatable)")
     p.add_argument("--strict", action="store_true", help="fail (exit 3) if any op has no channel rule")
     p.add_argument("--verify", choices=("off", "end", "each"), default="end", help="verification (default: end)")
     p.add_argument("--report", metavar="FILE", help="write the JSON report here")
+    p.add_argument("--plot", metavar="FILE.png", help="write a chart of per-layer channels before / after (matplotlib)")
     p.add_argument("--latency", action="store_true", help="measure onnxruntime latency before and after")
     p.add_argument("--seed", type=int, default=0, help="seed for verification inputs and random choices")
     p.add_argument("--then", action="append", default=[], choices=THEN_METHODS,
@@ -96,12 +97,42 @@ def build_parser() -> Parser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--all", action="store_true", help="also list groups without parameters")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
+    p.add_argument("--dot", metavar="FILE", help="also write the space graph as Graphviz text")
+    p.add_argument("--html", metavar="FILE", help="also write one self-contained offline HTML page (graph, groups, "
+                   "per-layer channels; before/after bars with --pruned or --plan)")
+    p.add_argument("--pruned", metavar="FILE", help="a model graphprune pruned from MODEL: show its plan (kept/removed "
+                   "per group, channels before/after per layer)")
+    p.add_argument("--plan", metavar="FILE", help="a plan as JSON (Plan.to_json): same as --pruned")
     add_common(p)
 
     p = sub.add_parser("verify", help="check a pruned model against its original (uses the stored plan)")
     p.add_argument("original")
     p.add_argument("pruned")
     p.add_argument("--json", action="store_true")
+    add_common(p)
+
+    from .bench import add_parser as add_bench_parser
+    add_common(add_bench_parser(sub))
+
+    p = sub.add_parser("prunability", help="smallest fraction of the model that can be kept without retraining "
+                       "while the loss stays within a tolerance (Kuhn et al. 2021), with the curve")
+    p.add_argument("model", help="input ONNX file")
+    p.add_argument("--data", required=True, metavar="FILE", help=".npz with arrays named like the model inputs "
+                   "(axis 0 = points) and optionally an integer array 'labels' (loss: cross-entropy with them; "
+                   "without: the drift from the unpruned outputs); or .npy for a one-input model")
+    p.add_argument("--tolerance", type=float, default=0.1, help="β: relative loss rise allowed (default 0.1); "
+                   "without labels, the relative output drift allowed")
+    p.add_argument("--accuracy-tolerance", type=float, default=0.005, help="prune potential (labels only): "
+                   "accuracy drop allowed, absolute (default 0.005 = 0.5 points)")
+    p.add_argument("--method", default="magnitude", choices=sorted(METHODS), help="pruning method, run at ratio = "
+                   "1 - kept (default magnitude, global ranking)")
+    p.add_argument("--grid", type=int, default=10, metavar="N", help="kept fractions 1/N, 2/N, ..., 1 (default 10)")
+    p.add_argument("--resolution", type=float, default=0.01, help="bisection stops at this kept-fraction width")
+    p.add_argument("--round-to", type=int, default=1, metavar="N", help="channel rounding (default 1: none)")
+    p.add_argument("--max-group-ratio", type=float, default=0.9, help="most any channel group may lose")
+    p.add_argument("--verify", choices=("off", "end"), default="end", help="verify every pruned model (default)")
+    p.add_argument("--json", action="store_true", help="print the result (curve included) as JSON")
+    p.add_argument("--plot", metavar="PNG", help="write the loss / accuracy curve here")
     add_common(p)
     return parser
 
@@ -123,7 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             build_parser().print_help()
             return 2
-        return {"prune": cmd_prune, "inspect": cmd_inspect, "verify": cmd_verify}[args.command](args)
+        from . import progress
+        progress.set_quiet(getattr(args, "quiet", False))
+        from .bench import command as cmd_bench
+        return {"prune": cmd_prune, "inspect": cmd_inspect, "verify": cmd_verify, "bench": cmd_bench,
+                "prunability": cmd_prunability}[args.command](args)
     except GraphPruneError as exc:
         if verbose:
             traceback.print_exc()
@@ -149,6 +184,8 @@ def cmd_prune(args) -> int:
     io.check_output(output, model_path)
     if args.report:
         io.check_output(Path(args.report), model_path)
+    if args.plot:
+        io.check_output(Path(args.plot), model_path)
     if torch_model:
         model = pyfile.load_module(args.model, args.weights)
         extra = {"example_inputs": pyfile.example_inputs(args.example_input, args.seed)}
@@ -167,60 +204,27 @@ def cmd_prune(args) -> int:
     if args.report:
         report = result.report.to_dict() | {"input": str(model_path), "output": str(output)}
         io.write_text_atomic(Path(args.report), json.dumps(report, indent=2, default=str), model_path)
+    if args.plot:
+        from .report import write_plot
+        write_plot(result.report, Path(args.plot), model_path)
     if not args.quiet:
         print_report(result.report, verbose=args.verbose)
         print(f"wrote {output}")
+        if args.plot:
+            print(f"wrote {args.plot}")
     return 0
-
-
-def inspection_dict(ins: api.Inspection, everything: bool) -> dict:
-    groups = []
-    for g in ins.channels.groups if everything else ins.channels.candidates:
-        groups.append({
-            "id": g.id, "status": "prunable" if g.prunable else "frozen" if g.frozen else "fixed",
-            "units": g.n_units, "spaces": [{"space": str(s), "size": g.sizes[s]} for s in g.spaces],
-            "params": sorted({s.tensor for s in g.params}), "frozen_because": g.reasons(),
-        })
-    unmapped = sorted({f"{n.op} ({n.name})" for n in ins.channels.unmapped})
-    return {"params": ins.cost.params, "macs": ins.cost.macs, "groups": groups, "unmapped_ops": unmapped,
-            "input_shapes": {k: list(v) for k, v in ins.source.input_shapes.items()}}
 
 
 def cmd_inspect(args) -> int:
-    ins = api.inspect(Path(args.model), parse_input_shapes(args.input_shape), tuple(args.exclude))
-    data = inspection_dict(ins, args.all)
-    if args.json:
-        print(json.dumps(data, indent=2))
-        return 0
-    if not args.quiet:
-        print_inspection(data)
-    return 0
+    from .visual import command
 
-
-def print_inspection(data: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from .report import fmt_count
-
-    console = Console()
-    table = Table(title="channel groups", header_style="bold")
-    for col in ("group", "status", "units", "spaces", "parameters", "why frozen"):
-        table.add_column(col, overflow="fold")
-    for g in data["groups"]:
-        params = ", ".join(g["params"][:4]) + (f" +{len(g['params']) - 4}" if len(g["params"]) > 4 else "")
-        table.add_row(str(g["id"]), g["status"], str(g["units"] or "-"), str(len(g["spaces"])), params,
-                      g["frozen_because"][0] if g["frozen_because"] else "")
-    console.print(table)
-    prunable = sum(g["status"] == "prunable" for g in data["groups"])
-    console.print(f"{len(data['groups'])} channel groups, {prunable} prunable; params {fmt_count(data['params'])}, "
-                  f"MACs {fmt_count(data['macs'])}", highlight=False)
-    if data["unmapped_ops"]:
-        console.print(f"ops without a channel rule: {', '.join(data['unmapped_ops'])}", highlight=False)
+    return command(args)
 
 
 def cmd_verify(args) -> int:
-    v = api.verify_files(Path(args.original), Path(args.pruned), parse_input_shapes(args.input_shape))
+    from . import progress
+    with progress.task("verifying"):
+        v = api.verify_files(Path(args.original), Path(args.pruned), parse_input_shapes(args.input_shape))
     if args.json:
         from dataclasses import asdict
         print(json.dumps(asdict(v), indent=2))
@@ -231,6 +235,28 @@ def cmd_verify(args) -> int:
             print(f"{'drift':16} max abs {v.drift.max_abs:.3g}, cosine {v.drift.cosine:.4f}")
         print("verified" if v.ok else "NOT verified")
     return 0 if v.ok else 1
+
+
+def cmd_prunability(args) -> int:
+    from .prunability import prunability
+
+    model_path = Path(args.model)
+    if args.plot:
+        io.check_output(Path(args.plot), model_path)
+    options = {} if args.method == "lowrank" else {"max_group_ratio": args.max_group_ratio}
+    result = prunability(model_path, Path(args.data), tolerance=args.tolerance, method=args.method, grid=args.grid,
+                         resolution=args.resolution, accuracy_tolerance=args.accuracy_tolerance,
+                         input_shapes=parse_input_shapes(args.input_shape), round_to=args.round_to,
+                         verify=args.verify, **options)
+    if args.plot:
+        result.plot(args.plot, input_path=model_path)
+    if args.json:
+        print(json.dumps(result.to_dict() | ({"plot": args.plot} if args.plot else {}), indent=2, default=str))
+    elif not args.quiet:
+        print(result.summary())
+        if args.plot:
+            print(f"wrote {args.plot}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ class PruneConfig:
     norm: Literal[1, 2] = 1
     scope: Literal["local", "global"] = "local"
     threshold: float | None = None
-    round_to: int = 8  # measured: see benchmarks/results/spine_resnet50.json
+    round_to: int = 16  # measured on onnxruntime CPU: benchmarks/results/speedup_round_to.json, spine_resnet50.json
     max_group_ratio: float = 0.9
     exclude: tuple[str, ...] = ()
     strict: bool = False

@@ -92,10 +92,17 @@ def shifted(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def train(model: nn.Module, data: Digits, *, epochs: int = 30, lr: float = 5e-3, batch_size: int = 128,
           seed: int = 0, weight_decay: float = 5e-4) -> nn.Module:
-    """Adam with a cosine schedule on the training split; returns the model in eval mode."""
+    """Adam with a cosine schedule on the training split, random shifts; returns the model in eval mode."""
     torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
     x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+    return fit(model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, weight_decay=weight_decay,
+               augment=shifted)
+
+
+def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float, seed: int,
+        batch_size: int = 128, weight_decay: float = 0.0, augment=None) -> nn.Module:
+    """Adam with a cosine schedule and cross-entropy; ``augment(batch, generator)`` if given."""
+    g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * -(-len(x) // batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -105,8 +112,9 @@ def train(model: nn.Module, data: Digits, *, epochs: int = 30, lr: float = 5e-3,
         order = torch.randperm(len(x), generator=g)
         for i in range(0, len(x), batch_size):
             idx = order[i:i + batch_size]
+            batch = x[idx] if augment is None else augment(x[idx], g)
             opt.zero_grad()
-            loss_fn(model(shifted(x[idx], g)), y[idx]).backward()
+            loss_fn(model(batch), y[idx]).backward()
             opt.step()
             sched.step()
     return model.eval()

@@ -41,6 +41,8 @@ class FixContext:
         return tuple(len(k) if (k := self.kept(tensor, a)) is not None else d for a, d in enumerate(shape))
 
     def changed(self, tensor: str) -> bool:
+        if self.graph.shape(tensor) is None:  # unknown shape: its node's rule froze it, so it cannot have changed
+            return False
         return self.new_shape(tensor) != self.graph.shape(tensor)
 
 

@@ -6,7 +6,8 @@
    buffers and are sliced with the rest.
 2. Module attributes follow the new shapes: ``in_channels`` / ``out_channels`` / ``groups`` of convs,
    ``in_features`` / ``out_features``, ``num_features``, ``normalized_shape``, ``num_channels``,
-   ``num_parameters``, ``unflattened_size`` (``MODULE_FIXES``).
+   ``num_parameters``, ``unflattened_size``, ``hidden_size`` / ``input_size`` of recurrent layers
+   (``MODULE_FIXES``).
 3. Calls whose literal arguments encode channel counts (``x.view(1, 256)``, ``torch.split(x, [12, 20], 1)``,
    ``torch.chunk`` that would now cut unevenly, ``x[:, :16]``, ``F.conv2d(..., groups=8)``, a shape used as a
    number) cannot be rewritten in a plain module: :func:`graphprune.emit.torch_fixes.rewrites` finds them, and
@@ -149,6 +150,13 @@ def fix_unflatten(m: nn.Module, node: str, ctx: FixContext) -> None:
     m.unflattened_size = type(m.unflattened_size)(y[dim:dim + len(m.unflattened_size)])
 
 
+def fix_rnn(m: nn.Module, node: str, ctx: FixContext) -> None:
+    """nn.LSTM / nn.GRU / nn.RNN: one ``hidden_size`` for every layer and direction (the lowering couples them),
+    ``input_size`` from layer 0; the weights and biases of every layer were sliced by their paths."""
+    m.hidden_size = int(m.weight_hh_l0.shape[1])
+    m.input_size = int(m.weight_ih_l0.shape[1])
+
+
 MODULE_FIXES: dict[type, Callable[[nn.Module, str, FixContext], None]] = {
     nn.modules.conv._ConvNd: fix_conv,
     nn.Linear: fix_linear,
@@ -157,6 +165,7 @@ MODULE_FIXES: dict[type, Callable[[nn.Module, str, FixContext], None]] = {
     nn.LayerNorm: fix_layer_norm,
     nn.PReLU: fix_prelu,
     nn.Unflatten: fix_unflatten,
+    nn.RNNBase: fix_rnn,
 }
 
 

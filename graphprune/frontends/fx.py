@@ -324,8 +324,8 @@ class Lowering:
             m = self.gm.get_submodule(n.target)
             for key, t in itertools.chain(m.named_parameters(), m.named_buffers()):
                 ins.append(self.constant(t, f"{n.target}.{key}"))
-        outs = outputs if outputs is not None else self.outputs_of(n)
-        self.emit(f"Unknown:{describe(self, n)}", list(dict.fromkeys(ins)), [o for o in outs if o])
+        outs = outputs if outputs is not None else flat_names(tuple(self.outputs_of(n)))
+        self.emit(f"Unknown:{describe(self, n)}", list(dict.fromkeys(ins)), outs)
         self.ir_nodes[n.name] = tuple(self._emitted)
 
     # ---- helpers for lowerings -----------------------------------------------------------------------------
@@ -338,12 +338,7 @@ class Lowering:
 
     def names_of(self, arg: fx.Node) -> list[str]:
         """IR tensors of a node used as an argument (several for a tuple result; none for a value)."""
-        a = self.alias.get(arg.name)
-        if isinstance(a, str):
-            return [a]
-        if isinstance(a, tuple):
-            return [t for t in a if t]
-        return []
+        return flat_names(self.alias.get(arg.name))
 
     def add_tensor(self, name: str, info: TensorInfo, value: np.ndarray | None = None) -> str:
         self.tensors[name] = Tensor(name, tuple(info.shape), numpy_dtype(info.dtype), value)
@@ -446,24 +441,33 @@ class Lowering:
         self.alias[n.name] = self.add_tensor(n.name, info)
         return n.name
 
-    def outputs_of(self, n: fx.Node) -> list[str | None]:
+    def outputs_of(self, n: fx.Node) -> list[Any]:
         """IR tensors of a result: one for a tensor; for a tuple, each element named after the getitem that
-        reads it (or ``<node>::<i>``); None for non-tensor elements."""
+        reads it (or ``<node>::<i>``), a nested tuple (``(output, (h_n, c_n))``) as a tuple of such names;
+        None for non-tensor elements. The alias of ``n`` is the (nested) tuple."""
         info = self.values.get(n.name)
         if isinstance(info, TensorInfo):
             return [self.out()]
         if not isinstance(info, (tuple, list)):
             return []
-        readers = {u.args[1]: u.name for u in n.users if u.op == "call_function"
-                   and u.target is operator.getitem and isinstance(u.args[1], int)}
-        names: list[str | None] = []
+        names = self.element_names(n, info, n.name)
+        self.alias[n.name] = names
+        return list(names)
+
+    def element_names(self, reader: fx.Node | None, info: Any, base: str) -> tuple:
+        readers = {} if reader is None else {
+            u.args[1]: u for u in reader.users if u.op == "call_function" and u.target is operator.getitem
+            and isinstance(u.args[1], int)}
+        names: list[Any] = []
         for i, element in enumerate(info):
+            r = readers.get(i)
             if isinstance(element, TensorInfo):
-                names.append(self.add_tensor(readers.get(i, f"{n.name}::{i}"), element))
+                names.append(self.add_tensor(r.name if r is not None else f"{base}::{i}", element))
+            elif isinstance(element, (tuple, list)) and has_tensor(element):
+                names.append(self.element_names(r, element, r.name if r is not None else f"{base}::{i}"))
             else:
                 names.append(None)
-        self.alias[n.name] = tuple(names)
-        return names
+        return tuple(names)
 
     def emit(self, op: str, inputs: list[str], outputs: list[str], **attrs: Any) -> Node:
         n = self.current
@@ -498,6 +502,15 @@ def bind(n: fx.Node, params: tuple[str, ...]) -> dict[str, Any]:
         args["*"] = tuple(n.args[len(params):])
     args.update(n.kwargs)
     return args
+
+
+def flat_names(alias: Any) -> list[str]:
+    """IR tensor names of an alias: a name, or a (nested, for ``(output, (h_n, c_n))``) tuple of them."""
+    if isinstance(alias, str):
+        return [alias]
+    if isinstance(alias, tuple):
+        return [t for a in alias for t in flat_names(a)]
+    return []
 
 
 def flat_nodes(arg: Any) -> list[fx.Node]:

@@ -457,6 +457,138 @@ def matmul(lw, c) -> None:
     lw.emit("MatMul", [lw.input(c.arg("input")), lw.input(c.arg("other"))], [lw.out()])
 
 
+# ---- recurrent layers ------------------------------------------------------------------------------------------
+
+RNN_OPS = {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
+
+
+def rnn_result_names(lw, n: fx.Node, lstm: bool) -> tuple[str, str, str | None]:
+    """IR names of ``output``, ``h_n`` (and ``c_n``), named after the getitem nodes that read them; the alias is
+    the (nested) tuple torch returns, ``(output, (h_n, c_n))`` for an LSTM, ``(output, h_n)`` otherwise."""
+    names = lw.outputs_of(n)
+    if lstm:
+        if len(names) != 2 or not isinstance(names[1], tuple) or len(names[1]) != 2:
+            raise Unsupported("LSTM result")
+        return names[0], names[1][0], names[1][1]
+    if len(names) != 2 or not all(isinstance(t, str) for t in names):
+        raise Unsupported("RNN result")
+    return names[0], names[1], None
+
+
+def rnn_states(lw, hx: Any, lstm: bool) -> list[str | None]:
+    """``[h0]`` / ``[h0, c0]`` IR names (None when not given)."""
+    if hx is None:
+        return [None, None] if lstm else [None]
+    if not lstm:
+        return [lw.input(hx)]
+    names = lw.names_of(hx) if isinstance(hx, fx.Node) else [lw.input(a) for a in hx]
+    if len(names) != 2:
+        raise Unsupported("LSTM hx must be a pair (h0, c0)")
+    return names
+
+
+def rnn_module(lw, c) -> None:
+    """``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``: one ONNX-style node per layer, so :mod:`graphprune.rules.recurrent`
+    applies. Layer k gets ``W = stack_d weight_ih_l{k}[_reverse]`` (D, G·H, I), ``R`` likewise from
+    ``weight_hh``, ``B = stack_d concat(bias_ih, bias_hh)`` (D, 2·G·H), built from the real parameters by
+    Unsqueeze / Concat nodes (the rule couples rows modulo H, so torch's gate order i,f,g,o / r,z,n needs no
+    reordering for channel analysis). ``Y`` (T, D, B, H) is split per direction, squeezed and concatenated on
+    the feature axis, (T, B, D·H), which feeds layer k+1: both directions' outputs at h and H + h belong to the
+    same hidden unit h (one rule space) without a reshape layout choice, which a consumer that also reads
+    ``h_n`` (a head on ``cat([y[-1], h_n[-1]])``) would leave frozen. ``h_n`` /
+    ``c_n`` are the per-layer ``Y_h`` / ``Y_c`` concatenated on axis 0, as torch returns them: this also couples
+    the hidden units of all layers, since the module has one ``hidden_size``. ``proj_size`` is not lowered."""
+    m, node = c.module, c.node
+    if getattr(m, "proj_size", 0):
+        raise Unsupported("proj_size")
+    op = RNN_OPS.get(m.mode)
+    if op is None:
+        raise Unsupported(f"mode {m.mode}")
+    lstm = op == "LSTM"
+    x = lw.input(c.arg("input"))
+    if len(lw.shape(x)) != 3:
+        raise Unsupported("unbatched or packed input")
+    dirs, layers, hidden = (2 if m.bidirectional else 1), int(m.num_layers), int(m.hidden_size)
+    states = rnn_states(lw, c.arg("hx"), lstm)
+    y_out, h_n, c_n = rnn_result_names(lw, node, lstm)
+    seq = x
+    if m.batch_first:
+        seq = lw.tmp("x_tbf", tuple(lw.shape(x)[i] for i in (1, 0, 2)), lw.dtype(x))
+        lw.emit("Transpose", [x], [seq], perm=[1, 0, 2])
+    steps, batch = lw.shape(seq)[0], lw.shape(seq)[1]
+    dtype = lw.dtype(x)
+
+    def unsqueeze0(t: str) -> str:
+        out = lw.tmp("dir", (1, *lw.shape(t)), lw.dtype(t))
+        lw.emit("Unsqueeze", [t, lw.const("axes", int64([0]))], [out])
+        return out
+
+    def concat(parts: list[str], axis: int, label: str) -> str:
+        if len(parts) == 1:
+            return parts[0]
+        shape = list(lw.shape(parts[0]))
+        shape[axis] = sum(lw.shape(p)[axis] for p in parts)
+        out = lw.tmp(label, tuple(shape), lw.dtype(parts[0]))
+        lw.emit("Concat", parts, [out], axis=axis)
+        return out
+
+    def per_layer(state: str | None) -> list[str | None]:
+        if state is None:
+            return [None] * layers
+        if lw.shape(state)[0] != layers * dirs:
+            raise Unsupported("initial state shape")
+        if layers == 1:
+            return [state]
+        pieces = [lw.tmp("state", (dirs, *lw.shape(state)[1:]), lw.dtype(state)) for _ in range(layers)]
+        lw.emit("Split", [state, lw.const("split", int64([dirs] * layers))], pieces, axis=0)
+        return pieces
+
+    initial = [per_layer(s) for s in states]
+    y_hs, y_cs = [], []
+    for k in range(layers):
+        suffixes = [f"_l{k}", f"_l{k}_reverse"][:dirs]
+        w = concat([unsqueeze0(lw.param(f"weight_ih{s}")) for s in suffixes], 0, "W")
+        r = concat([unsqueeze0(lw.param(f"weight_hh{s}")) for s in suffixes], 0, "R")
+        b = ""
+        if m.bias:
+            b = concat([unsqueeze0(concat([lw.param(f"bias_ih{s}"), lw.param(f"bias_hh{s}")], 0, "bias"))
+                        for s in suffixes], 0, "B")
+        y = lw.tmp(f"Y{k}", (steps, dirs, batch, hidden), dtype)
+        y_h = lw.tmp(f"Y_h{k}", (dirs, batch, hidden), dtype)
+        outs = [y, y_h]
+        ins = [seq, w, r, b, "", initial[0][k] or ""]
+        if lstm:
+            y_c = lw.tmp(f"Y_c{k}", (dirs, batch, hidden), dtype)
+            outs.append(y_c)
+            y_cs.append(y_c)
+            ins.append(initial[1][k] or "")
+        y_hs.append(y_h)
+        attrs = {"hidden_size": hidden, "direction": "bidirectional" if dirs == 2 else "forward"}
+        if op == "GRU":
+            attrs["linear_before_reset"] = 1
+        if op == "RNN":
+            attrs["activations"] = ["Relu" if m.mode == "RNN_RELU" else "Tanh"] * dirs
+        while ins and not ins[-1]:
+            ins.pop()
+        lw.emit(op, ins, outs, **attrs)
+        last = k == layers - 1 and not m.batch_first
+        seq = y_out if last else lw.tmp(f"X{k + 1}", (steps, batch, dirs * hidden), dtype)
+        pieces = [y]
+        if dirs > 1:
+            pieces = [lw.tmp(f"Y{k}_d", (steps, 1, batch, hidden), dtype) for _ in range(dirs)]
+            lw.emit("Split", [y, lw.const("split", int64([1] * dirs))], pieces, axis=1)
+        outs = [seq] if dirs == 1 else [lw.tmp(f"Y{k}_s", (steps, batch, hidden), dtype) for _ in range(dirs)]
+        for piece, out in zip(pieces, outs):
+            lw.emit("Squeeze", [piece, lw.const("axes", int64([1]))], [out])
+        if dirs > 1:
+            lw.emit("Concat", outs, [seq], axis=2)
+    if m.batch_first:
+        lw.emit("Transpose", [seq], [y_out], perm=[1, 0, 2])
+    lw.emit("Concat", y_hs, [h_n], axis=0)
+    if lstm:
+        lw.emit("Concat", y_cs, [c_n], axis=0)
+
+
 # ---- the table -------------------------------------------------------------------------------------------------
 
 UNARY = {
@@ -595,6 +727,8 @@ def build_table() -> dict[Any, Canon]:
         torch.mm: Canon("MatMul", matmul, ("input", "other")), torch.bmm: Canon("MatMul", matmul, ("input", "other")),
         "matmul": Canon("MatMul", matmul, ("input", "other")), "mm": Canon("MatMul", matmul, ("input", "other")),
         "bmm": Canon("MatMul", matmul, ("input", "other")),
+        # recurrent layers (LSTM, GRU, RNN): one node per layer, see rnn_module
+        nn.RNNBase: Canon("LSTM", rnn_module, ("input", "hx")),
     })
     for spatial in (1, 2, 3):
         for kind, op in (("Max", "MaxPool"), ("Avg", "AveragePool"), ("LP", "LpPool")):

@@ -6,6 +6,8 @@ shapes (``Shape → Gather → Concat → Reshape``) inside the graph; channel r
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +45,23 @@ def load(source: str | os.PathLike | onnx.ModelProto,
     check_opset(original)
     check_valid(original)
     shapes = resolve_input_shapes(original, input_shapes or {})
-    model = fold(with_input_shapes(original, shapes))
-    return LoadedModel(original=original, model=model, graph=to_ir(model), input_shapes=shapes, path=path)
+    with paused_gc():
+        model = fold_until_stable(with_input_shapes(original, shapes))
+        graph = to_ir(model)
+    return LoadedModel(original=original, model=model, graph=graph, input_shapes=shapes, path=path)
+
+
+@contextlib.contextmanager
+def paused_gc():
+    """Pause CPython's cyclic GC: folding and lowering allocate many long-lived objects, and each generation-2
+    collection rescans them all (a 10,000-layer graph loaded in 7.2 s instead of 5.6 s)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def read_model(path: Path) -> onnx.ModelProto:
@@ -244,10 +261,29 @@ def fold(model: onnx.ModelProto) -> onnx.ModelProto:
         folded = gs.export_onnx(graph, do_type_check=False)
     except Exception as exc:
         raise ModelLoadError(f"cannot fold constants: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
-    folded.ir_version = model.ir_version
+    # graphsurgeon writes initializers only as initializers, which IR < 4 does not allow (they had to be inputs)
+    folded.ir_version = max(model.ir_version, 4)
     del folded.opset_import[:]
     folded.opset_import.extend(model.opset_import)
     return infer_shapes(folded)
+
+
+MAX_FOLD_ROUNDS = 8
+
+
+def fold_until_stable(model: onnx.ModelProto) -> onnx.ModelProto:
+    """:func:`fold`, again while ``Shape`` nodes remain and each round removes nodes: a shape that only
+    inference after a fold makes static (Swin's window padding, computed from ``Shape`` of a folded tensor)
+    is folded by the next round. Graphs whose shape arithmetic folds at once (most CNNs) take one round."""
+    model = fold(model)
+    for _ in range(MAX_FOLD_ROUNDS - 1):
+        if not any(n.op_type == "Shape" for n in model.graph.node):
+            break
+        again = fold(model)
+        if len(again.graph.node) >= len(model.graph.node):
+            break
+        model = again
+    return model
 
 
 def name_nodes(graph: gs.Graph) -> None:

@@ -24,6 +24,17 @@ class Space:
     tensor: str
     axis: int
     virtual: bool = False
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # spaces key every dict and set of the analysis (millions of lookups on deep graphs): hash once
+        object.__setattr__(self, "_hash", hash((self.tensor, self.axis, self.virtual)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self):  # rebuild (and re-hash) on unpickling: str hashes differ between processes
+        return (Space, (self.tensor, self.axis, self.virtual))
 
     def __str__(self) -> str:
         return f"{self.tensor}[{self.axis}]" if not self.virtual else f"<{self.tensor}>"

@@ -150,3 +150,49 @@ def test_shape_propagation_leaves_training_state_alone():
     load(m, torch.randn(2, 3, 4, 4))
     assert m.training and m[1].training and torch.equal(m[1].running_mean, before)
     assert int(m[1].num_batches_tracked) == 0
+
+
+def test_recurrent_layers_lower_to_one_node_per_layer():
+    spec = REFERENCE_MODELS["lstm_classifier"]  # 2 layers, bidirectional, batch_first, hidden 24
+    source = load(spec.build(), torch.randn(spec.input_shape))
+    g = source.graph
+    layers = [n for n in g.nodes if n.op == "LSTM"]
+    assert len(layers) == 2 and all(n.source == "rnn" for n in layers)
+    assert all(n.attr("hidden_size") == 24 and n.attr("direction") == "bidirectional" for n in layers)
+    producer = {o: n for n in g.nodes for o in n.outputs}
+
+    def params_behind(t):  # the real parameters a lowering-made W / R / B is stacked from (Unsqueeze, Concat)
+        if t in source.paths:
+            return {t}
+        if g.tensor(t).is_const:
+            return set()
+        return set().union(*(params_behind(i) for i in producer[t].inputs if i))
+    x, w, r, b = layers[1].inputs[:4]
+    assert g.shape(x) == (7, 2, 48) and g.shape(w) == (2, 96, 48) and g.shape(r) == (2, 96, 24)
+    assert params_behind(w) == {"rnn.weight_ih_l1", "rnn.weight_ih_l1_reverse"}
+    assert params_behind(b) == {"rnn.bias_ih_l1", "rnn.bias_hh_l1", "rnn.bias_ih_l1_reverse", "rnn.bias_hh_l1_reverse"}
+    cg = analyse(g)
+    hidden = [grp for grp in cg.prunable if any(s.tensor == "rnn.weight_hh_l0" for s in grp.params)]
+    assert len(hidden) == 1 and hidden[0].n_units == 24  # every layer and direction: one hidden_size
+    assert {s.tensor for s in hidden[0].params} >= {f"rnn.{k}_l{i}{d}" for k in ("weight_ih", "weight_hh", "bias_ih")
+                                                     for i in (0, 1) for d in ("", "_reverse")} | {"fc.weight"}
+
+
+class Projected(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(4, 8, proj_size=3)
+        self.fc = nn.Linear(3 + 8, 2)
+
+    def forward(self, x):
+        y, (_, c) = self.rnn(x)
+        return self.fc(torch.cat([y[-1], c[-1]], 1))
+
+
+@pytest.mark.filterwarnings("ignore:LSTM with projections")
+def test_recurrent_projection_is_an_unknown_node_with_named_results():
+    source = load(Projected(), torch.randn(5, 2, 4))
+    assert [o for o in ops(source) if o.startswith("Unknown:")] == ["Unknown:LSTM"]
+    assert source.tensors["rnn"] == ("getitem", ("getitem_2", "getitem_3"))  # torch's (output, (h_n, c_n))
+    unknown = next(n for n in source.graph.nodes if n.op == "Unknown:LSTM")
+    assert unknown.outputs == ("getitem", "getitem_2", "getitem_3")

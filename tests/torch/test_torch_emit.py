@@ -37,13 +37,23 @@ def sgd_lowers_loss(model: nn.Module, input_shape: tuple[int, ...], steps: int =
     return losses[0], losses[-1]
 
 
+# Reference models whose forward bakes channel counts into literals, so the pruned model is the rewritten fx
+# GraphModule (report.notes says which call): model → the call kind its note names.
+BAKED = {
+    "grouped_split": "split",  # torch.split sizes and torch.chunk
+    "attention_block": "(reshape): arg 3 would be",  # x.reshape(b, t, self.heads, self.head_dim): the head count
+}
+
+
 @pytest.mark.parametrize("ratio", [0.3, 0.5])
 @pytest.mark.parametrize("name", sorted(REFERENCE_MODELS))
 def test_reference_model_prunes_verifies_trains_exports(name, ratio):
     spec = REFERENCE_MODELS[name]
     original = spec.build()
     keys = set(original.state_dict())
-    result = prune_module(original, torch.randn(spec.input_shape), ratio=ratio)
+    # round_to=1: the ratio, not the rounding, decides (with the default 8, shufflenet_unit's only prunable group,
+    # 16 units, keeps all of them at ratio 0.3)
+    result = prune_module(original, torch.randn(spec.input_shape), ratio=ratio, round_to=1)
     small, report = result.model, result.report
     v = report.verification
     assert v.ok, v.failure
@@ -58,10 +68,13 @@ def test_reference_model_prunes_verifies_trains_exports(name, ratio):
     twin = copy.deepcopy(small)
     twin.load_state_dict(state)
     assert small(torch.randn(2, *spec.input_shape[1:])).shape == (2, 10)
-    expect_graph_module = name == "grouped_split"  # torch.split sizes and torch.chunk are literals there
+    expect_graph_module = name in BAKED
     assert isinstance(small, fx.GraphModule) == expect_graph_module
-    if not expect_graph_module:
-        assert type(small) is type(original)
+    notes = [n for n in report.notes if n.startswith("returned an fx.GraphModule")]
+    if expect_graph_module:
+        assert any(BAKED[name] in n for n in notes), report.notes  # the note names the call and why
+    else:
+        assert type(small) is type(original) and not notes
     first, last = sgd_lowers_loss(small, spec.input_shape)
     assert last < first
 
@@ -256,3 +269,75 @@ def test_save_pt_and_onnx(tmp_path):
     loaded = torch.load(pt, weights_only=False)
     assert n_params(loaded) == n_params(result.model)
     onnx.checker.check_model(onnx.load(str(result.save(tmp_path / "small.onnx"))))
+
+
+class Recurrent(nn.Module):
+    """A recurrent layer whose initial state is computed from the input and whose final states feed the head."""
+
+    def __init__(self, cell: type[nn.Module], bidirectional: bool, batch_first: bool, **kw):
+        super().__init__()
+        self.lstm, self.batch_first = cell is nn.LSTM, batch_first
+        self.dirs = 2 if bidirectional else 1
+        self.embed = nn.Linear(5, 8)
+        self.init = nn.Linear(5, 12)
+        self.rnn = cell(8, 12, num_layers=2, batch_first=batch_first, bidirectional=bidirectional, **kw)
+        self.proj = getattr(self.rnn, "proj_size", 0)
+        out = self.proj or 12
+        self.fc = nn.Linear(out * self.dirs + out + 12, 10)
+
+    def forward(self, x):
+        seq = x if self.batch_first else x.transpose(0, 1)
+        h0 = torch.tanh(self.init(seq.mean(1))).unsqueeze(0)
+        h0 = torch.cat([h0] * (2 * self.dirs), 0)
+        if self.proj:  # h0 would have proj_size features
+            y, (h, c) = self.rnn(torch.relu(self.embed(x)))
+            c = c + h0
+        elif self.lstm:
+            y, (h, c) = self.rnn(torch.relu(self.embed(x)), (h0, h0 * 0.5))
+        else:
+            y, h = self.rnn(torch.relu(self.embed(x)), h0)
+            c = h
+        last = y[:, -1] if self.batch_first else y[-1]
+        return self.fc(torch.cat([last, h[-1], c[-2] if self.dirs == 2 else c[-1]], 1))
+
+
+@pytest.mark.parametrize("cell, bidirectional, batch_first", [(nn.LSTM, True, False), (nn.GRU, False, True),
+                                                              (nn.RNN, True, True)])
+def test_recurrent_layers_are_resized(cell, bidirectional, batch_first):
+    torch.manual_seed(0)
+    m = Recurrent(cell, bidirectional, batch_first).eval()
+    x = torch.randn(3, 4, 5)  # (B, T, F) for batch_first, (T, B, F) otherwise
+    result = prune_module(m, x, ratio=0.5, round_to=1)
+    assert result.report.verification.ok, result.report.verification.failure
+    small = result.model
+    assert type(small) is Recurrent and set(small.state_dict()) == set(m.state_dict())
+    rnn, gates = small.rnn, {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}[cell]
+    h, dirs = rnn.hidden_size, small.dirs
+    assert 1 <= h < 12 and small.init.out_features == h  # the initial state's producer shrinks with the layer
+    assert rnn.input_size == small.embed.out_features
+    for k in range(2):
+        for sfx in ["", "_reverse"][:dirs]:
+            assert getattr(rnn, f"weight_ih_l{k}{sfx}").shape == (gates * h, rnn.input_size if k == 0 else dirs * h)
+            assert getattr(rnn, f"weight_hh_l{k}{sfx}").shape == (gates * h, h)
+            assert getattr(rnn, f"bias_ih_l{k}{sfx}").shape == getattr(rnn, f"bias_hh_l{k}{sfx}").shape == (gates * h,)
+    assert small.fc.in_features == h * dirs + 2 * h
+    assert small(torch.randn(2, 4, 5) if batch_first else torch.randn(4, 2, 5)).shape == (2, 10)
+    first, last = sgd_lowers_loss(small, (4, 4, 5))  # 4 steps of batch 4 in either layout
+    assert last < first
+
+
+@pytest.mark.filterwarnings("ignore:LSTM with projections")
+def test_recurrent_projection_is_frozen():
+    from graphprune.verify_torch import verify
+
+    torch.manual_seed(0)
+    m = Recurrent(nn.LSTM, False, True, proj_size=6).eval()
+    result = prune_module(m, torch.randn(3, 4, 5), ratio=0.5, round_to=1, verify="off")
+    # torch.onnx cannot export an LSTM with projections: the masked-original check only
+    check = verify(result.source, result.model, result.plan, onnx_export=False)
+    assert check.ok and check.checks["masked_original"] == "ok", check.failure
+    rnn_groups = [g for g in result.channels.groups if any(s.tensor.startswith("rnn.") for s in g.params)]
+    assert rnn_groups and all(g.frozen for g in rnn_groups)
+    assert result.report.unmapped_ops == ("Unknown:LSTM (rnn)",)
+    assert result.model.rnn.hidden_size == 12 and result.model.rnn.input_size == 8
+    assert result.model.init.out_features == 12
