@@ -22,7 +22,7 @@ from .errors import ModelLoadError, VerificationError
 from .frontends.onnx import LoadedModel, declared_shape
 from .gsgraph import export_like, reroute
 from .plan import Plan
-from .runtime import run, seeded_inputs, session
+from .runtime import check_model, run, seeded_inputs, session
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def structural_checks(reference: onnx.ModelProto, candidate: onnx.ModelProto) ->
     """The full ONNX checker on ``candidate`` and its interface against ``reference``: "ok" or what failed."""
     checks: dict[str, str] = {}
     try:
-        onnx.checker.check_model(candidate, full_check=True)
+        check_model(candidate, full_check=True)  # from a file with external data over 2 GB
         checks["checker"] = "ok"
     except Exception as exc:
         checks["checker"] = str(exc).splitlines()[0]
@@ -124,7 +124,8 @@ LOW_PRECISION = {np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)}  # ml_dtype
 
 
 def close(expected: list[np.ndarray], got: list[np.ndarray], rtol: float, atol: float) -> tuple[bool, float]:
-    """Element-wise |got − expected| ≤ atol·max(1, max|expected|) + rtol·|expected| on every output."""
+    """Element-wise |got − expected| ≤ atol·max(1, max|finite expected|) + rtol·|expected| on every output; a NaN
+    or an infinity matches only the same non-finite value at the same place."""
     worst, ok = 0.0, True
     for e, g in zip(expected, got):
         if e.shape != g.shape:
@@ -132,10 +133,14 @@ def close(expected: list[np.ndarray], got: list[np.ndarray], rtol: float, atol: 
         if e.dtype in LOW_PRECISION:  # half-precision sums reassociate far above 1e-4
             rtol, atol = max(rtol, 1e-2), max(atol, 1e-3)
         e64, g64 = np.asarray(e, np.float64), np.asarray(g, np.float64)
-        err = np.abs(e64 - g64)
-        scale = max(1.0, float(np.max(np.abs(e64)))) if e64.size else 1.0
-        ok &= bool(np.all(err <= atol * scale + rtol * np.abs(e64)))
-        worst = max(worst, float(err.max()) if err.size else 0.0)
+        finite = np.isfinite(e64) & np.isfinite(g64)
+        same_nonfinite = (np.isnan(e64) & np.isnan(g64)) | (np.isinf(e64) & (e64 == g64))
+        with np.errstate(invalid="ignore", over="ignore"):
+            err = np.where(finite, np.abs(e64 - g64), 0.0)
+        scale = max(1.0, float(np.max(np.abs(e64[finite])))) if finite.any() else 1.0
+        within = finite & (err <= atol * scale + rtol * np.abs(np.where(finite, e64, 0.0)))
+        ok &= bool(np.all(within | same_nonfinite))
+        worst = max(worst, float(err.max()) if err.size else 0.0, 0.0 if np.all(finite | same_nonfinite) else float("inf"))
     return ok, worst
 
 
@@ -154,6 +159,10 @@ def compare_with_oracle(reference: onnx.ModelProto, candidate: onnx.ModelProto, 
         checks["onnxruntime"] = str(exc)
         return Verification(False, checks)
     reference_out = run(session(reference), feeds)
+    if any(o.size and not np.isfinite(np.asarray(o, np.float64)).any() for o in reference_out
+           if np.issubdtype(np.asarray(o).dtype, np.number)):
+        raise ModelLoadError("the original model outputs only NaN or infinity on the seeded inputs, so a pruned "
+                             "model cannot be verified against it; check the model (e.g. a normalisation epsilon)")
     expected = reference_out if oracle is None else run(session(oracle()), feeds)
     ok, worst = close(expected, got, rtol, atol)
     checks[label] = "ok" if ok else f"max |{what}| = {worst:.3g} exceeds rtol {rtol}, atol {atol}"
@@ -167,7 +176,10 @@ def verify(source: LoadedModel, pruned: onnx.ModelProto, plan: Plan, *, rtol: fl
     try:
         run(session(source.model), feeds)
     except VerificationError as exc:
-        raise ModelLoadError(f"the original model does not run, so nothing can be verified against it: {exc}") from exc
+        hint = ("; onnxruntime has no kernel for that op and element type here (e.g. bfloat16 on the CPU provider): "
+                "verify on a provider that has one, or pass --verify off / verify='off' to prune unverified"
+                if "NOT_IMPLEMENTED" in str(exc) else "")
+        raise ModelLoadError(f"the original model does not run, so nothing can be verified against it: {exc}{hint}") from exc
     oracle = None if plan.empty else (lambda: masked_model(source.model, plan))
     return compare_with_oracle(source.model, pruned, oracle, feeds, label="masked_original",
                                what="pruned - masked original", rtol=rtol, atol=atol)

@@ -141,3 +141,13 @@ def test_zero_size_dims_are_refused(dims):
         d.dim_value = v
     with pytest.raises(graphprune.GraphPruneError):
         graphprune.prune(m, ratio=0.5)
+
+
+def test_a_model_that_outputs_only_nan_cannot_be_verified():
+    g = G()
+    a = g.conv("input", 4, 16)
+    bn = g.op("BatchNormalization", [a, g.const(np.ones(16)), g.rand(16), g.rand(16), g.const(-np.ones(16))],
+              epsilon=-1.0)  # sqrt of a negative variance: NaN everywhere
+    g.head(g.conv(bn, 16, 6), 6)
+    with pytest.raises(ModelLoadError, match="only NaN or infinity"):
+        graphprune.prune(g.model((1, 4, 8, 8), (1, 5)), ratio=0.5)
