@@ -44,7 +44,8 @@ class PruneResult:
     source: LoadedModel
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the pruned model atomically; refuses to overwrite the input."""
+        """Write the pruned model atomically; refuses to overwrite the input (or its external data). Over protobuf's
+        2 GB (see :func:`graphprune.io.external_data_threshold`) the weights go to ``PATH.data`` next to it."""
         return io.save_model_atomic(self.model, Path(path), self.source.path)
 
 

@@ -23,7 +23,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .errors import UsageError
-from .ir import Graph, Node
+from .ir import Graph, Node, is_float
 from .rules import RULES, Coupling, Freeze, NodeChannels, RuleContext, RuleError, Space
 
 
@@ -209,7 +209,7 @@ def space_graph(graph: Graph, couplings: list[Coupling], virtual: Mapping[Space,
     g = nx.MultiGraph()
     for name, t in graph.tensors.items():
         if t.shape is not None:
-            is_param = t.is_const and np.issubdtype(t.value.dtype, np.floating)
+            is_param = t.is_const and is_float(t.value.dtype)
             for k, d in enumerate(t.shape):
                 g.add_node(Space(name, k), size=int(d), param=is_param)
     for space, size in virtual.items():

@@ -21,7 +21,7 @@ from .frontends.onnx import parse_input_shapes
 from .methods import METHODS
 from .stages import THEN_METHODS
 
-SUBCOMMANDS = ("prune", "inspect", "verify", "bench", "prunability")
+SUBCOMMANDS = ("prune", "inspect", "verify", "bench", "prunability", "train")
 
 
 class Parser(argparse.ArgumentParser):
@@ -77,7 +77,8 @@ def build_parser() -> Parser:
     p.add_argument("--scheme", choices=("channel", "spatial"), default="channel",
                    help="low rank conv scheme: channel (kxk then 1x1) or spatial (kx1 then 1xk) (default channel)")
     p.add_argument("--calib", metavar="FILE", help="sampling / sipp: calibration inputs, .npz (arrays named like the "
-                   "model inputs, axis 0 = points) or .npy (one input); without it, seeded random inputs (data-free)")
+                   "model inputs, axis 0 = points) or .npy (one input); without it, seeded random inputs (data-free); "
+                   "taylor (FILE.py:FUNCTION only): .npz with the inputs and 'labels'")
     p.add_argument("--max-points", type=int, default=256, metavar="N", help="sampling / sipp: use at most N "
                    "calibration points (default 256)")
     p.add_argument("--budget", choices=("params", "macs"), default="params", help="sampling: --ratio is the "
@@ -134,6 +135,8 @@ def build_parser() -> Parser:
     p.add_argument("--json", action="store_true", help="print the result (curve included) as JSON")
     p.add_argument("--plot", metavar="PNG", help="write the loss / accuracy curve here")
     add_common(p)
+    from .torch.train_cli import add_parser as add_train_parser
+    add_train_parser(sub)
     return parser
 
 
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         progress.set_quiet(getattr(args, "quiet", False))
         from .bench import command as cmd_bench
         return {"prune": cmd_prune, "inspect": cmd_inspect, "verify": cmd_verify, "bench": cmd_bench,
-                "prunability": cmd_prunability}[args.command](args)
+                "prunability": cmd_prunability, "train": cmd_train}[args.command](args)
     except GraphPruneError as exc:
         if verbose:
             traceback.print_exc()
@@ -235,6 +238,12 @@ def cmd_verify(args) -> int:
             print(f"{'drift':16} max abs {v.drift.max_abs:.3g}, cosine {v.drift.cosine:.4f}")
         print("verified" if v.ok else "NOT verified")
     return 0 if v.ok else 1
+
+
+def cmd_train(args) -> int:
+    from .torch.train_cli import run
+
+    return run(args)
 
 
 def cmd_prunability(args) -> int:

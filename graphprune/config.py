@@ -40,6 +40,7 @@ class PruneConfig:
     sampling: Literal["deterministic", "randomized"] = "deterministic"  # sampling: top-k, or draws + reweighting
     delta: float = 1e-16  # failure probability δ of the sampling bound (authors' code default)
     sipp_mode: Literal["deterministic", "randomized", "hybrid"] = "deterministic"
+    loss: object = None  # taylor: loss(output, targets) -> scalar tensor; None: cross-entropy (passes/taylor.py)
 
     def __post_init__(self) -> None:
         from .methods import METHODS
@@ -62,8 +63,14 @@ class PruneConfig:
         object.__setattr__(self, "then", (self.then,) if isinstance(self.then, str) else tuple(self.then))
         from .stages import check_config
         check_config(self)
+        from .passes.taylor import check_config as check_taylor  # no torch import; taylor reads calib itself
+        taylor_calib = check_taylor(self)
+        if self.method == "taylor":  # calib.check_options refuses calib for methods other than sampling / sipp
+            object.__setattr__(self, "calib", None)
         from .calib import check_options
         check_options(self)
+        if self.method == "taylor":
+            object.__setattr__(self, "calib", taylor_calib)
 
     @staticmethod
     def make(config: "PruneConfig | None" = None, **options) -> "PruneConfig":

@@ -2,13 +2,154 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
+import numpy as np
 import onnx
+from onnx import TensorProto, numpy_helper
 
 from .errors import UsageError
+
+PROTOBUF_LIMIT = 2**31  # protobuf refuses to serialise (and onnxruntime / the checker to read) larger messages
+
+
+def external_data_threshold() -> int:
+    """Models whose tensor data exceeds this many bytes are written with external data (``NAME.data``).
+
+    The one place ``GRAPHPRUNE_EXTERNAL_DATA_THRESHOLD`` is read (tests set it low to exercise the large-model
+    path on small models); the default leaves 64 MiB below protobuf's 2 GiB for the graph itself."""
+    value = os.environ.get("GRAPHPRUNE_EXTERNAL_DATA_THRESHOLD")
+    if value is None:
+        return EXTERNAL_DATA_THRESHOLD
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise UsageError(f"GRAPHPRUNE_EXTERNAL_DATA_THRESHOLD={value!r} is not a number of bytes") from exc
+
+
+EXTERNAL_DATA_THRESHOLD = PROTOBUF_LIMIT - 2**26  # tests monkeypatch this (or set the environment variable)
+MIN_EXTERNAL_TENSOR_BYTES = 1024  # smaller tensors stay inside the model file, like onnx.save's default
+ALIGNMENT = 4096  # tensor offsets in the data file are page-aligned, so onnxruntime can map them
+
+
+def all_tensors(model: onnx.ModelProto) -> Iterator[TensorProto]:
+    from onnx.external_data_helper import _get_all_tensors
+
+    return _get_all_tensors(model)
+
+
+def tensor_nbytes(t: TensorProto) -> int:
+    """Bytes of a tensor's data held in the proto, from its dims (never touching the data itself)."""
+    from onnx.external_data_helper import uses_external_data
+
+    if uses_external_data(t):
+        return 0
+    if t.data_type == TensorProto.STRING:
+        return sum(len(s) for s in t.string_data)
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    except Exception:
+        itemsize = 8
+    return int(np.prod(t.dims, dtype=np.int64)) * itemsize
+
+
+def data_size(model: onnx.ModelProto) -> int:
+    """Bytes of tensor data in ``model``: its serialised size less the (small) graph structure. Unlike
+    ``ByteSize()`` this is safe and cheap on protos over 2 GB."""
+    return sum(tensor_nbytes(t) for t in all_tensors(model))
+
+
+def is_large(model: onnx.ModelProto) -> bool:
+    """True when ``model`` must be written with external data (see :func:`external_data_threshold`)."""
+    return data_size(model) > external_data_threshold()
+
+
+DATA_FIELDS = ("raw_data", "float_data", "double_data", "int32_data", "int64_data", "uint64_data")
+
+
+def copy_fields(src, dst, skip=()) -> None:
+    """Copy every set field of ``src`` into ``dst`` (same message type) except those named in ``skip``."""
+    for fd, value in src.ListFields():
+        if fd.name in skip:
+            continue
+        if fd.is_repeated:
+            getattr(dst, fd.name).extend(value)
+        elif fd.type == fd.TYPE_MESSAGE:
+            getattr(dst, fd.name).CopyFrom(value)
+        else:
+            setattr(dst, fd.name, value)
+
+
+def external_copy(model: onnx.ModelProto, data_path: Path, location: str) -> onnx.ModelProto:
+    """A copy of ``model`` whose larger tensors point at ``location`` (their data written to ``data_path``, fsynced)
+    instead of holding it: it serialises small. ``model`` itself is not touched: clearing and restoring its
+    ``raw_data`` would leave a second copy of the weights in its protobuf arena (upb frees arena memory only with
+    the message), and ``onnx.save_model(save_as_external_data=True)`` strips the caller's proto. The top-level
+    weights are never copied in memory, only one tensor's bytes at a time on their way to the file."""
+    out = onnx.ModelProto()
+    copy_fields(model, out, skip=("graph",))
+    copy_fields(model.graph, out.graph, skip=("initializer",))
+    with open(data_path, "wb") as f:
+        def put(dst: TensorProto, data: bytes) -> None:
+            offset = f.tell() + (-f.tell() % ALIGNMENT)
+            f.seek(offset)
+            f.write(data)
+            dst.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", location), ("offset", offset), ("length", len(data))):
+                entry = dst.external_data.add()
+                entry.key, entry.value = key, str(value)
+
+        def raw(t: TensorProto) -> bytes:  # typed fields (float_data, int32_data …) as little-endian bytes
+            return t.raw_data if t.HasField("raw_data") else numpy_helper.from_array(numpy_helper.to_array(t)).raw_data
+
+        def moves(t: TensorProto) -> bool:
+            return (t.data_type not in (TensorProto.STRING, TensorProto.UNDEFINED)
+                    and tensor_nbytes(t) >= MIN_EXTERNAL_TENSOR_BYTES)
+
+        for t in model.graph.initializer:
+            dst = out.graph.initializer.add()
+            if not moves(t):
+                dst.CopyFrom(t)
+                continue
+            copy_fields(t, dst, skip=DATA_FIELDS + ("external_data", "data_location"))
+            put(dst, raw(t))
+        for t in all_tensors(out):  # Constant attributes and subgraph weights: already copies, edited in place
+            if moves(t):
+                data = raw(t)
+                for name in DATA_FIELDS:
+                    t.ClearField(name)
+                del t.external_data[:]
+                put(t, data)
+        f.flush()
+        os.fsync(f.fileno())
+    return out
+
+
+def write_model_files(model: onnx.ModelProto, path: Path) -> tuple[Path, Path]:
+    """Write ``path`` and ``path``.data (external data, named relative to ``path``), both fsynced, not atomically:
+    for a private folder (:func:`model_file`, :func:`save_model_atomic`)."""
+    path = Path(path)
+    data_path = path.with_name(path.name + ".data")
+    small = external_copy(model, data_path, data_path.name)
+    with open(path, "wb") as f:
+        f.write(small.SerializeToString())
+        f.flush()
+        os.fsync(f.fileno())
+    return path, data_path
+
+
+@contextlib.contextmanager
+def model_file(model: onnx.ModelProto, folder: str | os.PathLike | None = None) -> Iterator[Path]:
+    """``model`` written with external data into a private temporary folder, removed on exit: for the readers
+    that take a path when a proto is over 2 GB (onnxruntime, the ONNX checker)."""
+    with tempfile.TemporaryDirectory(prefix="graphprune-", dir=folder) as d:
+        path, _ = write_model_files(model, Path(d) / "model.onnx")
+        yield path
 
 
 def default_output(input_path: Path, suffix: str = ".pruned") -> Path:
@@ -51,12 +192,89 @@ def current_umask() -> int:
 
 
 def save_model_atomic(model: onnx.ModelProto, path: Path, input_path: Path | None = None) -> Path:
+    """One file, or over :func:`external_data_threshold` ``path`` plus ``path``.data (see :func:`save_large_atomic`)."""
     check_output(path, input_path)
+    if is_large(model):
+        return save_large_atomic(model, Path(path), input_path)
     try:
         data = model.SerializeToString()
     except ValueError as exc:  # protobuf refuses messages over 2 GB
         raise UsageError(f"model too large to serialise in one file: {exc}") from exc
     return write_bytes_atomic(path, data)
+
+
+def input_files(input_path: Path | None) -> set[Path]:
+    """The input model and the external data files it names (resolved): none of them may be overwritten."""
+    if input_path is None:
+        return set()
+    input_path = Path(input_path)
+    files = {input_path.resolve()}
+    try:
+        from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+        m = onnx.load_model(str(input_path), load_external_data=False)
+        files |= {(input_path.parent / ExternalDataInfo(t).location).resolve()
+                  for t in all_tensors(m) if uses_external_data(t)}
+    except Exception:  # an unreadable input cannot have been pruned; its name is still protected
+        pass
+    return files
+
+
+def save_large_atomic(model: onnx.ModelProto, path: Path, input_path: Path | None = None) -> Path:
+    """Write ``path`` and ``path``.data so that a reader never sees a model without its data: both go into a
+    temporary folder next to the destination, are fsynced, then the data file is renamed into place first and
+    the model file last. On any failure (SIGTERM included: the CLI turns it into KeyboardInterrupt) the
+    temporary folder is removed and a data file already moved is put back as it was."""
+    path = Path(path)
+    folder = path.resolve().parent
+    final_model, final_data = folder / path.name, folder / (path.name + ".data")
+    protected = input_files(input_path)
+    if final_data.resolve() in protected:
+        raise UsageError(f"the external data file {final_data} belongs to the input; graphprune never overwrites "
+                         f"its input, choose another -o")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder))
+    moved = False
+    try:
+        tmp_model, tmp_data = write_model_files(model, tmp / path.name)
+        mode = 0o666 & ~current_umask()
+        os.chmod(tmp_model, mode)
+        os.chmod(tmp_data, mode)
+        backup = tmp / "previous.data"
+        if final_data.exists():  # kept (a hard link, no copy) until the model is in place, to undo a failure
+            try:
+                os.link(final_data, backup)
+            except OSError:
+                backup = None
+        else:
+            backup = None
+        os.replace(tmp_data, final_data)
+        moved = True
+        os.replace(tmp_model, final_model)
+        moved = False
+        fsync_folder(folder)
+    except BaseException:
+        if moved:
+            if backup is not None and backup.exists():
+                os.replace(backup, final_data)
+            else:
+                final_data.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_text_atomic(path: Path, text: str, input_path: Path | None = None) -> Path:

@@ -15,6 +15,11 @@ from typing import Any, Mapping
 import numpy as np
 
 
+def is_float(dtype) -> bool:
+    """Floating point, bfloat16 included (ml_dtypes' bfloat16 has numpy kind 'V', not 'f')."""
+    return dtype is not None and (np.issubdtype(dtype, np.floating) or np.dtype(dtype).name == "bfloat16")
+
+
 @dataclass(frozen=True)
 class Tensor:
     """A value in the graph. ``shape`` is None when unknown; ``value`` is set for constants."""
@@ -107,4 +112,4 @@ class Graph:
     @property
     def params(self) -> dict[str, Tensor]:
         """Constant float tensors: the weights pruning can shrink."""
-        return {k: t for k, t in self.tensors.items() if t.is_const and np.issubdtype(t.value.dtype, np.floating)}
+        return {k: t for k, t in self.tensors.items() if t.is_const and is_float(t.value.dtype)}

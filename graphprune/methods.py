@@ -70,6 +70,13 @@ def bn_scale(config: "PruneConfig") -> list["Pass"]:
     return channel_pipeline(BNScaleScore(norm=config.norm), config)
 
 
+def taylor(config: "PruneConfig") -> list["Pass"]:
+    """First-order Taylor |Σ activation × gradient| over labelled data; torch path only (passes/taylor.py)."""
+    from .passes.taylor import TaylorScore
+
+    return channel_pipeline(TaylorScore(calib=config.calib, loss=config.loss, max_points=config.max_points), config)
+
+
 METHODS: dict[str, Callable[["PruneConfig"], list["Pass"]]] = {
     "magnitude": magnitude,
     "random": random,
@@ -77,4 +84,5 @@ METHODS: dict[str, Callable[["PruneConfig"], list["Pass"]]] = {
     "sampling": sampling,
     "sipp": sipp,
     "bn_scale": bn_scale,
+    "taylor": taylor,
 }

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from . import io
 from .errors import VerificationError
 
 ort.set_default_logger_severity(4)
@@ -44,16 +45,38 @@ def session(model: onnx.ModelProto, *, optimize: bool = True, threads: int = 0) 
     if threads:
         opts.intra_op_num_threads = threads
     try:
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=providers())
+        if not io.is_large(model):
+            return ort.InferenceSession(model.SerializeToString(), opts, providers=providers())
+        # over protobuf's 2 GB: from a file with external data (read relative to the model's path); onnxruntime
+        # holds the weights once the session exists, so the private folder goes right after
+        with io.model_file(model) as path:
+            return ort.InferenceSession(str(path), opts, providers=providers())
     except Exception as exc:
-        raise VerificationError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from exc
+        raise VerificationError(f"onnxruntime cannot load the model: {first_line(exc)}") from exc
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_model(model: onnx.ModelProto, *, full_check: bool = False, path=None) -> None:
+    """``onnx.checker.check_model`` for protos of any size: over protobuf's 2 GB the checker must be given a path,
+    so ``path`` (the file ``model`` was read from, if any) or a temporary copy with external data."""
+    if not io.is_large(model):
+        onnx.checker.check_model(model, full_check=full_check)
+    elif path is not None:
+        onnx.checker.check_model(str(path), full_check=full_check)
+    else:
+        with io.model_file(model) as tmp:
+            onnx.checker.check_model(str(tmp), full_check=full_check)
 
 
 def run(sess: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     try:
         return sess.run(None, dict(feeds))
     except Exception as exc:
-        raise VerificationError(f"onnxruntime failed to run the model: {str(exc).splitlines()[0]}") from exc
+        raise VerificationError(f"onnxruntime failed to run the model: {first_line(exc)}") from exc
 
 
 def seeded_inputs(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:

@@ -43,7 +43,7 @@ def load(source: str | os.PathLike | onnx.ModelProto,
     path = None if isinstance(source, onnx.ModelProto) else Path(source)
     original = source if path is None else read_model(path)
     check_opset(original)
-    check_valid(original)
+    check_valid(original, path)
     shapes = resolve_input_shapes(original, input_shapes or {})
     with paused_gc():
         model = fold_until_stable(with_input_shapes(original, shapes))
@@ -115,10 +115,13 @@ def check_opset(model: onnx.ModelProto) -> None:
                              f"could not be verified; convert the model with onnx.version_converter or upgrade onnxruntime")
 
 
-def check_valid(model: onnx.ModelProto) -> None:
-    """The input must pass the ONNX checker: pruning an invalid model would only hide the problem."""
+def check_valid(model: onnx.ModelProto, path: Path | None = None) -> None:
+    """The input must pass the ONNX checker: pruning an invalid model would only hide the problem. Over protobuf's
+    2 GB the checker reads ``path`` (the file the model came from) or a temporary copy with external data."""
+    from ..runtime import check_model
+
     try:
-        onnx.checker.check_model(model)
+        check_model(model, path=path)
     except Exception as exc:
         raise ModelLoadError(f"the model fails the ONNX checker: {first_line(exc)}") from exc
     for init in model.graph.initializer:
