@@ -156,9 +156,15 @@ def collect(data: CalibData, names: list[str]) -> tuple[dict[str, np.ndarray], s
                      f"got {type(data).__name__}")
 
 
+LABELS = "labels"
+
+
 def validate(arrays: dict[str, np.ndarray], inputs: Mapping[str, tuple[tuple[int, ...], np.dtype]],
              where: str) -> dict[str, np.ndarray]:
-    """Names, shapes (axis 0 free), dtype kinds and finiteness; returns arrays cast to the input dtypes."""
+    """Names, shapes (axis 0 free), dtype kinds and finiteness; returns arrays cast to the input dtypes.
+    A ``labels`` array (the format ``prunability`` and ``taylor`` read) is ignored unless the model has such an input."""
+    if LABELS in arrays and LABELS not in inputs:
+        arrays = {k: v for k, v in arrays.items() if k != LABELS}
     missing = sorted(set(inputs) - set(arrays))
     extra = sorted(set(arrays) - set(inputs))
     if missing or extra:

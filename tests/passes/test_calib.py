@@ -121,3 +121,11 @@ def test_gather_runs_batches_of_any_size(exported, model_kind):
     single = session(expose(src.model, [name]))
     expected = np.concatenate([run(single, {"input": calib.inputs["input"][i:i + 1]})[0] for i in range(7)])
     np.testing.assert_allclose(np.concatenate(seen), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_labels_array_is_ignored_by_input_only_methods():
+    from graphprune.calib import validate
+
+    arrays = {"input": np.zeros((4, 3), np.float32), "labels": np.zeros(4, np.int64)}
+    out = validate(arrays, {"input": ((1, 3), np.dtype(np.float32))}, "calib.npz")
+    assert set(out) == {"input"}
