@@ -29,7 +29,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -261,15 +261,15 @@ def check_labels(labels: np.ndarray, logits: np.ndarray, where: str) -> np.ndarr
 # ---- the model-level driver ----------------------------------------------------------------------------------
 
 
-class Evaluator:
+class Evaluator(Protocol):
     """Backend interface: ``outputs(kept) -> (list of output arrays, params kept)`` and ``params0``."""
 
     params0: int
     n_points: int
     name: str
 
-    def outputs(self, kept: float) -> tuple[list[np.ndarray], int]:  # pragma: no cover - interface
-        raise NotImplementedError
+    def outputs(self, kept: float) -> tuple[list[np.ndarray], int]:
+        """The model pruned to keep ``kept``, run on the data: its outputs and its parameter count."""
 
 
 def prune_options(method: str, kept: float, base: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ runs the cheap structural ONNX check after every pass that changed the model.
 
 from __future__ import annotations
 
+import abc
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
@@ -29,12 +30,13 @@ class PassResult:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Pass:
+class Pass(abc.ABC):
     requires: ClassVar[tuple[str, ...]] = ()
     provides: ClassVar[tuple[str, ...]] = ()
 
+    @abc.abstractmethod
     def call(self, state: PruneState) -> PassResult:
-        raise NotImplementedError
+        """Read ``state`` and return a new one (never mutate it); ``modified`` says whether the model changed."""
 
     @property
     def name(self) -> str:
