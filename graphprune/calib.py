@@ -363,7 +363,8 @@ def gather(model: onnx.ModelProto, names: Iterable[str], calib: Calibration, on_
     return calib.n_points
 
 
-DATA_METHODS = ("sampling", "sipp")  # the methods that read calibration data
+DATA_METHODS = ("sampling", "sipp", "taylor")  # the methods that read calibration data
+LABELLED_METHODS = ("taylor",)  # read (inputs, labels) in their own format, checked by their own pass
 
 
 def check_options(config) -> None:
@@ -383,5 +384,7 @@ def check_options(config) -> None:
         if config.method not in DATA_METHODS:
             raise UsageError(f"--calib is read by the data-informed methods ({', '.join(DATA_METHODS)}), "
                              f"not by '{config.method}'")
+        if config.method in LABELLED_METHODS:
+            return
         if not isinstance(config.calib, (str, os.PathLike, CalibInput)):
             object.__setattr__(config, "calib", CalibInput(config.calib))

@@ -64,13 +64,9 @@ class PruneConfig:
         from .stages import check_config
         check_config(self)
         from .passes.taylor import check_config as check_taylor  # no torch import; taylor reads calib itself
-        taylor_calib = check_taylor(self)
-        if self.method == "taylor":  # calib.check_options refuses calib for methods other than sampling / sipp
-            object.__setattr__(self, "calib", None)
+        object.__setattr__(self, "calib", check_taylor(self))
         from .calib import check_options
         check_options(self)
-        if self.method == "taylor":
-            object.__setattr__(self, "calib", taylor_calib)
 
     @staticmethod
     def make(config: "PruneConfig | None" = None, **options) -> "PruneConfig":
