@@ -209,7 +209,7 @@ def space_graph(graph: Graph, couplings: list[Coupling], virtual: Mapping[Space,
     g = nx.MultiGraph()
     for name, t in graph.tensors.items():
         if t.shape is not None:
-            is_param = t.is_const and is_float(t.value.dtype)
+            is_param = t.is_const and is_float(t.dtype)
             for k, d in enumerate(t.shape):
                 g.add_node(Space(name, k), size=int(d), param=is_param)
     for space, size in virtual.items():

@@ -51,6 +51,6 @@ def node_macs(graph: Graph, node: Node) -> int:
 
 
 def cost(graph: Graph) -> Cost:
-    params = sum(int(t.value.size) for t in graph.params.values())
+    params = sum(int(np.prod(t.shape, dtype=np.int64)) for t in graph.params.values())
     per_node = {n.name: m for n in graph.nodes if (m := node_macs(graph, n))}
     return Cost(params, int(sum(per_node.values())), MappingProxyType(per_node))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -20,18 +20,29 @@ def is_float(dtype) -> bool:
     return dtype is not None and (np.issubdtype(dtype, np.floating) or np.dtype(dtype).name == "bfloat16")
 
 
+ArraySource = np.ndarray | Callable[[], np.ndarray]
+
+
 @dataclass(frozen=True)
 class Tensor:
-    """A value in the graph. ``shape`` is None when unknown; ``value`` is set for constants."""
+    """A value in the graph. ``shape`` is None when unknown; constants have a ``source``: their array, or a
+    function that reads it (a large ONNX initializer is decoded from its proto on each access and not kept, so
+    the IR never holds a second copy of the weights; see :func:`graphprune.frontends.onnx.to_ir`)."""
 
     name: str
     shape: tuple[int, ...] | None
     dtype: np.dtype | None
-    value: np.ndarray | None = None
+    source: ArraySource | None = field(default=None, repr=False)
+
+    @property
+    def value(self) -> np.ndarray | None:
+        """The constant's values (None for a computed tensor). Reading a large initializer costs a decode: read
+        it once per use, and ask :attr:`is_const`, :attr:`shape` or :attr:`dtype` when that is all you need."""
+        return self.source() if callable(self.source) else self.source
 
     @property
     def is_const(self) -> bool:
-        return self.value is not None
+        return self.source is not None
 
     @property
     def rank(self) -> int | None:
@@ -92,6 +103,11 @@ class Graph:
         t = self.tensors.get(name) if name else None
         return None if t is None else t.value
 
+    def is_const(self, name: str | None) -> bool:
+        """Whether ``name`` is a constant, without reading its values."""
+        t = self.tensors.get(name) if name else None
+        return t is not None and t.is_const
+
     @cached_property
     def producers(self) -> Mapping[str, Node]:
         return MappingProxyType({o: n for n in self.nodes for o in n.outputs if o})
@@ -112,4 +128,4 @@ class Graph:
     @property
     def params(self) -> dict[str, Tensor]:
         """Constant float tensors: the weights pruning can shrink."""
-        return {k: t for k, t in self.tensors.items() if t.is_const and is_float(t.value.dtype)}
+        return {k: t for k, t in self.tensors.items() if t.is_const and is_float(t.dtype)}

@@ -311,7 +311,7 @@ class OnnxEvaluator(Evaluator):
         params = to_ir(model).params.values() if model is not self.source.model else self.source.graph.params.values()
         if self.method == "sipp":
             return int(sum(np.count_nonzero(t.value) for t in params))
-        return int(sum(int(t.value.size) for t in params))
+        return int(sum(int(np.prod(t.shape, dtype=np.int64)) for t in params))
 
     def outputs(self, kept: float) -> tuple[list[np.ndarray], int]:
         from . import api

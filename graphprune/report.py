@@ -149,7 +149,7 @@ def layer_report(before: Graph, after: Graph | None, plan: Plan | None,
     for row in rows:
         nodes = by_layer.get(row["name"], [])
         consts = [t for n in nodes for t in const_inputs(after, n)]
-        params_after = sum(int(after.value(t).size) for t in dict.fromkeys(consts)) if nodes else row["params"]["after"]
+        params_after = sum(int(np.prod(after.shape(t), dtype=np.int64)) for t in dict.fromkeys(consts)) if nodes else row["params"]["after"]
         nonzero = sum(int(np.count_nonzero(after.value(t))) for t in dict.fromkeys(consts)) if nodes else None
         macs = row.pop("macs", 0)
         out.append(row | {"params": {"before": row["params"]["before"], "after": params_after, "nonzero_after": nonzero},

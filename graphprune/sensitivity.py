@@ -142,14 +142,14 @@ def layer_of(graph: Graph, node: Node) -> Layer | None:
     """The sensitivity normal form of ``node``, or None when it is not a Conv/Gemm/MatMul with a constant
     weight and an activation input of known shape."""
     x = node.input(0)
-    if x is None or graph.value(x) is not None or graph.shape(x) is None:
+    if x is None or graph.is_const(x) or graph.shape(x) is None:
         return None
     if node.op == "Conv":
-        w = graph.value(node.input(1))
+        w = graph.tensors.get(node.input(1) or "")
         y = graph.shape(node.outputs[0])
-        if w is None or y is None or w.ndim < 3:
+        if w is None or not w.is_const or y is None or w.rank < 3:
             return None
-        nd = w.ndim - 2
+        nd = w.rank - 2
         kernel = tuple(int(k) for k in w.shape[2:])
         strides = tuple(int(s) for s in (node.attr("strides") or (1,) * nd))
         dil = tuple(int(d) for d in (node.attr("dilations") or (1,) * nd))
@@ -158,15 +158,15 @@ def layer_of(graph: Graph, node: Node) -> Layer | None:
         return Layer(node.name, "Conv", x, 1, node.inputs[1], 1, int(node.attr("group", 1)), kernel, strides, pads,
                      dil, out_spatial, int(np.prod(out_spatial, dtype=np.int64)))
     if node.op == "Gemm":
-        w = graph.value(node.input(1))
-        if w is None or w.ndim != 2 or graph.value(x) is not None:
+        w = graph.tensors.get(node.input(1) or "")
+        if w is None or not w.is_const or w.rank != 2 or graph.is_const(x):
             return None
         ta, tb = bool(node.attr("transA", 0)), bool(node.attr("transB", 0))
         return Layer(node.name, "Gemm", x, 0 if ta else 1, node.inputs[1], 1 if tb else 0, trans_a=ta)
     if node.op == "MatMul":
-        w = graph.value(node.input(1))
+        w = graph.tensors.get(node.input(1) or "")
         shape = graph.shape(x)
-        if w is None or w.ndim != 2 or len(shape) < 2:
+        if w is None or not w.is_const or w.rank != 2 or len(shape) < 2:
             return None
         patches = int(np.prod(shape[1:-1], dtype=np.int64)) if len(shape) > 2 else 1
         return Layer(node.name, "MatMul", x, len(shape) - 1, node.inputs[1], 0, patches=patches)

@@ -30,7 +30,7 @@ def layer_axes(graph: Graph, node: Node) -> tuple[Space, Space] | None:
     if node.op not in WEIGHTED_OPS or len(node.inputs) < 2 or not node.outputs:
         return None
     x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
-    if graph.value(w) is None or graph.shape(x) is None or graph.shape(y) is None:
+    if not graph.is_const(w) or graph.shape(x) is None or graph.shape(y) is None:
         return None
     xr, yr = len(graph.shape(x)), len(graph.shape(y))
     if node.op in ("Conv", "ConvTranspose"):

@@ -24,7 +24,7 @@ def bn_scales(cg: ChannelGraph) -> dict[int, list[Space]]:
     """Group id → the BatchNormalization scale spaces (``scale[0]``) in it."""
     out: dict[int, list[Space]] = {}
     for node in cg.graph.nodes:
-        if node.op != "BatchNormalization" or cg.graph.value(node.input(1)) is None:
+        if node.op != "BatchNormalization" or not cg.graph.is_const(node.input(1)):
             continue
         space = Space(node.inputs[1], 0)
         if space in cg.group_of:

@@ -95,10 +95,10 @@ def weight_input(graph: Graph, node: Node) -> int | str:
         idx = 1
     elif node.op == "Gemm":
         idx = 1
-        if graph.value(node.input(0)) is not None:
+        if graph.is_const(node.input(0)):
             return "input A is a constant; only a constant B (the weight) is decomposed"
     else:
-        consts = [i for i in (1, 0) if graph.value(node.input(i)) is not None]
+        consts = [i for i in (1, 0) if graph.is_const(node.input(i))]
         if len(consts) != 1:
             return "needs exactly one constant input (the weight)"
         idx = consts[0]

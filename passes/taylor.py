@@ -128,7 +128,7 @@ def activation_spaces(state: PruneState) -> dict[str, tuple[str, int | None]]:
                 if name is not None:
                     where[name] = (fx_name, i)
     wanted = {s.tensor for g in cg.prunable for s in g.spaces}
-    return {t: where[t] for t in wanted if t in where and cg.graph.value(t) is None}
+    return {t: where[t] for t in wanted if t in where and not cg.graph.is_const(t)}
 
 
 def signed_sums(source, wanted: dict[str, tuple[str, int | None]], axes: dict[str, list[int]], inputs, targets,

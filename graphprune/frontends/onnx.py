@@ -7,6 +7,7 @@ shapes (``Shape → Gather → Concat → Reshape``) inside the graph; channel r
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import os
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 
 from ..errors import InputShapeError, ModelLoadError
+from ..io import DATA_FIELDS, copy_fields
 from ..ir import Graph, Node, Tensor
 
 MIN_OPSET = 7
@@ -28,13 +30,20 @@ MAX_INPUT_ELEMENTS = 2**28  # verification feeds seeded inputs of this shape thr
 
 @dataclass(frozen=True, eq=False)
 class LoadedModel:
-    """The source as given (``original``), the folded, named, shape-inferred proto, and its IR."""
+    """The folded, named, shape-inferred proto and its IR, and where the source came from: the caller's proto
+    (``given``) or a file (``path``). A file's proto is not kept after folding: it would be a second copy of the
+    weights for the whole run; :attr:`original` reads it again when it is needed."""
 
-    original: onnx.ModelProto
     model: onnx.ModelProto
     graph: Graph
     input_shapes: Mapping[str, tuple[int, ...]]
     path: Path | None = None
+    given: onnx.ModelProto | None = None
+
+    @property
+    def original(self) -> onnx.ModelProto:
+        """The source as given, untouched."""
+        return self.given if self.given is not None else read_model(self.path)
 
 
 def load(source: str | os.PathLike | onnx.ModelProto,
@@ -45,10 +54,12 @@ def load(source: str | os.PathLike | onnx.ModelProto,
     check_opset(original)
     check_valid(original, path)
     shapes = resolve_input_shapes(original, input_shapes or {})
-    with paused_gc():
-        model = fold_until_stable(with_input_shapes(original, shapes))
+    with paused_gc():  # a proto read here is ours to edit: pinning its shapes needs no copy of the weights
+        model = fold_until_stable(with_input_shapes(original, shapes, copy=path is None))
+        del original
         graph = to_ir(model)
-    return LoadedModel(original=original, model=model, graph=graph, input_shapes=shapes, path=path)
+    return LoadedModel(model=model, graph=graph, input_shapes=shapes, path=path,
+                       given=source if path is None else None)
 
 
 @contextlib.contextmanager
@@ -124,7 +135,7 @@ def check_valid(model: onnx.ModelProto, path: Path | None = None) -> None:
         check_model(model, path=path)
     except Exception as exc:
         raise ModelLoadError(f"the model fails the ONNX checker: {first_line(exc)}") from exc
-    for init in model.graph.initializer:
+    for init in model.graph.initializer:  # the checker counts every initializer's data against its dims
         try:
             numpy_helper.to_array(init) if int(np.prod(init.dims, dtype=np.int64)) < 2**20 else None
         except Exception as exc:
@@ -202,10 +213,15 @@ def example_dims(dims) -> str:
     return ",".join(str(d) if isinstance(d, int) and d > 0 else "1" for d in dims)
 
 
-def with_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]]) -> onnx.ModelProto:
-    """A copy with static input shapes and stale intermediate shapes dropped (they may hold dynamic dims)."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+def with_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]], *,
+                      copy: bool = True) -> onnx.ModelProto:
+    """``model`` with static input shapes and stale intermediate shapes dropped (they may hold dynamic dims): a
+    copy, or with ``copy=False`` ``model`` itself, edited."""
+    if copy:
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+    else:
+        out = model
     for vi in out.graph.input:
         if vi.name in shapes:
             dims = vi.type.tensor_type.shape.dim
@@ -225,13 +241,17 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy whose large initializers keep their type and dims but not their data.
 
     Shape inference reads data only from small constants (shapes, axes); dropping the weights saves
-    serialising the whole model for it, which dominated load time on ResNet-50-sized graphs."""
+    serialising the whole model for it, which dominated load time on ResNet-50-sized graphs. The copy is built
+    field by field, so the weights are never copied, not even for a moment."""
     out = onnx.ModelProto()
-    out.CopyFrom(model)
-    for init in out.graph.initializer:
+    copy_fields(model, out, skip=("graph",))
+    copy_fields(model.graph, out.graph, skip=("initializer",))
+    for init in model.graph.initializer:
+        light = out.graph.initializer.add()
         if int(np.prod(init.dims, dtype=np.int64)) >= SKELETON_MIN_ELEMENTS:
-            for field in ("raw_data", "float_data", "double_data", "int32_data", "int64_data", "uint64_data"):
-                init.ClearField(field)
+            copy_fields(init, light, skip=DATA_FIELDS)
+        else:
+            light.CopyFrom(init)
     return out
 
 
@@ -307,11 +327,7 @@ def to_ir(model: onnx.ModelProto) -> Graph:
     for vi in (*g.input, *g.value_info, *g.output):
         tensors[vi.name] = value_info_tensor(vi)
     for init in g.initializer:
-        try:
-            arr = numpy_helper.to_array(init)
-        except Exception as exc:
-            raise ModelLoadError(f"initializer '{init.name}' is corrupt: {first_line(exc)}") from exc
-        tensors[init.name] = Tensor(init.name, tuple(arr.shape), arr.dtype, arr)
+        tensors[init.name] = initializer_tensor(init)
     nodes = tuple(lower_node(n) for n in g.node)
     for n in nodes:
         for t in n.touched:
@@ -319,6 +335,27 @@ def to_ir(model: onnx.ModelProto) -> Graph:
     inits = {i.name for i in g.initializer}
     return Graph(nodes=nodes, tensors=tensors, inputs=tuple(i.name for i in g.input if i.name not in inits),
                  outputs=tuple(o.name for o in g.output), opset=default_opset(model) or 0)
+
+
+def initializer_tensor(init: onnx.TensorProto) -> Tensor:
+    """A constant of the IR. Small ones (shapes, axes, scales: what rules read) are decoded now; large ones are
+    decoded from ``init`` when read, so that the weights live once, in the proto (which the IR keeps alive)."""
+    shape = tuple(int(d) for d in init.dims)
+    if int(np.prod(shape, dtype=np.int64)) < SKELETON_MIN_ELEMENTS or init.data_type == onnx.TensorProto.STRING:
+        arr = decoded(init)
+        return Tensor(init.name, tuple(arr.shape), arr.dtype, arr)
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type))
+    except Exception as exc:
+        raise ModelLoadError(f"initializer '{init.name}' has unknown element type {init.data_type}") from exc
+    return Tensor(init.name, shape, dtype, functools.partial(decoded, init))
+
+
+def decoded(init: onnx.TensorProto) -> np.ndarray:
+    try:
+        return numpy_helper.to_array(init)
+    except Exception as exc:
+        raise ModelLoadError(f"initializer '{init.name}' is corrupt: {first_line(exc)}") from exc
 
 
 def value_info_tensor(vi: onnx.ValueInfoProto) -> Tensor:
