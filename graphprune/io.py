@@ -6,8 +6,9 @@ import contextlib
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 import onnx
@@ -85,12 +86,60 @@ def copy_fields(src, dst, skip=()) -> None:
             setattr(dst, fd.name, value)
 
 
-def external_copy(model: onnx.ModelProto, data_path: Path, location: str) -> onnx.ModelProto:
+def holds_data(t: TensorProto) -> bool:
+    """False for a tensor stripped to its type and dims (:func:`graphprune.frontends.onnx.skeleton`)."""
+    from onnx.external_data_helper import uses_external_data
+
+    return (uses_external_data(t) or t.HasField("raw_data") or bool(t.string_data)
+            or any(len(getattr(t, name)) for name in DATA_FIELDS[1:]) or 0 in t.dims)
+
+
+TensorData = Callable[[TensorProto], TensorProto]  # a stripped initializer → a tensor holding its data
+
+
+@dataclass(frozen=True, eq=False)
+class Stripped:
+    """A model whose large initializers hold only their type and dims (see
+    :func:`graphprune.frontends.onnx.skeleton`), and ``data``, which gives the tensor holding one's data. Written
+    out one tensor at a time (:func:`model_file`), it never has a second copy of the weights in memory."""
+
+    model: onnx.ModelProto
+    data: TensorData
+
+    @staticmethod
+    def over(model: onnx.ModelProto, source: onnx.ModelProto,
+             edits: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None) -> Stripped:
+        """``model`` with the data of ``source``'s initializers of the same names, passed through ``edits[name]``
+        where there is one."""
+        by_name = {t.name: t for t in source.graph.initializer}
+        edits = dict(edits or {})
+
+        def data(t: TensorProto) -> TensorProto:
+            src = by_name[t.name]
+            edit = edits.get(t.name)
+            return src if edit is None else numpy_helper.from_array(edit(numpy_helper.to_array(src)), t.name)
+
+        return Stripped(model, data)
+
+    def filled(self) -> onnx.ModelProto:
+        """The whole model in memory: for small models (large ones go through :func:`model_file`)."""
+        out = onnx.ModelProto()
+        out.CopyFrom(self.model)
+        for t in out.graph.initializer:
+            if not holds_data(t):
+                t.CopyFrom(self.data(t))
+        return out
+
+
+def external_copy(model: onnx.ModelProto | Stripped, data_path: Path, location: str, *,
+                  durable: bool = True) -> onnx.ModelProto:
     """A copy of ``model`` whose larger tensors point at ``location`` (their data written to ``data_path``, fsynced)
     instead of holding it: it serialises small. ``model`` itself is not touched: clearing and restoring its
     ``raw_data`` would leave a second copy of the weights in its protobuf arena (upb frees arena memory only with
     the message), and ``onnx.save_model(save_as_external_data=True)`` strips the caller's proto. The top-level
-    weights are never copied in memory, only one tensor's bytes at a time on their way to the file."""
+    weights are never copied in memory, only one tensor's bytes at a time on their way to the file. A
+    :class:`Stripped` model's initializers take their data from it."""
+    model, data = (model.model, model.data) if isinstance(model, Stripped) else (model, None)
     out = onnx.ModelProto()
     copy_fields(model, out, skip=("graph",))
     copy_fields(model.graph, out.graph, skip=("initializer",))
@@ -111,13 +160,16 @@ def external_copy(model: onnx.ModelProto, data_path: Path, location: str) -> onn
             return (t.data_type not in (TensorProto.STRING, TensorProto.UNDEFINED)
                     and tensor_nbytes(t) >= MIN_EXTERNAL_TENSOR_BYTES)
 
+        def source(t: TensorProto) -> TensorProto:
+            return t if data is None or holds_data(t) else data(t)
+
         for t in model.graph.initializer:
             dst = out.graph.initializer.add()
             if not moves(t):
-                dst.CopyFrom(t)
+                dst.CopyFrom(source(t))
                 continue
             copy_fields(t, dst, skip=DATA_FIELDS + ("external_data", "data_location"))
-            put(dst, raw(t))
+            put(dst, raw(source(t)))
         for t in all_tensors(out):  # Constant attributes and subgraph weights: already copies, edited in place
             if moves(t):
                 data = raw(t)
@@ -126,29 +178,32 @@ def external_copy(model: onnx.ModelProto, data_path: Path, location: str) -> onn
                 del t.external_data[:]
                 put(t, data)
         f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            os.fsync(f.fileno())
     return out
 
 
-def write_model_files(model: onnx.ModelProto, path: Path) -> tuple[Path, Path]:
-    """Write ``path`` and ``path``.data (external data, named relative to ``path``), both fsynced, not atomically:
-    for a private folder (:func:`model_file`, :func:`save_model_atomic`)."""
+def write_model_files(model: onnx.ModelProto | Stripped, path: Path, *, durable: bool = True) -> tuple[Path, Path]:
+    """Write ``path`` and ``path``.data (external data, named relative to ``path``), not atomically: for a private
+    folder (:func:`model_file`, :func:`save_model_atomic`). ``durable``: fsync both (outputs, not scratch files)."""
     path = Path(path)
     data_path = path.with_name(path.name + ".data")
-    small = external_copy(model, data_path, data_path.name)
+    small = external_copy(model, data_path, data_path.name, durable=durable)
     with open(path, "wb") as f:
         f.write(small.SerializeToString())
         f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            os.fsync(f.fileno())
     return path, data_path
 
 
 @contextlib.contextmanager
-def model_file(model: onnx.ModelProto, folder: str | os.PathLike | None = None) -> Iterator[Path]:
+def model_file(model: onnx.ModelProto | Stripped, folder: str | os.PathLike | None = None) -> Iterator[Path]:
     """``model`` written with external data into a private temporary folder, removed on exit: for the readers
-    that take a path when a proto is over 2 GB (onnxruntime, the ONNX checker)."""
+    that take a path (onnxruntime, the ONNX checker) when a proto is over 2 GB, or large enough that the copies
+    of an in-memory load matter (see :func:`graphprune.runtime.session`)."""
     with tempfile.TemporaryDirectory(prefix="graphprune-", dir=folder) as d:
-        path, _ = write_model_files(model, Path(d) / "model.onnx")
+        path, _ = write_model_files(model, Path(d) / "model.onnx", durable=False)
         yield path
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Mapping
+from pathlib import Path
+from typing import Iterator, Mapping
 
 import numpy as np
 import onnx
@@ -32,25 +34,54 @@ def max_opset() -> int:
     return 7
 
 
+SESSION_FILE_MIN_BYTES = 64 * 2**20  # models with more weight bytes reach onnxruntime through a file
+
+
 def providers() -> list[str]:
     available = ort.get_available_providers()
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def session(model: onnx.ModelProto, *, optimize: bool = True, threads: int = 0) -> ort.InferenceSession:
+Runnable = onnx.ModelProto | Path  # a proto, or a model file with its external data next to it
+
+
+def lean(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` reaches onnxruntime and the checker through a file: over protobuf's 2 GB there is no
+    other way, and from :data:`SESSION_FILE_MIN_BYTES` it is the lean way. From bytes, a session keeps the
+    serialised model and onnxruntime parses a second copy of it (a peak of 3× the weights); from a file it maps
+    the page-aligned data instead, and the checker reads only the graph."""
+    return io.is_large(model) or io.data_size(model) >= SESSION_FILE_MIN_BYTES
+
+
+@contextlib.contextmanager
+def runnable(model: onnx.ModelProto | io.Stripped) -> Iterator[Runnable]:
+    """``model`` ready for :func:`session` and :func:`check_model`: itself (or, :class:`graphprune.io.Stripped`,
+    filled) when small, else written with external data into a private temporary folder, removed on exit (a
+    session's mapping outlives it)."""
+    proto = model.model if isinstance(model, io.Stripped) else model
+    if not lean(proto):  # a stripped initializer counts its full size: data_size reads dims only
+        yield model.filled() if isinstance(model, io.Stripped) else model
+        return
+    with io.model_file(model) as path:
+        yield path
+
+
+def session(model: Runnable, *, optimize: bool = True, threads: int = 0, once: bool = False) -> ort.InferenceSession:
+    """An onnxruntime session on the best provider here (CUDA when present), from a proto or a file. ``once``:
+    for a session run on one batch (verification): onnxruntime does not pack the weights ahead, which would
+    hold a second copy of them for a speed-up a single run does not see."""
     opts = ort.SessionOptions()
+    if once:
+        opts.add_session_config_entry("session.disable_prepacking", "1")
     opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                      else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     opts.log_severity_level = 4  # failures are reported by graphprune, in one line
     if threads:
         opts.intra_op_num_threads = threads
     try:
-        if not io.is_large(model):
-            return ort.InferenceSession(model.SerializeToString(), opts, providers=providers())
-        # over protobuf's 2 GB: from a file with external data (read relative to the model's path); onnxruntime
-        # holds the weights once the session exists, so the private folder goes right after
-        with io.model_file(model) as path:
-            return ort.InferenceSession(str(path), opts, providers=providers())
+        with contextlib.nullcontext(model) if isinstance(model, Path) else runnable(model) as m:
+            what = str(m) if isinstance(m, Path) else m.SerializeToString()
+            return ort.InferenceSession(what, opts, providers=providers())
     except Exception as exc:
         raise VerificationError(f"onnxruntime cannot load the model: {first_line(exc)}") from exc
 
@@ -60,10 +91,12 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def check_model(model: onnx.ModelProto, *, full_check: bool = False, path=None) -> None:
-    """``onnx.checker.check_model`` for protos of any size: over protobuf's 2 GB the checker must be given a path,
-    so ``path`` (the file ``model`` was read from, if any) or a temporary copy with external data."""
-    if not io.is_large(model):
+def check_model(model: Runnable, *, full_check: bool = False, path=None) -> None:
+    """``onnx.checker.check_model`` for models of any size: a file (see :func:`runnable`) is checked from its
+    path; a proto over protobuf's 2 GB from ``path`` (the file it was read from, if any) or a temporary copy."""
+    if isinstance(model, Path):
+        onnx.checker.check_model(str(model), full_check=full_check)
+    elif not io.is_large(model):
         onnx.checker.check_model(model, full_check=full_check)
     elif path is not None:
         onnx.checker.check_model(str(path), full_check=full_check)

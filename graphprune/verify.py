@@ -2,13 +2,14 @@
 
 Pruning changes outputs by design, so "verified" means: the emitted model passes the full ONNX checker,
 runs in onnxruntime, keeps the interface, and computes exactly what the original computes when every removed
-unit is set to zero where it lives (every tensor of a pruned space, weights included, is passed through
-``Where(mask, t, 0)``). That checks every coupling, slice and shape fix independently of which scoring method
+unit is set to zero where it lives (every computed tensor of a pruned space is passed through
+``Where(mask, t, 0)``, every weight is zeroed in its data). That checks every coupling, slice and shape fix independently of which scoring method
 chose the channels. Drift against the unpruned original is measured, not asserted.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -19,10 +20,11 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .errors import ModelLoadError, VerificationError
-from .frontends.onnx import LoadedModel, declared_shape
+from .frontends.onnx import LoadedModel, declared_shape, skeleton
 from .gsgraph import export_like, reroute
+from .io import Stripped, holds_data
 from .plan import Plan
-from .runtime import check_model, run, seeded_inputs, session
+from .runtime import Runnable, check_model, run, runnable, seeded_inputs, session
 
 
 @dataclass(frozen=True)
@@ -46,29 +48,53 @@ class Verification:
         return "; ".join(f"{k}: {v}" for k, v in self.checks.items() if v != "ok")
 
 
-def masked_model(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
-    """The original with every pruned atom forced to zero right where its tensor is produced."""
+def masked_model(model: onnx.ModelProto, plan: Plan) -> Stripped:
+    """The original with every pruned atom forced to zero right where its tensor is produced: a computed tensor
+    through ``Where(keep, t, 0)``, a constant in its data. Built on the :func:`skeleton` of ``model``, whose
+    large initializers are read from ``model`` (and masked) one at a time as the oracle is written out, so the
+    oracle never holds a second copy of the weights."""
+    light = skeleton(model)
+    stripped = {t.name for t in light.graph.initializer if not holds_data(t)}
+    g = gs.import_onnx(light)
+    tensors = g.tensors()
+    edits = {}
+    for name, keep in keep_masks(plan, lambda name: len(tensors[name].shape)).items():
+        t = tensors[name]
+        if name in stripped:
+            edits[name] = functools.partial(zeroed, keep=keep)
+        elif isinstance(t, gs.Constant):
+            t.values = zeroed(np.asarray(t.values), keep)
+        else:
+            masked = gs.Variable(f"{name}::masked", dtype=t.dtype, shape=t.shape)
+            consumers = list(t.outputs)
+            g.nodes.append(mask_node(name, t, keep, t.dtype, masked))
+            reroute(consumers, t, masked)
+    g.toposort()
+    return Stripped.over(export_like(g, model), model, edits)
+
+
+def keep_masks(plan: Plan, rank_of: Callable[[str], int]) -> dict[str, np.ndarray]:
+    """Tensor → boolean array of its rank, broadcastable to it, False at the atoms ``plan`` removes (on any of
+    its axes)."""
     axes_of: dict[str, list[tuple[int, np.ndarray]]] = defaultdict(list)
     for space in plan.keep:
         if not space.virtual:
             axes_of[space.tensor].append((space.axis, plan.removed_mask(space)))
-    g = gs.import_onnx(model)
-    tensors = g.tensors()
+    masks = {}
     for name, axes in axes_of.items():
-        t = tensors[name]
-        rank = len(t.shape) if t.shape is not None else len(np.asarray(t.values).shape)
+        rank = rank_of(name)
         keep = np.ones([1] * rank, bool)
         for axis, removed in axes:
             shape = [1] * rank
             shape[axis] = len(removed)
             keep = keep & ~removed.reshape(shape)
-        dtype = np.asarray(t.values).dtype if isinstance(t, gs.Constant) else t.dtype
-        masked = gs.Variable(f"{name}::masked", dtype=dtype, shape=t.shape)
-        consumers = list(t.outputs)
-        g.nodes.append(mask_node(name, t, keep, dtype, masked))
-        reroute(consumers, t, masked)
-    g.toposort()
-    return export_like(g, model)
+        masks[name] = keep
+    return masks
+
+
+def zeroed(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``values`` with zeros where ``keep`` is False: exactly what ``Where(keep, values, 0)`` computes."""
+    return np.where(keep, values, np.zeros((), values.dtype))
 
 
 def mask_node(name: str, t: gs.Tensor, keep: np.ndarray, dtype, out: gs.Variable) -> gs.Node:
@@ -94,11 +120,12 @@ def interface_problems(reference: onnx.ModelProto, candidate: onnx.ModelProto) -
     return problems
 
 
-def structural_checks(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> dict[str, str]:
-    """The full ONNX checker on ``candidate`` and its interface against ``reference``: "ok" or what failed."""
+def structural_checks(reference: onnx.ModelProto, candidate: onnx.ModelProto, on_disk: Runnable | None = None) -> dict[str, str]:
+    """The full ONNX checker on ``candidate`` (read from ``on_disk``, its :func:`runnable` form, when given) and
+    its interface against ``reference``: "ok" or what failed."""
     checks: dict[str, str] = {}
     try:
-        check_model(candidate, full_check=True)  # from a file with external data over 2 GB
+        check_model(candidate if on_disk is None else on_disk, full_check=True)
         checks["checker"] = "ok"
     except Exception as exc:
         checks["checker"] = str(exc).splitlines()[0]
@@ -144,42 +171,53 @@ def close(expected: list[np.ndarray], got: list[np.ndarray], rtol: float, atol: 
     return ok, worst
 
 
-def compare_with_oracle(reference: onnx.ModelProto, candidate: onnx.ModelProto, oracle: Callable[[], onnx.ModelProto] | None,
+def compare_with_oracle(reference: onnx.ModelProto, candidate: onnx.ModelProto,
+                        oracle: Callable[[], onnx.ModelProto | Stripped] | None,
                         feeds: Mapping[str, np.ndarray], *, label: str, what: str, interface: onnx.ModelProto | None = None,
                         rtol: float = 1e-4, atol: float = 1e-5, extra: Mapping[str, str] | None = None) -> Verification:
     """The shared shape of every verification: structural checks, ``candidate`` runs, and its outputs equal the
-    ``oracle`` model's (built lazily; ``None``: the reference itself) within tolerance; drift is measured
-    against ``reference``. ``label`` names the oracle check, ``what`` describes the difference it measures."""
-    checks = structural_checks(interface if interface is not None else reference, candidate)
-    checks.update(extra or {})
-    try:
-        got = run(session(candidate), feeds)
-        checks["onnxruntime"] = "ok"
-    except VerificationError as exc:
-        checks["onnxruntime"] = str(exc)
-        return Verification(False, checks)
-    reference_out = run(session(reference), feeds)
-    if any(o.size and not np.isfinite(np.asarray(o, np.float64)).any() for o in reference_out
-           if np.issubdtype(np.asarray(o).dtype, np.number)):
-        raise ModelLoadError("the original model outputs only NaN or infinity on the seeded inputs, so a pruned "
-                             "model cannot be verified against it; check the model (e.g. a normalisation epsilon)")
-    expected = reference_out if oracle is None else run(session(oracle()), feeds)
+    ``oracle`` model's (built lazily, whole or :class:`Stripped`; ``None``: the reference itself) within tolerance; drift is measured against ``reference``. ``label`` names the oracle
+    check, ``what`` describes the difference it measures. One onnxruntime session is alive at a time."""
+    reference_out = reference_outputs(reference, feeds)
+    with runnable(candidate) as on_disk:
+        checks = structural_checks(interface if interface is not None else reference, candidate, on_disk)
+        checks.update(extra or {})
+        try:
+            got = run(session(on_disk, once=True), feeds)
+            checks["onnxruntime"] = "ok"
+        except VerificationError as exc:
+            checks["onnxruntime"] = str(exc)
+            return Verification(False, checks)
+    if oracle is None:
+        expected = reference_out
+    else:
+        with runnable(oracle()) as masked:
+            expected = run(session(masked, once=True), feeds)
     ok, worst = close(expected, got, rtol, atol)
     checks[label] = "ok" if ok else f"max |{what}| = {worst:.3g} exceeds rtol {rtol}, atol {atol}"
     return Verification(all(v == "ok" for v in checks.values()), checks, worst, drift(reference_out, got))
+
+
+def reference_outputs(reference: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """What the model before pruning computes on ``feeds``; it must run and output some finite number."""
+    try:
+        out = run(session(reference, once=True), feeds)
+    except VerificationError as exc:
+        hint = ("; onnxruntime has no kernel for that op and element type here (e.g. bfloat16 on the CPU provider): "
+                "verify on a provider that has one, or pass --verify off / verify='off' to prune unverified"
+                if "NOT_IMPLEMENTED" in str(exc) else "")
+        raise ModelLoadError(f"the original model does not run, so nothing can be verified against it: {exc}{hint}") from exc
+    if any(o.size and not np.isfinite(np.asarray(o, np.float64)).any() for o in out
+           if np.issubdtype(np.asarray(o).dtype, np.number)):
+        raise ModelLoadError("the original model outputs only NaN or infinity on the seeded inputs, so a pruned "
+                             "model cannot be verified against it; check the model (e.g. a normalisation epsilon)")
+    return out
 
 
 def verify(source: LoadedModel, pruned: onnx.ModelProto, plan: Plan, *, rtol: float = 1e-4, atol: float = 1e-5,
            seed: int = 0) -> Verification:
     """Run every check; never raises for a failed check (the caller decides), only reports it."""
     feeds = seeded_inputs(source.model, source.input_shapes, seed)
-    try:
-        run(session(source.model), feeds)
-    except VerificationError as exc:
-        hint = ("; onnxruntime has no kernel for that op and element type here (e.g. bfloat16 on the CPU provider): "
-                "verify on a provider that has one, or pass --verify off / verify='off' to prune unverified"
-                if "NOT_IMPLEMENTED" in str(exc) else "")
-        raise ModelLoadError(f"the original model does not run, so nothing can be verified against it: {exc}{hint}") from exc
     oracle = None if plan.empty else (lambda: masked_model(source.model, plan))
     return compare_with_oracle(source.model, pruned, oracle, feeds, label="masked_original",
                                what="pruned - masked original", rtol=rtol, atol=atol)
