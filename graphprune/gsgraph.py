@@ -4,16 +4,58 @@ from __future__ import annotations
 
 import onnx
 import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter, dtype_to_onnx
+from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 
 
 def export_like(graph: gs.Graph, model: onnx.ModelProto) -> onnx.ModelProto:
     """Export ``graph`` with ``model``'s IR version, opset imports and graph name (graphsurgeon picks its own)."""
-    out = gs.export_onnx(graph, do_type_check=False)
+    out = export_lean(graph)
     out.ir_version = model.ir_version
     del out.opset_import[:]
     out.opset_import.extend(model.opset_import)
     out.graph.name = model.graph.name
     return out
+
+
+def export_lean(graph: gs.Graph) -> onnx.ModelProto:
+    """``gs.export_onnx(graph)``, with every weight copied once, straight into the result.
+
+    graphsurgeon builds the graph proto from the initializers, then the model from the graph, so each weight is
+    copied twice and for a moment the input model, its graph and its model copy are all alive (3× the weights).
+    Here the top-level constants are exported stripped to their type and dims, then each one's data is put into
+    place one tensor at a time (the input and the output, no more). ``graph`` is left as it was."""
+    constants = [t for t in graph.tensors().values() if isinstance(t, gs.Constant) and not is_sparse(t)]
+    held = {c.name: c._values for c in constants}  # graphsurgeon's own exporter reads _values: no public accessor
+    try:
+        for c in constants:
+            c._values = LazyValues(stripped(c))
+        out = gs.export_onnx(graph, do_type_check=False)
+    finally:
+        for c in constants:
+            c._values = held[c.name]
+    by_name = {c.name: c for c in constants}
+    for init in out.graph.initializer:
+        const = by_name.get(init.name)
+        if const is not None:
+            values = const._values
+            init.CopyFrom(values.tensor if isinstance(values, LazyValues) else OnnxExporter.export_tensor_proto(const))
+            init.name = const.name
+    return out
+
+
+def stripped(const: gs.Constant) -> onnx.TensorProto:
+    """A tensor proto with ``const``'s name, element type (as it will be exported) and dims, and no data."""
+    t = onnx.TensorProto()
+    t.name = const.name
+    t.dims.extend(int(d) for d in const.shape)
+    values = const._values
+    t.data_type = values.tensor.data_type if isinstance(values, LazyValues) else dtype_to_onnx(const.export_dtype)
+    return t
+
+
+def is_sparse(const: gs.Constant) -> bool:
+    return isinstance(const._values, SparseValues)
 
 
 def reroute(consumers: list[gs.Node], old: gs.Tensor, new: gs.Tensor) -> None:

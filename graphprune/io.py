@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import onnx
@@ -223,14 +223,16 @@ def check_output(path: Path, input_path: Path | None) -> Path:
     return path
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Write to a temporary file in the same folder, fsync, then rename: readers never see a partial file."""
+def write_bytes_atomic(path: Path, data: bytes | Iterable[bytes]) -> Path:
+    """Write ``data`` (bytes, or its parts in order) to a temporary file in the same folder, fsync, then rename:
+    readers never see a partial file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
     try:
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for part in [data] if isinstance(data, bytes) else data:
+                f.write(part)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -251,11 +253,46 @@ def save_model_atomic(model: onnx.ModelProto, path: Path, input_path: Path | Non
     check_output(path, input_path)
     if is_large(model):
         return save_large_atomic(model, Path(path), input_path)
-    try:
-        data = model.SerializeToString()
-    except ValueError as exc:  # protobuf refuses messages over 2 GB
-        raise UsageError(f"model too large to serialise in one file: {exc}") from exc
-    return write_bytes_atomic(path, data)
+    return write_bytes_atomic(path, serialised_parts(model))
+
+
+GRAPH_FIELD, INITIALIZER_FIELD = 7, 5  # ModelProto.graph, GraphProto.initializer
+
+
+def serialised_parts(model: onnx.ModelProto) -> Iterator[bytes]:
+    """``model``'s protobuf encoding in parts, one initializer at a time, so that saving never holds a serialised
+    copy of the weights (``SerializeToString`` holds two: protobuf's buffer and Python's bytes).
+
+    Protobuf parsers merge repeated occurrences of a message field (the encoding's documented rule for embedded
+    messages), concatenating their repeated fields in order: the model without its graph, the graph without its
+    initializers, then one graph occurrence per initializer parse back to ``model`` exactly."""
+    head = onnx.ModelProto()
+    copy_fields(model, head, skip=("graph",))
+    graph = onnx.GraphProto()
+    copy_fields(model.graph, graph, skip=("initializer",))
+    yield head.SerializeToString()
+    body = graph.SerializeToString()
+    yield field_header(GRAPH_FIELD, len(body))
+    yield body
+    for init in model.graph.initializer:
+        payload = init.SerializeToString()
+        inner = field_header(INITIALIZER_FIELD, len(payload))
+        yield field_header(GRAPH_FIELD, len(inner) + len(payload)) + inner
+        yield payload
+
+
+def field_header(field: int, length: int) -> bytes:
+    """Tag and length of a protobuf field of wire type 2 (length-delimited), its payload to follow."""
+    return varint(field << 3 | 2) + varint(length)
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
 
 def input_files(input_path: Path | None) -> set[Path]:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Mapping
 import onnx
 
 from graphprune.errors import InternalError
+from graphprune.runtime import check_model, runnable
 from graphprune.state import PassRecord, PruneState
 
 
@@ -58,7 +59,8 @@ class Pass(abc.ABC):
                                     f"{'did' if out.model is not state.model else 'did not'} replace the model")
         if result.modified:
             try:
-                onnx.checker.check_model(out.model)
+                with runnable(out.model) as checkable:  # a large model from a file: no serialised copy
+                    check_model(checkable)
             except onnx.checker.ValidationError as exc:
                 raise PassContractError(f"{self.name} produced an invalid model: {str(exc).splitlines()[0]}") from exc
         record = PassRecord(self.name, seconds, result.modified, dict(result.stats))

@@ -20,6 +20,7 @@ import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 
 from ..errors import InputShapeError, ModelLoadError
+from ..gsgraph import export_lean
 from ..io import DATA_FIELDS, copy_fields
 from ..ir import Graph, Node, Tensor
 
@@ -50,9 +51,10 @@ def load(source: str | os.PathLike | onnx.ModelProto,
          input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> LoadedModel:
     """Load ``source`` and lower it. Raises :class:`ModelLoadError` / :class:`InputShapeError` on bad input."""
     path = None if isinstance(source, onnx.ModelProto) else Path(source)
+    checked = path is not None and file_passes_checker(path)
     original = source if path is None else read_model(path)
     check_opset(original)
-    check_valid(original, path)
+    check_valid(original, path, checker=not checked)
     shapes = resolve_input_shapes(original, input_shapes or {})
     with paused_gc():  # a proto read here is ours to edit: pinning its shapes needs no copy of the weights
         model = fold_until_stable(with_input_shapes(original, shapes, copy=path is None))
@@ -126,13 +128,26 @@ def check_opset(model: onnx.ModelProto) -> None:
                              f"could not be verified; convert the model with onnx.version_converter or upgrade onnxruntime")
 
 
-def check_valid(model: onnx.ModelProto, path: Path | None = None) -> None:
-    """The input must pass the ONNX checker: pruning an invalid model would only hide the problem. Over protobuf's
-    2 GB the checker reads ``path`` (the file the model came from) or a temporary copy with external data."""
+def file_passes_checker(path: Path) -> bool:
+    """The ONNX checker on the file itself, before Python parses it: checking the parsed proto would serialise
+    it for the checker, which parses it again (the weights three times over). On failure the caller checks the
+    parsed proto instead, which fails with the precise message (not protobuf, opset, checker)."""
+    try:
+        onnx.checker.check_model(str(path))
+        return True
+    except Exception:  # reported by the in-memory checks that follow
+        return False
+
+
+def check_valid(model: onnx.ModelProto, path: Path | None = None, *, checker: bool = True) -> None:
+    """The input must pass the ONNX checker (unless ``checker=False``: it passed on the file already), decode,
+    and be consistent under strict shape inference: pruning an invalid model would only hide the problem. Over
+    protobuf's 2 GB the checker reads ``path`` (the file the model came from) or a temporary copy."""
     from ..runtime import check_model
 
     try:
-        check_model(model, path=path)
+        if checker:
+            check_model(model, path=path)
     except Exception as exc:
         raise ModelLoadError(f"the model fails the ONNX checker: {first_line(exc)}") from exc
     for init in model.graph.initializer:  # the checker counts every initializer's data against its dims
@@ -281,7 +296,7 @@ def fold(model: onnx.ModelProto) -> onnx.ModelProto:
         graph = gs.import_onnx(model)
         graph.fold_constants(fold_shapes=True, error_ok=True).cleanup().toposort()
         name_nodes(graph)
-        folded = gs.export_onnx(graph, do_type_check=False)
+        folded = export_lean(graph)
     except Exception as exc:
         raise ModelLoadError(f"cannot fold constants: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
     # graphsurgeon writes initializers only as initializers, which IR < 4 does not allow (they had to be inputs)

@@ -143,3 +143,24 @@ def test_peak_memory_stays_near_three_times_the_weights(tmp_path, verify):
     got = json.loads(p.stdout.strip().splitlines()[-1])
     ratio = (got["peak_mb"] - got["base_mb"]) / weight_mb
     assert ratio < 4.0, f"peak {got['peak_mb']:.0f} MiB above imports {got['base_mb']:.0f} MiB = {ratio:.2f}× the weights"
+
+
+def test_saving_streams_the_weights_and_reads_back_the_same_model(tmp_path):
+    model = mlp()
+    onnx.helper.set_model_props(model, {"k": "v"})
+    out = io.save_model_atomic(model, tmp_path / "m.onnx")
+    assert onnx.load(str(out)).SerializeToString() == model.SerializeToString()
+    assert io.varint(300) == bytes([0xAC, 0x02]) and io.varint(0) == b"\x00"
+
+
+def test_lean_export_equals_graphsurgeons_and_leaves_the_graph_as_it_was():
+    import onnx_graphsurgeon as gs
+
+    from graphprune.gsgraph import export_lean
+
+    model = mlp()
+    g = gs.import_onnx(model)
+    g.tensors()["w1"].values = np.ones((256, 256), np.float16)  # a changed constant, of another type
+    lean = export_lean(g)
+    assert lean.SerializeToString() == gs.export_onnx(g, do_type_check=False).SerializeToString()
+    assert g.tensors()["w1"].values.dtype == np.float16 and g.tensors()["w0"].values.shape == (64, 256)
