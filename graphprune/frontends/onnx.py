@@ -97,7 +97,11 @@ def read_model(path: Path) -> onnx.ModelProto:
 
 def load_external_data_safely(model: onnx.ModelProto, base: Path) -> None:
     """Refuse external-data locations that escape ``base`` (absolute, ``..``, symlinks), then load them."""
-    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+    from onnx.external_data_helper import (
+        ExternalDataInfo,
+        _get_all_tensors,
+        uses_external_data,
+    )
 
     root = base.resolve()
     external = [t for t in _get_all_tensors(model) if uses_external_data(t)]
