@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter, dtype_to_onnx
 from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
+
+
+LEAN_MIN_ELEMENTS = 4096  # smaller constants (shapes, axes, biases) go through graphsurgeon's export as they are
 
 
 def export_like(graph: gs.Graph, model: onnx.ModelProto) -> onnx.ModelProto:
@@ -23,9 +28,10 @@ def export_lean(graph: gs.Graph) -> onnx.ModelProto:
 
     graphsurgeon builds the graph proto from the initializers, then the model from the graph, so each weight is
     copied twice and for a moment the input model, its graph and its model copy are all alive (3× the weights).
-    Here the top-level constants are exported stripped to their type and dims, then each one's data is put into
+    Here the large top-level constants are exported stripped to their type and dims, then each one's data is put into
     place one tensor at a time (the input and the output, no more). ``graph`` is left as it was."""
-    constants = [t for t in graph.tensors().values() if isinstance(t, gs.Constant) and not is_sparse(t)]
+    constants = [t for t in graph.tensors().values()
+                 if isinstance(t, gs.Constant) and not is_sparse(t) and math.prod(t.shape) >= LEAN_MIN_ELEMENTS]
     held = {c.name: c._values for c in constants}  # graphsurgeon's own exporter reads _values: no public accessor
     try:
         for c in constants:

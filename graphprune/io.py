@@ -257,6 +257,7 @@ def save_model_atomic(model: onnx.ModelProto, path: Path, input_path: Path | Non
 
 
 GRAPH_FIELD, INITIALIZER_FIELD = 7, 5  # ModelProto.graph, GraphProto.initializer
+STREAM_MIN_BYTES = 2**20  # initializers this large are serialised (and written) one at a time
 
 
 def serialised_parts(model: onnx.ModelProto) -> Iterator[bytes]:
@@ -265,20 +266,32 @@ def serialised_parts(model: onnx.ModelProto) -> Iterator[bytes]:
 
     Protobuf parsers merge repeated occurrences of a message field (the encoding's documented rule for embedded
     messages), concatenating their repeated fields in order: the model without its graph, the graph without its
-    initializers, then one graph occurrence per initializer parse back to ``model`` exactly."""
+    initializers, then graph occurrences holding the initializers (one each from :data:`STREAM_MIN_BYTES`, the
+    smaller ones between them together) parse back to ``model`` exactly."""
     head = onnx.ModelProto()
     copy_fields(model, head, skip=("graph",))
     graph = onnx.GraphProto()
     copy_fields(model.graph, graph, skip=("initializer",))
     yield head.SerializeToString()
-    body = graph.SerializeToString()
-    yield field_header(GRAPH_FIELD, len(body))
-    yield body
+    yield from graph_occurrence(graph.SerializeToString())
+    small = onnx.GraphProto()  # consecutive small initializers share one occurrence: order is kept
     for init in model.graph.initializer:
+        if tensor_nbytes(init) < STREAM_MIN_BYTES:
+            small.initializer.add().CopyFrom(init)
+            continue
+        if small.initializer:
+            yield from graph_occurrence(small.SerializeToString())
+            del small.initializer[:]
         payload = init.SerializeToString()
-        inner = field_header(INITIALIZER_FIELD, len(payload))
-        yield field_header(GRAPH_FIELD, len(inner) + len(payload)) + inner
-        yield payload
+        yield from graph_occurrence(field_header(INITIALIZER_FIELD, len(payload)), payload)
+    if small.initializer:
+        yield from graph_occurrence(small.SerializeToString())
+
+
+def graph_occurrence(*parts: bytes) -> Iterator[bytes]:
+    """One occurrence of ``ModelProto.graph`` whose encoded body is ``parts`` concatenated (not copied)."""
+    yield field_header(GRAPH_FIELD, sum(len(p) for p in parts))
+    yield from parts
 
 
 def field_header(field: int, length: int) -> bytes:
