@@ -26,7 +26,7 @@ from .lowrank import LOWRANK_KEY
 from .plan import Plan
 from .report import PruneReport, layer_report, summarise_groups
 from .runtime import latency_ms, seeded_inputs
-from .stages import pipeline, verify_pipeline, verify_stage
+from .stages import pipeline, self_verifying, verify_pipeline, verify_stage
 from .state import PruneState
 from .verify import Verification, verify
 
@@ -98,7 +98,8 @@ def prune(model, config: PruneConfig | None = None, *, example_inputs=None, **op
         with progress.task("verifying"):
             verification = require(verify_pipeline(source, stages, state, cfg))
     pruned = finish(source, state, cfg)
-    report = make_report(cfg, source, state, pruned, verification)
+    notes = keep_dynamic(source, state, stages, pruned, cfg, verification)
+    report = make_report(cfg, source, state, pruned, verification, notes)
     return PruneResult(pruned, state.plan, report, state.channels, source)
 
 
@@ -156,8 +157,26 @@ def finish(source: LoadedModel, state: PruneState, cfg: PruneConfig) -> onnx.Mod
     return out
 
 
+def keep_dynamic(source: LoadedModel, state: PruneState, stages: list, pruned: onnx.ModelProto, cfg: PruneConfig,
+                 verification: Verification | None) -> tuple[str, ...]:
+    """Give ``pruned`` the original's dynamic dimensions back when that is shown right (see
+    :mod:`graphprune.dynamic`); the report line saying what happened, or nothing for a static original."""
+    from .dynamic import dynamic_axes, restore
+
+    if state.plan is None or state.plan.empty or not dynamic_axes(source):
+        return ()
+    static = f"the pruned model keeps the analysed input shapes {dict(source.input_shapes)}"
+    if verification is None:
+        return (f"{static}: dynamic dimensions are restored only when verified (verification is off)",)
+    edited = [p.name for p, _, _ in stages if self_verifying(p)]
+    if edited:
+        return (f"{static}: dynamic dimensions are restored after channel removal alone, not after {', '.join(edited)}",)
+    with progress.task("checking dynamic dimensions"):
+        return (restore(source, pruned, state.plan, rtol=cfg.rtol, atol=cfg.atol, seed=cfg.seed).note,)
+
+
 def make_report(cfg: PruneConfig, source: LoadedModel, state: PruneState, pruned: onnx.ModelProto,
-                verification: Verification | None) -> PruneReport:
+                verification: Verification | None, notes: tuple[str, ...] = ()) -> PruneReport:
     before = cost(source.graph)
     after_graph = onnx_frontend.to_ir(state.model) if any(r.modified for r in state.history) else None
     after = before if after_graph is None else cost(after_graph)
@@ -173,7 +192,7 @@ def make_report(cfg: PruneConfig, source: LoadedModel, state: PruneState, pruned
     return PruneReport(method=cfg.method, options=options, before=before, after=after,
                        groups=summarise_groups(state.channels, state.plan) if state.channels else (),
                        unmapped_ops=unmapped, verification=verification, passes=state.history, latency=latency,
-                       notes=tuple(n for r in state.history for n in r.stats.get("notes", ())),
+                       notes=tuple(n for r in state.history for n in r.stats.get("notes", ())) + notes,
                        layers=layer_report(source.graph, after_graph, state.plan, state.channels))
 
 

@@ -20,7 +20,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .errors import ModelLoadError, VerificationError
-from .frontends.onnx import LoadedModel, declared_shape, skeleton
+from .frontends.onnx import LoadedModel, Signature, signature, skeleton
 from .gsgraph import export_like, reroute
 from .io import Stripped, holds_data
 from .plan import Plan
@@ -106,30 +106,28 @@ def mask_node(name: str, t: gs.Tensor, keep: np.ndarray, dtype, out: gs.Variable
     return gs.Node("Where", f"{name}::mask", inputs=[keep_c, t, zero], outputs=[out])
 
 
-def interface_problems(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> list[str]:
-    """Differences in input / output names, element types and shapes."""
-    def sig(vis, inits):
-        return [(v.name, v.type.tensor_type.elem_type, declared_shape(v)) for v in vis if v.name not in inits]
-
-    problems = []
-    for kind in ("input", "output"):
-        ref = sig(getattr(reference.graph, kind), {i.name for i in reference.graph.initializer})
-        got = sig(getattr(candidate.graph, kind), {i.name for i in candidate.graph.initializer})
-        if ref != got:
-            problems.append(f"{kind}s differ: {ref} vs {got}")
-    return problems
+def interface_problems(reference: onnx.ModelProto, candidate: onnx.ModelProto,
+                       declared: Signature | None = None) -> list[str]:
+    """Differences in input / output names, element types and shapes from ``reference``'s; with ``declared``
+    (the original's signature, dynamic dimensions included) a candidate that has exactly that one passes too."""
+    got = signature(candidate)
+    if declared is not None and got == declared:
+        return []
+    ref = signature(reference)
+    return [f"{kind}s differ: {ref[kind]} vs {got[kind]}" for kind in ("input", "output") if ref[kind] != got[kind]]
 
 
-def structural_checks(reference: onnx.ModelProto, candidate: onnx.ModelProto, on_disk: Runnable | None = None) -> dict[str, str]:
+def structural_checks(reference: onnx.ModelProto, candidate: onnx.ModelProto, on_disk: Runnable | None = None,
+                      declared: Signature | None = None) -> dict[str, str]:
     """The full ONNX checker on ``candidate`` (read from ``on_disk``, its :func:`runnable` form, when given) and
-    its interface against ``reference``: "ok" or what failed."""
+    its interface against ``reference`` (or the ``declared`` one): "ok" or what failed."""
     checks: dict[str, str] = {}
     try:
         check_model(candidate if on_disk is None else on_disk, full_check=True)
         checks["checker"] = "ok"
     except Exception as exc:
         checks["checker"] = str(exc).splitlines()[0]
-    problems = interface_problems(reference, candidate)
+    problems = interface_problems(reference, candidate, declared)
     checks["interface"] = "ok" if not problems else "; ".join(problems)
     return checks
 
@@ -174,13 +172,14 @@ def close(expected: list[np.ndarray], got: list[np.ndarray], rtol: float, atol: 
 def compare_with_oracle(reference: onnx.ModelProto, candidate: onnx.ModelProto,
                         oracle: Callable[[], onnx.ModelProto | Stripped] | None,
                         feeds: Mapping[str, np.ndarray], *, label: str, what: str, interface: onnx.ModelProto | None = None,
-                        rtol: float = 1e-4, atol: float = 1e-5, extra: Mapping[str, str] | None = None) -> Verification:
+                        rtol: float = 1e-4, atol: float = 1e-5, extra: Mapping[str, str] | None = None,
+                        declared: Signature | None = None) -> Verification:
     """The shared shape of every verification: structural checks, ``candidate`` runs, and its outputs equal the
     ``oracle`` model's (built lazily, whole or :class:`Stripped`; ``None``: the reference itself) within tolerance; drift is measured against ``reference``. ``label`` names the oracle
     check, ``what`` describes the difference it measures. One onnxruntime session is alive at a time."""
     reference_out = reference_outputs(reference, feeds)
     with runnable(candidate) as on_disk:
-        checks = structural_checks(interface if interface is not None else reference, candidate, on_disk)
+        checks = structural_checks(interface if interface is not None else reference, candidate, on_disk, declared)
         checks.update(extra or {})
         try:
             got = run(session(on_disk, once=True), feeds)
@@ -220,4 +219,4 @@ def verify(source: LoadedModel, pruned: onnx.ModelProto, plan: Plan, *, rtol: fl
     feeds = seeded_inputs(source.model, source.input_shapes, seed)
     oracle = None if plan.empty else (lambda: masked_model(source.model, plan))
     return compare_with_oracle(source.model, pruned, oracle, feeds, label="masked_original",
-                               what="pruned - masked original", rtol=rtol, atol=atol)
+                               what="pruned - masked original", rtol=rtol, atol=atol, declared=source.declared)

@@ -40,6 +40,7 @@ class LoadedModel:
     input_shapes: Mapping[str, tuple[int, ...]]
     path: Path | None = None
     given: onnx.ModelProto | None = None
+    declared: Signature | None = None  # the original's inputs and outputs, dynamic dimensions included
 
     @property
     def original(self) -> onnx.ModelProto:
@@ -56,12 +57,13 @@ def load(source: str | os.PathLike | onnx.ModelProto,
     check_opset(original)
     check_valid(original, path, checker=not checked)
     shapes = resolve_input_shapes(original, input_shapes or {})
+    declared = signature(original)
     with paused_gc():  # a proto read here is ours to edit: pinning its shapes needs no copy of the weights
         model = fold_until_stable(with_input_shapes(original, shapes, copy=path is None))
         del original
         graph = to_ir(model)
     return LoadedModel(model=model, graph=graph, input_shapes=shapes, path=path,
-                       given=source if path is None else None)
+                       given=source if path is None else None, declared=declared)
 
 
 @contextlib.contextmanager
@@ -189,6 +191,19 @@ def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     """Real inputs: graph inputs that are not initializers (old exporters list weights as inputs too)."""
     inits = {i.name for i in model.graph.initializer}
     return [i for i in model.graph.input if i.name not in inits]
+
+
+Signature = Mapping[str, tuple[tuple[str, int, tuple], ...]]  # "input" / "output" → (name, element type, dims)
+
+
+def signature(model: onnx.ModelProto) -> Signature:
+    """A model's interface: its real inputs and its outputs, with element types and declared dims (a dynamic
+    dim as its name, or None; no shape at all as None)."""
+    def sig(vis):
+        return tuple((v.name, v.type.tensor_type.elem_type,
+                      declared_shape(v) if v.type.tensor_type.HasField("shape") else None) for v in vis)
+
+    return {"input": sig(graph_inputs(model)), "output": sig(model.graph.output)}
 
 
 def declared_shape(vi: onnx.ValueInfoProto) -> tuple[int | str | None, ...]:
