@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
 import os
 import shutil
 import tempfile
@@ -46,17 +48,19 @@ def all_tensors(model: onnx.ModelProto) -> Iterator[TensorProto]:
 
 def tensor_nbytes(t: TensorProto) -> int:
     """Bytes of a tensor's data held in the proto, from its dims (never touching the data itself)."""
-    from onnx.external_data_helper import uses_external_data
-
-    if uses_external_data(t):
+    if t.data_location == TensorProto.EXTERNAL:
         return 0
     if t.data_type == TensorProto.STRING:
         return sum(len(s) for s in t.string_data)
+    return math.prod(t.dims) * itemsize(t.data_type)
+
+
+@functools.lru_cache(maxsize=None)
+def itemsize(data_type: int) -> int:
     try:
-        itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        return onnx.helper.tensor_dtype_to_np_dtype(data_type).itemsize
     except Exception:
-        itemsize = 8
-    return int(np.prod(t.dims, dtype=np.int64)) * itemsize
+        return 8
 
 
 def data_size(model: onnx.ModelProto) -> int:
@@ -268,6 +272,9 @@ def serialised_parts(model: onnx.ModelProto) -> Iterator[bytes]:
     messages), concatenating their repeated fields in order: the model without its graph, the graph without its
     initializers, then graph occurrences holding the initializers (one each from :data:`STREAM_MIN_BYTES`, the
     smaller ones between them together) parse back to ``model`` exactly."""
+    if all(tensor_nbytes(t) < STREAM_MIN_BYTES for t in model.graph.initializer):
+        yield model.SerializeToString()  # nothing large: one part is as lean, and faster
+        return
     head = onnx.ModelProto()
     copy_fields(model, head, skip=("graph",))
     graph = onnx.GraphProto()

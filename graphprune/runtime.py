@@ -34,7 +34,9 @@ def max_opset() -> int:
     return 7
 
 
-SESSION_FILE_MIN_BYTES = 64 * 2**20  # models with more weight bytes reach onnxruntime through a file
+# models with more weight bytes reach onnxruntime through a file; smaller ones are cheaper in memory (3× their
+# weights for a moment) than the per-tensor cost of writing one (a 10,000-layer graph of 9 KiB convs: +1 s)
+SESSION_FILE_MIN_BYTES = 128 * 2**20
 
 
 def providers() -> list[str]:
@@ -50,7 +52,8 @@ def lean(model: onnx.ModelProto) -> bool:
     other way, and from :data:`SESSION_FILE_MIN_BYTES` it is the lean way. From bytes, a session keeps the
     serialised model and onnxruntime parses a second copy of it (a peak of 3× the weights); from a file it maps
     the page-aligned data instead, and the checker reads only the graph."""
-    return io.is_large(model) or io.data_size(model) >= SESSION_FILE_MIN_BYTES
+    size = io.data_size(model)
+    return size > io.external_data_threshold() or size >= SESSION_FILE_MIN_BYTES
 
 
 @contextlib.contextmanager
