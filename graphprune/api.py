@@ -168,7 +168,7 @@ def keep_dynamic(source: LoadedModel, state: PruneState, stages: list, pruned: o
     static = f"the pruned model keeps the analysed input shapes {dict(source.input_shapes)}"
     if verification is None:
         return (f"{static}: dynamic dimensions are restored only when verified (verification is off)",)
-    edited = [p.name for p, _, _ in stages if self_verifying(p)]
+    edited = [p.name for p, _, _ in stages if self_verifying(p) and not p.value_preserving]
     if edited:
         return (f"{static}: dynamic dimensions are restored after channel removal alone, not after {', '.join(edited)}",)
     with progress.task("checking dynamic dimensions"):

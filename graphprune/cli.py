@@ -68,6 +68,8 @@ def build_parser() -> Parser:
     p.add_argument("--report", metavar="FILE", help="write the JSON report here")
     p.add_argument("--plot", metavar="FILE.png", help="write a chart of per-layer channels before / after (matplotlib)")
     p.add_argument("--latency", action="store_true", help="measure onnxruntime latency before and after")
+    p.add_argument("--fold", action="store_true", help="then fold BatchNorm into the Conv before it and drop "
+                   "Identity / Dropout (verified to equal the unfolded model within tolerance)")
     p.add_argument("--seed", type=int, default=0, help="seed for verification inputs and random choices")
     p.add_argument("--then", action="append", default=[], choices=THEN_METHODS,
                    help="run this method after --method in the same pipeline (e.g. --then lowrank)")
@@ -202,7 +204,8 @@ def cmd_prune(args) -> int:
                        input_shapes=parse_input_shapes(args.input_shape), seed=args.seed, latency=args.latency,
                        energy=args.energy, rank_ratio=args.rank_ratio, sv_threshold=args.sv_threshold,
                        scheme=args.scheme, then=tuple(args.then), calib=args.calib, max_points=args.max_points,
-                       budget=args.budget, sampling=args.sampling, delta=args.delta, sipp_mode=args.sipp_mode)
+                       budget=args.budget, sampling=args.sampling, delta=args.delta, sipp_mode=args.sipp_mode,
+                       fold=args.fold)
     result.save(output)
     if args.report:
         report = result.report.to_dict() | {"input": str(model_path), "output": str(output)}

@@ -33,6 +33,7 @@ class PruneConfig:
     sv_threshold: float | None = None
     scheme: Literal["channel", "spatial"] = "channel"
     then: tuple[str, ...] = ()  # methods run after ``method`` in the same pipeline (e.g. ("lowrank",))
+    fold: bool = False  # then fold inference BatchNorm into the Conv before it and drop no-ops (passes/fold.py)
     # data-informed methods (sampling, sipp): see graphprune/calib.py and passes/sampling.py, passes/sipp.py
     calib: object = None  # .npz / .npy path, array, dict of arrays or iterable of batches; None: data-free
     max_points: int = 256  # calibration points used at most

@@ -42,7 +42,10 @@ def pipeline(config: "PruneConfig") -> list["Pass"]:
     """The passes of ``--method`` followed by those of every ``--then`` method."""
     from .methods import METHODS
 
-    return [p for name in (config.method, *config.then) for p in METHODS[name](config)]
+    from .passes import FoldBatchNorm
+
+    passes = [p for name in (config.method, *config.then) for p in METHODS[name](config)]
+    return passes + [FoldBatchNorm()] if config.fold else passes
 
 
 def check_config(config: "PruneConfig") -> None:

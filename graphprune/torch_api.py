@@ -151,6 +151,9 @@ def channel_passes(cfg: PruneConfig, exclude: list[str]) -> list:
     if getattr(cfg, "then", ()):
         raise UsageError(f"--then {' '.join(cfg.then)} is not available for torch modules; "
                          "export to ONNX and prune the file")
+    if cfg.fold:
+        raise UsageError("fold is for ONNX models (a torch module keeps its BatchNorm layers for training); "
+                         "export to ONNX and prune the file")
     passes = METHODS[cfg.method](cfg)
     if not passes or not isinstance(passes[-1], RemoveChannels):
         raise UsageError(f"method '{cfg.method}' does not end in channel removal, which is all the torch path emits; "

@@ -5,10 +5,11 @@ Scoring passes attach unit scores, selection turns scores into a plan, removal a
 
 from .analyse import AnalyseChannels
 from .base import Pass, PassContractError, PassResult
+from .fold import FoldBatchNorm
 from .magnitude import MagnitudeScore
 from .random_score import RandomScore
 from .remove import RemoveChannels
 from .select import Select
 
-__all__ = ["AnalyseChannels", "MagnitudeScore", "Pass", "PassContractError", "PassResult", "RandomScore",
+__all__ = ["AnalyseChannels", "FoldBatchNorm", "MagnitudeScore", "Pass", "PassContractError", "PassResult", "RandomScore",
            "RemoveChannels", "Select"]

@@ -34,6 +34,7 @@ class PassResult:
 class Pass(abc.ABC):
     requires: ClassVar[tuple[str, ...]] = ()
     provides: ClassVar[tuple[str, ...]] = ()
+    value_preserving: ClassVar[bool] = False  # a rewrite whose output equals its input (within tolerance)
 
     @abc.abstractmethod
     def call(self, state: PruneState) -> PassResult:

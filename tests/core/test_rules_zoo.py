@@ -247,12 +247,35 @@ def test_fold_batchnorm_and_noops_post_pass():
     g.head(x, 6)
     r = prune_ok(g.model(SHAPE, (1, 5)))
     folded, stats = fold_model(r.model)
-    assert stats == {"batchnorms_folded": 1, "noops_removed": 2}  # the 2nd BN reads a Dropout, not a Conv
-    assert sum(n.op_type == "BatchNormalization" for n in folded.graph.node) == 1
+    assert stats == {"batchnorms_folded": 2, "noops_removed": 2}  # the Dropout goes first, so the 2nd BN folds too
+    assert not any(n.op_type in ("BatchNormalization", "Identity", "Dropout") for n in folded.graph.node)
     v = verify_fold(r.model, folded, r.source.input_shapes)
     assert v.ok, v.failure
-    folded2, stats2 = fold_model(folded)  # the Dropout is gone now, so the second BN folds too
-    assert stats2["batchnorms_folded"] == 1 and verify_fold(r.model, folded2, r.source.input_shapes).ok
+    assert fold_model(folded)[1] == {"batchnorms_folded": 0, "noops_removed": 0}
+
+
+def test_fold_option_folds_after_pruning_verified_and_keeps_a_dynamic_batch(tmp_path):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1),
+                        nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)).eval()
+    for m in net:
+        if isinstance(m, nn.BatchNorm2d):  # not the identity statistics of a fresh layer
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 1.5)
+    src = tmp_path / "bn.onnx"
+    torch.onnx.export(net, torch.randn(1, 3, 8, 8), str(src), dynamo=False, do_constant_folding=False,
+                      training=torch.onnx.TrainingMode.PRESERVE, input_names=["x"], dynamic_axes={"x": {0: "N"}})
+    assert sum(n.op_type == "BatchNormalization" for n in onnx.load(str(src)).graph.node) == 2
+    r = graphprune.prune(str(src), ratio=0.5, fold=True, input_shapes={"x": (1, 3, 8, 8)})
+    assert r.report.verification.ok, r.report.verification.failure
+    assert "FoldBatchNorm/equals_unfolded" in r.report.verification.checks
+    assert not any(n.op_type == "BatchNormalization" for n in r.model.graph.node)
+    assert [p.name for p in r.report.passes][-1] == "FoldBatchNorm" and r.report.units_removed > 0
+    assert any("dynamic x[0] kept" in n for n in r.report.notes)  # folding is value-preserving at every size
+    v = graphprune.verify_files(str(src), r.save(tmp_path / "small.onnx"))
+    assert v.ok, v.failure
 
 
 def test_shape_arithmetic_that_needs_two_fold_rounds_swin_padding():
