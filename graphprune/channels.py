@@ -114,7 +114,7 @@ def analyse(graph: Graph, exclude: Iterable[str] = ()) -> ChannelGraph:
 
 
 def layout_flips(cg: "ChannelGraph", alternatives: list) -> dict[str, str]:
-    """Segments to switch to their inner axis, decided per group of the axes they leave frozen.
+    """Segments to switch to another axis of their run, decided per group of the axes they leave frozen.
 
     A group qualifies when it holds parameters and every freeze in it is a default freeze by one of the
     segments that left it out, and each of those segments' coupled axis is frozen anyway. Flips in one round
@@ -135,7 +135,7 @@ def layout_flips(cg: "ChannelGraph", alternatives: list) -> dict[str, str]:
         if groups & touched:
             continue
         touched |= groups
-        flips.update({a.key: "inner" for a in alts})
+        flips.update({a.key: a.option for a in alts})
     return flips
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from models.attention import attention_block
+from models.attention import attention_block, packed_attention
 from models.densenet import densenet_block
 from models.grouped import grouped_split
 from models.inception import inception_block
@@ -62,6 +62,8 @@ REFERENCE_MODELS: dict[str, ModelSpec] = {
                   "ShuffleNet-style units (grouped 1x1, channel shuffle, depthwise) and a shuffle between dense convs"),
         ModelSpec("attention_block", attention_block, (1, 8, 32),
                   "ViT-style blocks: hand-written multi-head attention (heads removed whole) and MLP"),
+        ModelSpec("packed_attention", packed_attention, (1, 8, 32),
+                  "Swin / timm-style blocks: one qkv Linear split 3 x heads x head_dim, per-head logit bias"),
         ModelSpec("lstm_classifier", lstm_classifier, (2, 7, 6),
                   "2-layer bidirectional LSTM (batch_first) between Linear layers"),
         ModelSpec("gru_classifier", gru_classifier, (2, 7, 6),

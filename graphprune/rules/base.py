@@ -130,13 +130,15 @@ class NodeChannels:
 
 @dataclass(frozen=True)
 class Alternative:
-    """A reshape segment that could couple either its outermost or its innermost split/merged axis.
+    """A reshape segment that could couple another axis of its split/merged run than the one it did.
 
-    ``key`` names the choice; ``chosen`` is the space the rule coupled, ``other`` the one it left frozen."""
+    ``key`` names the choice; ``chosen`` is the space the rule coupled, ``other`` one it left frozen, and
+    ``option`` the choice value that would couple ``other`` instead (see :func:`graphprune.rules.shape.couple_merged`)."""
 
     key: str
     chosen: Space
     other: Space
+    option: str = "inner"
 
 
 class RuleError(Exception):
@@ -210,8 +212,8 @@ class RuleContext:
         """The layout choice recorded for ``label`` of this node (see :mod:`graphprune.channels`)."""
         return self.choices.get(f"{self.node.name}:{label}", default)
 
-    def alternative(self, label: str, chosen: Space, other: Space) -> None:
-        self._alternatives.append(Alternative(f"{self.node.name}:{label}", chosen, other))
+    def alternative(self, label: str, chosen: Space, other: Space, option: str = "inner") -> None:
+        self._alternatives.append(Alternative(f"{self.node.name}:{label}", chosen, other, option))
 
     def mark_stats(self, *tensors: str | None) -> None:
         self._stats.update(t for t in tensors if t)

@@ -49,21 +49,29 @@ def couple_reshape(ctx: RuleContext, x: str, y: str) -> None:
 
 
 def couple_merged(ctx: RuleContext, label: str, many: tuple[str, list[int], tuple[int, ...]], one: tuple[str, int]) -> None:
-    """Couple the single axis ``one`` with the outermost (default) or innermost axis of the run ``many``.
+    """Couple the single axis ``one`` with one axis of the run ``many``: the outermost by default, else the
+    innermost or (runs of three or more) a middle one.
 
     Outer: outer index i ↔ the block [i·s, i·s+s) of the single axis (whole heads, whole groups).
     Inner: inner index j ↔ every position ≡ j mod n (the same offset in every block: channel shuffle,
-    bidirectional RNN outputs). Either is exact; channel analysis picks the one that is not frozen elsewhere."""
+    bidirectional RNN outputs). Middle: index j of axis k ↔ every position whose k-th digit (in the run's
+    mixed radix) is j (Swin's packed q/k/v, split 3 × heads × head_dim: head j in each of q, k and v). Each is
+    exact; channel analysis picks one that is not frozen elsewhere (middle ones before the innermost)."""
     name, axes, shape = many
     target, axis = one
-    outer, inner = Space(name, axes[0]), Space(name, axes[-1])
-    total = int(np.prod([shape[k] for k in axes], dtype=np.int64))
-    if ctx.choice(label, "outer") == "inner":
-        ctx.couple(ctx.space(target, axis), inner, Gather(np.arange(total) % shape[axes[-1]]))
-        ctx.alternative(label, inner, outer)
+    sizes = [shape[k] for k in axes]
+    total = int(np.prod(sizes, dtype=np.int64))
+    chosen = ctx.choice(label, "outer")
+    pos = 0 if chosen == "outer" else len(axes) - 1 if chosen == "inner" else int(chosen)
+    if pos == 0:
+        ctx.couple(Space(name, axes[0]), ctx.space(target, axis), Block(total // sizes[0]))
     else:
-        ctx.couple(outer, ctx.space(target, axis), Block(total // shape[axes[0]]))
-        ctx.alternative(label, outer, inner)
+        after = int(np.prod(sizes[pos + 1:], dtype=np.int64))
+        ctx.couple(ctx.space(target, axis), Space(name, axes[pos]), Gather(np.arange(total) // after % sizes[pos]))
+    if chosen == "outer":  # switching happens once per segment: the alternatives are offered from the default
+        for k in (*range(1, len(axes) - 1), len(axes) - 1):
+            option = "inner" if k == len(axes) - 1 else str(k)
+            ctx.alternative(label, Space(name, axes[0]), Space(name, axes[k]), option)
 
 
 @rule("Flatten")

@@ -91,3 +91,24 @@ def test_layernorm_freezes_the_residual_stream_but_not_the_mlp_hidden(exported):
     stream = cg.group(Space(ln[0].inputs[0], 2))
     assert stream.frozen and any("LayerNormalization" in r for r in stream.reasons(10))
     assert len(cg.prunable) == 2  # the two MLP hidden layers
+
+
+def test_packed_qkv_heads_are_the_middle_digit_of_the_packed_axis(tmp_path):
+    """Swin / timm attention: qkv (b, t, 3·C) → (b, t, 3, heads, head_dim). Neither the outer axis (q/k/v, picked
+    apart by index) nor the inner one is what goes: a unit is head h in each of q, k and v (the middle digit),
+    with its logit bias row and its rows of the output projection."""
+    import numpy as np
+
+    from models.attention import packed_attention
+
+    model = packed_attention()
+    ins = inspect(export_preserving_names(model, (1, 8, 32), tmp_path / "packed.onnx"))
+    qkv = group_of_param(ins, "blocks.0.attn.qkv.bias")
+    assert not qkv.frozen and qkv.n_units == 4  # heads
+    labels = qkv.labels[Space("blocks.0.attn.qkv.bias", 0)]
+    heads, hd = 4, 8
+    head_of = (np.arange(3 * heads * hd) // hd) % heads  # position s·C + h·hd + d belongs to head h
+    for unit in np.unique(labels):
+        positions = np.flatnonzero(labels == unit)
+        assert len(positions) == 3 * hd and len(set(head_of[positions])) == 1  # q, k and v of one head
+    assert Space("blocks.0.attn.bias", 0) in qkv.spaces  # the per-head logit bias goes with its head

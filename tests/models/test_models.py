@@ -21,7 +21,7 @@ requires_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
 EXPECTED_REFERENCE = {
     "plain_cnn", "resnet_basic", "resnet_bottleneck", "vgg", "mobilenet_v2",
     "densenet_block", "inception_block", "grouped_split", "transformer_mlp",
-    "shufflenet_unit", "attention_block", "lstm_classifier", "gru_classifier",
+    "shufflenet_unit", "attention_block", "packed_attention", "lstm_classifier", "gru_classifier",
 }
 # dynamo export is ~1 s per model: run a representative few by default.
 DYNAMO_FAST = {"resnet_basic", "grouped_split", "transformer_mlp"}

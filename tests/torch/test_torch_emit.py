@@ -42,6 +42,7 @@ def sgd_lowers_loss(model: nn.Module, input_shape: tuple[int, ...], steps: int =
 BAKED = {
     "grouped_split": "split",  # torch.split sizes and torch.chunk
     "attention_block": "(reshape): arg 3 would be",  # x.reshape(b, t, self.heads, self.head_dim): the head count
+    "packed_attention": "(reshape): arg 4 would be",  # reshape(b, t, 3, self.heads, self.head_dim): the head count
 }
 
 
