@@ -83,12 +83,15 @@ def fix_slice(node: gs.Node, ctx: "FixContext") -> None:
 
 
 def fix_reshape(node: gs.Node, ctx: "FixContext") -> None:
-    """Reshape: explicit new sizes, keeping an original -1 where it was."""
-    y = node.outputs[0].name
-    if not ctx.changed(y) and not ctx.changed(node.inputs[0].name):
+    """Reshape: explicit new sizes, keeping an original -1, and an original 0 (copy the input's dimension) where
+    the input and output still agree there: both keep the model's dynamic dimensions dynamic."""
+    x, y = node.inputs[0].name, node.outputs[0].name
+    if not ctx.changed(y) and not ctx.changed(x):
         return
     old = np.asarray(node.inputs[1].values).reshape(-1)
-    new = [-1 if int(o) == -1 else d for o, d in zip(old, ctx.new_shape(y))]
+    x_new = ctx.new_shape(x)
+    new = [int(o) if int(o) == -1 or (int(o) == 0 and i < len(x_new) and x_new[i] == d) else d
+           for i, (o, d) in enumerate(zip(old, ctx.new_shape(y)))]
     node.inputs[1] = fresh_constant(node, "shape", new)
 
 

@@ -76,3 +76,29 @@ def test_a_static_model_gets_no_dynamic_note(tmp_path):
     torch.onnx.export(Net(False).eval(), torch.randn(1, 3, 8, 8), str(path), dynamo=False, input_names=["x"])
     r = graphprune.prune(str(path), ratio=0.5)
     assert not [n for n in r.report.notes if "dynamic" in n or "analysed input shapes" in n]
+
+
+def test_a_reshape_that_copies_the_batch_with_0_keeps_copying_it(tmp_path):
+    """tf2onnx and hand-written graphs reshape with 0 (copy the input's dimension): the emitter keeps the 0
+    where input and output still agree, so the pruned Reshape does not fix the batch."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((32, 16, 3, 3)).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.array([0, 32, 64], np.int64), "shape"),
+             numpy_helper.from_array((0.01 * rng.standard_normal((32 * 64, 10))).astype(np.float32), "wf")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Conv", ["b", "w2"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Reshape", ["c", "shape"], ["d"]), helper.make_node("Flatten", ["d"], ["f"], axis=1),
+             helper.make_node("MatMul", ["f", "wf"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    r = graphprune.prune(model, ratio=0.5, input_shapes={"x": (1, 3, 8, 8)}, round_to=1)
+    assert r.report.verification.ok and r.report.units_removed > 0
+    shape = next(numpy_helper.to_array(t) for t in r.model.graph.initializer if t.data_type == TensorProto.INT64)
+    assert shape.tolist() == [0, 16, 64]
+    assert any("dynamic x[0] kept" in n for n in r.report.notes)
+    assert runs_at(r.model, 3).shape == (3, 10)
