@@ -97,8 +97,7 @@ def prune(model, config: PruneConfig | None = None, *, example_inputs=None, **op
     if cfg.verify != "off":
         with progress.task("verifying"):
             verification = require(verify_pipeline(source, stages, state, cfg))
-    pruned = finish(source, state, cfg)
-    notes = keep_dynamic(source, state, stages, pruned, cfg, verification)
+    pruned, notes = keep_dynamic(source, state, stages, finish(source, state, cfg), cfg, verification)
     report = make_report(cfg, source, state, pruned, verification, notes)
     return PruneResult(pruned, state.plan, report, state.channels, source)
 
@@ -158,21 +157,23 @@ def finish(source: LoadedModel, state: PruneState, cfg: PruneConfig) -> onnx.Mod
 
 
 def keep_dynamic(source: LoadedModel, state: PruneState, stages: list, pruned: onnx.ModelProto, cfg: PruneConfig,
-                 verification: Verification | None) -> tuple[str, ...]:
-    """Give ``pruned`` the original's dynamic dimensions back when that is shown right (see
-    :mod:`graphprune.dynamic`); the report line saying what happened, or nothing for a static original."""
+                 verification: Verification | None) -> tuple[onnx.ModelProto, tuple[str, ...]]:
+    """``pruned`` with the original's dynamic dimensions back when that is shown right (see
+    :mod:`graphprune.dynamic`), and the report line saying what happened (none for a static original)."""
     from .dynamic import dynamic_axes, restore
 
     if state.plan is None or state.plan.empty or not dynamic_axes(source):
-        return ()
+        return pruned, ()
     static = f"the pruned model keeps the analysed input shapes {dict(source.input_shapes)}"
     if verification is None:
-        return (f"{static}: dynamic dimensions are restored only when verified (verification is off)",)
+        return pruned, (f"{static}: dynamic dimensions are restored only when verified (verification is off)",)
     edited = [p.name for p, _, _ in stages if self_verifying(p) and not p.value_preserving]
     if edited:
-        return (f"{static}: dynamic dimensions are restored after channel removal alone, not after {', '.join(edited)}",)
+        return pruned, (f"{static}: dynamic dimensions are restored after channel removal alone, not after "
+                        f"{', '.join(edited)}",)
     with progress.task("checking dynamic dimensions"):
-        return (restore(source, pruned, state.plan, rtol=cfg.rtol, atol=cfg.atol, seed=cfg.seed).note,)
+        restored = restore(source, pruned, state.plan, rtol=cfg.rtol, atol=cfg.atol, seed=cfg.seed)
+    return (pruned if restored.model is None else restored.model), (restored.note,)
 
 
 def make_report(cfg: PruneConfig, source: LoadedModel, state: PruneState, pruned: onnx.ModelProto,

@@ -10,7 +10,10 @@ dimension changed) pass:
    (``x.view(x.size(0), -1)`` folded to ``Reshape(x, [1, -1])`` would not);
 2. the relaxed pruned model equals the relaxed masked original: the surgery baked in none either.
 
-Otherwise the pruned model keeps the static shapes it was verified at, and the report says why.
+Where folding did bake a size in, the plan is emitted once more on the original folded *without* pinning (its
+shape arithmetic on the dynamic dimensions stays in the graph), and that model is verified like the first one
+at the analysed shapes and against the masked unpinned fold at the second size. Otherwise the pruned model keeps
+the static shapes it was verified at, and the report says why.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ from .runtime import run, runnable, seeded_inputs, session
 from .verify import close, masked_model
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Restored:
-    """Whether the pruned model got the original's dynamic dimensions back, and the line for the report."""
+    """Whether the pruned model got the original's dynamic dimensions back, the line for the report, and the
+    model to use instead of the pruned one (when it was emitted again from the unpinned fold)."""
 
     dynamic: bool
     note: str
+    model: onnx.ModelProto | None = None
 
 
 def dynamic_axes(source: LoadedModel) -> dict[str, tuple[int, ...]]:
@@ -86,8 +91,14 @@ def restore(source: LoadedModel, pruned: onnx.ModelProto, plan: Plan, *, rtol: f
         return Restored(False, f"{static}: the original does not run at {shapes}, so its dynamic {where} could not be checked")
     folded = outputs(Stripped.over(relaxed(skeleton(source.model), source.declared), source.model), feeds)
     if folded is None or not close(given, folded, rtol, atol)[0]:
+        again = emitted_unpinned(source, pruned, plan, feeds, rtol=rtol, atol=atol, seed=seed)
+        if again is not None:
+            return Restored(True, f"dynamic {where} kept: the plan emitted on the model folded without pinning them "
+                                  f"(pinned, folding fixed them); verified at {dict(source.input_shapes)} and at "
+                                  f"{shapes}", again)
         return Restored(False, f"{static}: folding the model's shape arithmetic at those shapes fixed its dynamic "
-                               f"{where} (it no longer equals the original at {shapes})")
+                               f"{where} (it no longer equals the original at {shapes}), and emitting the plan on "
+                               f"the unpinned model did not verify")
     oracle = masked_model(source.model, plan)
     expected = outputs(Stripped(relaxed(oracle.model, source.declared), oracle.data), feeds)
     got = outputs(Stripped.over(relaxed(skeleton(pruned), source.declared), pruned), feeds)
@@ -95,6 +106,31 @@ def restore(source: LoadedModel, pruned: onnx.ModelProto, plan: Plan, *, rtol: f
         return Restored(False, f"{static}: with its dynamic {where} relaxed it is not equal to the masked original at {shapes}")
     relaxed(pruned, source.declared)
     return Restored(True, f"dynamic {where} kept: verified at {dict(source.input_shapes)} and at {shapes}")
+
+
+def emitted_unpinned(source: LoadedModel, pruned: onnx.ModelProto, plan: Plan, feeds: Mapping[str, np.ndarray], *,
+                     rtol: float, atol: float, seed: int) -> onnx.ModelProto | None:
+    """``plan`` emitted on the original folded with its dynamic dimensions left dynamic, with ``pruned``'s
+    metadata; None unless it verifies at the analysed shapes and equals the masked unpinned fold on ``feeds``."""
+    from .emit.onnx import emit
+    from .errors import GraphPruneError
+    from .frontends.onnx import fold_until_stable, with_input_shapes
+    from .verify import verify
+
+    try:
+        unpinned = fold_until_stable(with_input_shapes(source.original, {}, copy=source.given is not None))
+        candidate = emit(unpinned, source.graph, plan)
+    except (GraphPruneError, KeyError, AttributeError, TypeError, ValueError):  # a shape sub-graph the fixes cannot read
+        return None
+    del candidate.metadata_props[:]
+    candidate.metadata_props.extend(pruned.metadata_props)
+    if not verify(source, candidate, plan, rtol=rtol, atol=atol, seed=seed).ok:
+        return None
+    oracle = masked_model(unpinned, plan)
+    expected, got = outputs(oracle, feeds), outputs(Stripped.over(skeleton(candidate), candidate), feeds)
+    if expected is None or got is None or not close(expected, got, rtol, atol)[0]:
+        return None
+    return candidate
 
 
 def outputs(model: Stripped, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray] | None:

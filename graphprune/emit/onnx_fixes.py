@@ -27,6 +27,13 @@ def set_input(node: gs.Node, index: int, tensor: gs.Tensor) -> None:
     node.inputs[index] = tensor
 
 
+def computed(node: gs.Node, index: int) -> bool:
+    """Whether input ``index`` is computed at run time: only in a model folded without pinning its dynamic
+    dimensions (see :mod:`graphprune.dynamic`), where such a shape follows the pruned tensors by itself or the
+    verification that always follows says it does not."""
+    return index < len(node.inputs) and bool(node.inputs[index].name) and not isinstance(node.inputs[index], gs.Constant)
+
+
 def fix_group(node: gs.Node, ctx: "FixContext") -> None:
     """Grouped conv: ``group`` becomes the number of kept groups."""
     kept = ctx.kept_virtual(f"{node.name}#groups")
@@ -55,6 +62,8 @@ def fix_slice(node: gs.Node, ctx: "FixContext") -> None:
         return
     shape = ctx.graph.shape(x)
     if ctx.opset >= 10:
+        if any(computed(node, i) for i in range(1, 5)):
+            return
         vals = [None if i >= len(node.inputs) or not node.inputs[i].name else np.asarray(node.inputs[i].values)
                 for i in range(1, 5)]
         starts, ends, axes, steps = vals
@@ -86,13 +95,24 @@ def fix_reshape(node: gs.Node, ctx: "FixContext") -> None:
     """Reshape: explicit new sizes, keeping an original -1, and an original 0 (copy the input's dimension) where
     the input and output still agree there: both keep the model's dynamic dimensions dynamic."""
     x, y = node.inputs[0].name, node.outputs[0].name
-    if not ctx.changed(y) and not ctx.changed(x):
+    if not ctx.changed(y) and not ctx.changed(x) or computed(node, 1):
         return
     old = np.asarray(node.inputs[1].values).reshape(-1)
     x_new = ctx.new_shape(x)
     new = [int(o) if int(o) == -1 or (int(o) == 0 and i < len(x_new) and x_new[i] == d) else d
            for i, (o, d) in enumerate(zip(old, ctx.new_shape(y)))]
     node.inputs[1] = fresh_constant(node, "shape", new)
+
+
+def fix_expand(node: gs.Node, ctx: "FixContext") -> None:
+    """Expand: the new output sizes, keeping a 1 (take the input's size) where there was one."""
+    y = node.outputs[0].name
+    if not ctx.changed(y) or computed(node, 1):
+        return
+    old = np.asarray(node.inputs[1].values).reshape(-1)
+    new_y = ctx.new_shape(y)
+    lead = len(new_y) - len(old)
+    node.inputs[1] = fresh_constant(node, "shape", [1 if int(o) == 1 else new_y[i + lead] for i, o in enumerate(old)])
 
 
 def fix_resize(node: gs.Node, ctx: "FixContext") -> None:
@@ -118,5 +138,6 @@ FIXES: dict[str, Callable[[gs.Node, "FixContext"], None]] = {
     "Split": fix_split,
     "Slice": fix_slice,
     "Reshape": fix_reshape,
+    "Expand": fix_expand,
     "Resize": fix_resize,
 }

@@ -15,21 +15,28 @@ from graphprune.frontends.onnx import signature
 
 
 class Net(nn.Module):
-    """conv → conv → mean → flatten (or ``view(x.size(0), -1)``, whose legacy export reads the batch size) → fc."""
+    """conv → conv → mean → flatten (or a ``view`` whose legacy export reads sizes with Shape) → fc.
 
-    def __init__(self, view: bool):
+    ``view``: None (``torch.flatten``), "batch" (``view(x.size(0), -1)``), "channels" (``view(x.size(0),
+    x.size(1), -1)`` then flatten: the channel count ends up inside the computed shape)."""
+
+    def __init__(self, view: str | None):
         super().__init__()
         self.view = view
         self.c1, self.c2, self.fc = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1), nn.Linear(32, 10)
 
     def forward(self, x):
         x = torch.relu(self.c2(torch.relu(self.c1(x)))).mean((2, 3), keepdim=True)
-        return self.fc(x.view(x.size(0), -1) if self.view else torch.flatten(x, 1))
+        if self.view == "batch":
+            return self.fc(x.view(x.size(0), -1))
+        if self.view == "channels":
+            return self.fc(torch.flatten(x.view(x.size(0), x.size(1), -1), 1))
+        return self.fc(torch.flatten(x, 1))
 
 
-def exported(tmp_path, view: bool) -> str:
+def exported(tmp_path, view: str | None) -> str:
     torch.manual_seed(0)
-    path = tmp_path / f"net_{'view' if view else 'flatten'}.onnx"
+    path = tmp_path / f"net_{view}.onnx"
     torch.onnx.export(Net(view).eval(), torch.randn(1, 3, 8, 8), str(path), dynamo=False, input_names=["x"],
                       output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
     return str(path)
@@ -41,7 +48,7 @@ def runs_at(model: onnx.ModelProto, batch: int) -> np.ndarray:
 
 
 def test_a_dynamic_batch_is_kept_when_verified_at_a_second_size(tmp_path):
-    src = exported(tmp_path, view=False)
+    src = exported(tmp_path, view=None)
     r = graphprune.prune(src, ratio=0.5, input_shapes={"x": (1, 3, 8, 8)})
     assert r.report.verification.ok and r.report.units_removed > 0
     assert signature(r.model) == signature(onnx.load(src))  # N stays N, in and out
@@ -52,19 +59,30 @@ def test_a_dynamic_batch_is_kept_when_verified_at_a_second_size(tmp_path):
     assert v.ok, v.failure
 
 
-def test_a_batch_baked_in_by_folding_keeps_the_analysed_shape_and_says_why(tmp_path):
-    src = exported(tmp_path, view=True)
+def test_a_batch_baked_in_by_folding_is_kept_by_emitting_on_the_unpinned_fold(tmp_path):
+    src = exported(tmp_path, view="batch")  # folded at batch 1, Reshape(x, [1, -1]) would fix it
+    r = graphprune.prune(src, ratio=0.5, input_shapes={"x": (1, 3, 8, 8)})
+    assert r.report.verification.ok and r.report.units_removed > 0
+    assert any("emitted on the model folded without pinning" in n for n in r.report.notes), r.report.notes
+    assert signature(r.model) == signature(onnx.load(src))
+    assert runs_at(r.model, 3).shape == (3, 10)
+    v = graphprune.verify_files(src, r.save(tmp_path / "small.onnx"))
+    assert v.ok, v.failure
+
+
+def test_a_channel_count_inside_a_computed_shape_keeps_the_analysed_shape_and_says_why(tmp_path):
+    src = exported(tmp_path, view="channels")
     r = graphprune.prune(src, ratio=0.5, input_shapes={"x": (1, 3, 8, 8)})
     assert r.report.verification.ok
     assert [tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in r.model.graph.input] == [(1, 3, 8, 8)]
-    assert any("folding the model's shape arithmetic" in n for n in r.report.notes)
+    assert any("did not verify" in n for n in r.report.notes), r.report.notes
     assert runs_at(r.model, 1).shape == (1, 10)
 
 
 @pytest.mark.parametrize("options, reason", [({"verify": "off"}, "verification is off"),
                                              ({"then": ("lowrank",)}, "not after")])
 def test_dynamic_dims_are_restored_only_after_a_verified_channel_removal(tmp_path, options, reason):
-    src = exported(tmp_path, view=False)
+    src = exported(tmp_path, view=None)
     r = graphprune.prune(src, ratio=0.5, input_shapes={"x": (1, 3, 8, 8)}, **options)
     assert any(reason in n for n in r.report.notes), r.report.notes
     assert all(d.HasField("dim_value") for i in r.model.graph.input for d in i.type.tensor_type.shape.dim)
@@ -73,7 +91,7 @@ def test_dynamic_dims_are_restored_only_after_a_verified_channel_removal(tmp_pat
 def test_a_static_model_gets_no_dynamic_note(tmp_path):
     torch.manual_seed(0)
     path = tmp_path / "static.onnx"
-    torch.onnx.export(Net(False).eval(), torch.randn(1, 3, 8, 8), str(path), dynamo=False, input_names=["x"])
+    torch.onnx.export(Net(None).eval(), torch.randn(1, 3, 8, 8), str(path), dynamo=False, input_names=["x"])
     r = graphprune.prune(str(path), ratio=0.5)
     assert not [n for n in r.report.notes if "dynamic" in n or "analysed input shapes" in n]
 
