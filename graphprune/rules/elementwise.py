@@ -61,3 +61,23 @@ def couple_broadcast(ctx: RuleContext, inputs: list[str], output: str, out_axes:
 def broadcast(ctx: RuleContext) -> None:
     """Each input axis ↔ the output axis it is broadcast to (size-1 axes frozen)."""
     couple_broadcast(ctx, [t for t in ctx.node.inputs if t], ctx.node.outputs[0])
+
+
+@rule("Expand")
+def expand(ctx: RuleContext) -> None:
+    """Broadcast to a constant shape: axes of equal size pass through; axes broadcast from size 1 (or added in
+    front) take their size from the shape constant and stay. The emitter rewrites the shape (F.normalize's
+    ``expand_as`` in Swin v2 attention, per-channel gates expanded over the feature map)."""
+    x, y = ctx.node.inputs[0], ctx.node.outputs[0]
+    if ctx.value(ctx.node.input(1)) is None:
+        return  # a shape computed at run time: everything frozen by default
+    out_shape, shape = ctx.shape(y), ctx.shape(x)
+    lead = len(out_shape) - len(shape)
+    for k, dim in enumerate(shape):
+        if dim == out_shape[k + lead]:
+            ctx.couple_axes(x, k, y, k + lead)
+        else:
+            ctx.freeze_axis(x, k, "size-1 axis broadcast by Expand")
+            ctx.freeze_axis(y, k + lead, "broadcast from a size-1 axis by Expand")
+    for k in range(lead):
+        ctx.freeze_axis(y, k, "added by Expand")

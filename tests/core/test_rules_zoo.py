@@ -234,6 +234,20 @@ def test_ir3_initializers_as_inputs():
     assert r.report.units_removed > 0
 
 
+def test_expand_broadcasts_a_per_channel_norm_and_its_shape_is_rewritten():
+    """F.normalize's ``x / norm.expand_as(x)`` (Swin v2 attention): channels pass through the Expand, the
+    broadcast axes stay, and the emitter writes the new channel count into the shape constant."""
+    g = G()
+    x = g.op("Relu", [g.conv("input", 4, 8)])  # (1, 8, 8, 8)
+    norm = g.op("ReduceL2", [x], axes=[2, 3], keepdims=1)  # (1, 8, 1, 1), opset 17: axes as an attribute
+    x = g.op("Div", [x, g.op("Expand", [norm, g.const([1, 8, 8, 8], np.int64)])])
+    g.head(g.op("Relu", [g.conv(x, 8, 6)]), 6)
+    r = prune_ok(g.model(SHAPE, (1, 5)))
+    assert kept(r, x, 1) == 4
+    shapes = [onnx.numpy_helper.to_array(t).tolist() for t in r.model.graph.initializer if t.name.endswith("::shape")]
+    assert shapes == [[1, 4, 8, 8]]
+
+
 def test_fold_batchnorm_and_noops_post_pass():
     from graphprune.passes import fold as _  # noqa: F401  (passes is the package's passes/)
     from graphprune.passes.fold import fold_model, verify_fold
@@ -285,7 +299,7 @@ def test_shape_arithmetic_that_needs_two_fold_rounds_swin_padding():
     from graphprune.frontends import onnx as fo
 
     g = G()
-    x = g.op("Relu", [g.conv("input", 4, 8)])  # (1, 8, 6, 6)
+    x = g.op("Relu", [g.conv("input", 4, 8)])  # (1, 8, 8, 8)
     w = g.op("Gather", [g.op("Shape", [x]), g.const(3, np.int64)], axis=0)
     pad_r = g.op("Mod", [g.op("Sub", [g.const(4, np.int64), g.op("Mod", [w, g.const(4, np.int64)])]), g.const(4, np.int64)])
     pads = g.op("Concat", [g.const([0] * 7, np.int64), g.op("Reshape", [pad_r, g.const([1], np.int64)])], axis=0)
