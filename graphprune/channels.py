@@ -116,9 +116,12 @@ def analyse(graph: Graph, exclude: Iterable[str] = ()) -> ChannelGraph:
 def layout_flips(cg: "ChannelGraph", alternatives: list) -> dict[str, str]:
     """Segments to switch to another axis of their run, decided per group of the axes they leave frozen.
 
-    A group qualifies when it holds parameters and every freeze in it is a default freeze by one of the
-    segments that left it out, and each of those segments' coupled axis is frozen anyway. Flips in one round
-    never touch the same group twice (the two halves of a channel shuffle must not both switch)."""
+    A group qualifies when it holds parameters, each of those segments' coupled axis is frozen anyway, and
+    every freeze that would still be in the group after the switch is a default freeze by one of the segments
+    that left it out. The switch cuts each segment's coupled axis from its single axis, so freezes reachable only
+    through that link leave (a bidirectional RNN's frozen direction axis, when a head reads both its merged
+    outputs and its final hidden state). Flips in one round never touch the same group twice (the two halves of
+    a channel shuffle must not both switch)."""
     by_other: dict[int, list] = {}
     for alt in alternatives:
         by_other.setdefault(cg.group_of[alt.other], []).append(alt)
@@ -127,7 +130,7 @@ def layout_flips(cg: "ChannelGraph", alternatives: list) -> dict[str, str]:
     for gid, alts in by_other.items():
         group = cg.groups[gid]
         nodes = {a.key.rsplit(":", 1)[0] for a in alts}
-        if not group.params or not all(f.node in nodes and not f.explicit for f in group.freezes):
+        if not group.params or not all(f.node in nodes and not f.explicit for f in freezes_after_switch(cg, alts)):
             continue
         if not all(cg.group(a.chosen).frozen for a in alts):
             continue
@@ -137,6 +140,22 @@ def layout_flips(cg: "ChannelGraph", alternatives: list) -> dict[str, str]:
         touched |= groups
         flips.update({a.key: a.option for a in alts})
     return flips
+
+
+def freezes_after_switch(cg: "ChannelGraph", alts: list) -> list[Freeze]:
+    """The freezes of the group of ``alts``' other axes that stay in it once the alternatives switch: those on
+    spaces still connected to the other axes, or to the single axes they join, without the links they cut."""
+    group = cg.groups[cg.group_of[alts[0].other]]
+    if all(f.node in {a.key.rsplit(":", 1)[0] for a in alts} and not f.explicit for f in group.freezes):
+        return list(group.freezes)  # nothing to cut away: the common case, without a graph search
+    cut = [(a.chosen, a.via, k) for a in alts if a.via is not None and cg.nx.has_edge(a.chosen, a.via)
+           for k, d in cg.nx[a.chosen][a.via].items() if d["node"] == a.key.rsplit(":", 1)[0]]
+    view = nx.restricted_view(cg.nx, [], cut)
+    kept: set[Space] = set()
+    for start in {s for a in alts for s in (a.other, a.via) if s is not None}:
+        if start not in kept:
+            kept |= nx.node_connected_component(view, start)
+    return [f for gid in {cg.group_of[s] for s in kept} for f in cg.groups[gid].freezes if f.space in kept]
 
 
 def analyse_once(graph: Graph, excluded: set[str], choices: dict[str, str]):

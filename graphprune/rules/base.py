@@ -132,13 +132,15 @@ class NodeChannels:
 class Alternative:
     """A reshape segment that could couple another axis of its split/merged run than the one it did.
 
-    ``key`` names the choice; ``chosen`` is the space the rule coupled, ``other`` one it left frozen, and
-    ``option`` the choice value that would couple ``other`` instead (see :func:`graphprune.rules.shape.couple_merged`)."""
+    ``key`` names the choice; ``chosen`` is the space the rule coupled (to ``via``, the single axis of the
+    segment), ``other`` one it left frozen, and ``option`` the choice value that would couple ``other`` instead
+    (see :func:`graphprune.rules.shape.couple_merged`)."""
 
     key: str
     chosen: Space
     other: Space
     option: str = "inner"
+    via: Space | None = None
 
 
 class RuleError(Exception):
@@ -212,8 +214,9 @@ class RuleContext:
         """The layout choice recorded for ``label`` of this node (see :mod:`graphprune.channels`)."""
         return self.choices.get(f"{self.node.name}:{label}", default)
 
-    def alternative(self, label: str, chosen: Space, other: Space, option: str = "inner") -> None:
-        self._alternatives.append(Alternative(f"{self.node.name}:{label}", chosen, other, option))
+    def alternative(self, label: str, chosen: Space, other: Space, option: str = "inner",
+                    via: Space | None = None) -> None:
+        self._alternatives.append(Alternative(f"{self.node.name}:{label}", chosen, other, option, via))
 
     def mark_stats(self, *tensors: str | None) -> None:
         self._stats.update(t for t in tensors if t)

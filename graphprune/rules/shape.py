@@ -71,7 +71,7 @@ def couple_merged(ctx: RuleContext, label: str, many: tuple[str, list[int], tupl
     if chosen == "outer":  # switching happens once per segment: the alternatives are offered from the default
         for k in (*range(1, len(axes) - 1), len(axes) - 1):
             option = "inner" if k == len(axes) - 1 else str(k)
-            ctx.alternative(label, Space(name, axes[0]), Space(name, axes[k]), option)
+            ctx.alternative(label, Space(name, axes[0]), Space(name, axes[k]), option, ctx.space(target, axis))
 
 
 @rule("Flatten")

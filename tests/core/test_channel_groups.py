@@ -112,3 +112,28 @@ def test_packed_qkv_heads_are_the_middle_digit_of_the_packed_axis(tmp_path):
         positions = np.flatnonzero(labels == unit)
         assert len(positions) == 3 * hd and len(set(head_of[positions])) == 1  # q, k and v of one head
     assert Space("blocks.0.attn.bias", 0) in qkv.spaces  # the per-head logit bias goes with its head
+
+
+def test_a_head_reading_both_the_outputs_and_the_final_state_of_a_bidirectional_lstm(tmp_path):
+    """``cat([y[:, -1], h_n[-1]])``: the merged (direction, hidden) outputs switch to their inner (hidden) axis
+    although the frozen direction axis sits in the same group until the switch cuts it away."""
+    from torch import nn
+
+    import graphprune
+
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(6, 16, num_layers=2, bidirectional=True, batch_first=True)
+            self.head = nn.Linear(48, 4)
+
+        def forward(self, x):
+            y, (h, _) = self.rnn(x)
+            return self.head(torch.cat([y[:, -1], h[-1]], dim=1))
+
+    torch.manual_seed(0)
+    path = export_preserving_names(Head(), (2, 7, 6), tmp_path / "lstm_head.onnx")
+    hidden = [g for g in inspect(path).channels.groups if any(s.virtual and s.tensor.endswith("#hidden") for s in g.spaces)]
+    assert hidden and all(g.prunable and g.n_units == 16 for g in hidden)
+    r = graphprune.prune(str(path), ratio=0.5, round_to=1)
+    assert r.report.verification.ok and r.report.units_removed == 8
