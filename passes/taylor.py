@@ -72,8 +72,9 @@ def check_config(cfg) -> Any:
     return Labelled(tuple(data))
 
 
-def read_data(calib: Any, source) -> tuple[tuple[Any, ...], Any]:
-    """(positional inputs, targets) as torch tensors."""
+def read_data(calib: Any, source, who: str = "taylor") -> tuple[tuple[Any, ...], Any]:
+    """(positional inputs, targets) as torch tensors; ``who`` starts every error message (the option or
+    method that read the data)."""
     import torch
 
     data = calib.data if isinstance(calib, CalibInput) else calib
@@ -82,7 +83,7 @@ def read_data(calib: Any, source) -> tuple[tuple[Any, ...], Any]:
             data = {k: npz[k] for k in npz.files}
     if isinstance(data, dict):
         if "labels" not in data:
-            raise UsageError("taylor: the calibration data has no 'labels' array")
+            raise UsageError(f"{who}: the calibration data has no 'labels' array")
         names = list(source.graph.inputs)
         rest = {k: v for k, v in data.items() if k != "labels"}
         if len(names) == 1 and len(rest) == 1:
@@ -90,7 +91,7 @@ def read_data(calib: Any, source) -> tuple[tuple[Any, ...], Any]:
         else:
             missing = [n for n in names if n not in rest]
             if missing:
-                raise UsageError(f"taylor: the calibration data has no array for input(s) {missing}; "
+                raise UsageError(f"{who}: the calibration data has no array for input(s) {missing}; "
                                  f"it holds {sorted(rest)}")
             inputs = tuple(rest[n] for n in names)
         targets = data["labels"]
@@ -101,10 +102,10 @@ def read_data(calib: Any, source) -> tuple[tuple[Any, ...], Any]:
     targets = targets if isinstance(targets, torch.Tensor) else torch.as_tensor(np.asarray(targets))
     n = len(targets)
     if any(len(x) != n for x in inputs):
-        raise UsageError(f"taylor: inputs and labels disagree on the number of points "
+        raise UsageError(f"{who}: inputs and labels disagree on the number of points "
                          f"({[len(x) for x in inputs]} vs {n})")
     if n == 0:
-        raise UsageError("taylor: the calibration data is empty")
+        raise UsageError(f"{who}: the calibration data is empty")
     return inputs, targets
 
 

@@ -39,7 +39,7 @@ def loader_from(path: str, model_source, batch_size: int, seed: int, shuffle: bo
 
     from graphprune.passes.taylor import read_data
 
-    inputs, labels = read_data(path, model_source)
+    inputs, labels = read_data(path, model_source, who=f"--data {path}")
     dataset = TensorDataset(*[x.float() if x.is_floating_point() else x for x in inputs], labels.long())
     gen = torch.Generator().manual_seed(seed)
     batches = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen)
