@@ -290,9 +290,10 @@ def free_ram() -> int:
 @pytest.mark.slow
 def test_real_model_over_2gb(tmp_path, request):
     request.addfinalizer(lambda: shutil.rmtree(tmp_path, ignore_errors=True))  # 5 GB that pytest would keep
-    # measured peak RSS 19.1 GiB, ~9x the weights (original, folded copy, IR arrays, masked oracle, ORT sessions)
-    if shutil.disk_usage(tmp_path).free < 8 * 2**30 or free_ram() < 21 * 2**30:
-        pytest.skip("needs 8 GB of free disk and 21 GiB of available RAM")
+    # prune + verify + save measured at 9.2 GiB peak (4.5x the weights; 19.1 GiB before the weights lived once);
+    # building the model here and re-reading it add to this process's peak
+    if shutil.disk_usage(tmp_path).free < 8 * 2**30 or free_ram() < 14 * 2**30:
+        pytest.skip("needs 8 GB of free disk and 14 GiB of available RAM")
     t0 = time.perf_counter()
     model = _mlp((8192, 32768, 8192, 1024))  # 2.18 GB of float32 weights
     assert io.data_size(model) > io.PROTOBUF_LIMIT
