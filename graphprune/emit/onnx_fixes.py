@@ -95,13 +95,42 @@ def fix_reshape(node: gs.Node, ctx: "FixContext") -> None:
     """Reshape: explicit new sizes, keeping an original -1, and an original 0 (copy the input's dimension) where
     the input and output still agree there: both keep the model's dynamic dimensions dynamic."""
     x, y = node.inputs[0].name, node.outputs[0].name
-    if not ctx.changed(y) and not ctx.changed(x) or computed(node, 1):
+    if not ctx.changed(y) and not ctx.changed(x):
+        return
+    if computed(node, 1):
+        fix_concatenated_shape(node, ctx)
         return
     old = np.asarray(node.inputs[1].values).reshape(-1)
     x_new = ctx.new_shape(x)
     new = [int(o) if int(o) == -1 or (int(o) == 0 and i < len(x_new) and x_new[i] == d) else d
            for i, (o, d) in enumerate(zip(old, ctx.new_shape(y)))]
     node.inputs[1] = fresh_constant(node, "shape", new)
+
+
+def fix_concatenated_shape(node: gs.Node, ctx: "FixContext") -> None:
+    """A shape computed at run time as ``Concat`` of pieces (an unpinned fold of ``x.view(x.size(0), heads, -1)``):
+    the constant pieces that hold a size the plan changed get the new size. Only when this Reshape is the
+    Concat's one reader and every piece's length is known; otherwise the shape is left to verification."""
+    shape = node.inputs[1]
+    if len(shape.inputs) != 1 or shape.inputs[0].op != "Concat" or len(shape.outputs) != 1:
+        return
+    concat = shape.inputs[0]
+    lengths = [len(t.values.reshape(-1)) if isinstance(t, gs.Constant) else
+               (int(t.shape[0]) if t.shape is not None and len(t.shape) == 1 and isinstance(t.shape[0], int) else None)
+               for t in concat.inputs]
+    if None in lengths:
+        return
+    y = node.outputs[0].name
+    old_y, new_y = ctx.graph.shape(y), ctx.new_shape(y)
+    start = 0
+    for i, (piece, n) in enumerate(zip(list(concat.inputs), lengths)):
+        if isinstance(piece, gs.Constant):
+            vals = np.asarray(piece.values).reshape(-1)
+            new = [int(v) if int(v) in (-1, 0) or old_y[start + j] == new_y[start + j] else new_y[start + j]
+                   for j, v in enumerate(vals)]
+            if new != vals.tolist():
+                concat.inputs[i] = gs.Constant(f"{node.name}::shape{i}", np.asarray(new, vals.dtype))
+        start += n
 
 
 def fix_expand(node: gs.Node, ctx: "FixContext") -> None:

@@ -70,13 +70,40 @@ def test_a_batch_baked_in_by_folding_is_kept_by_emitting_on_the_unpinned_fold(tm
     assert v.ok, v.failure
 
 
-def test_a_channel_count_inside_a_computed_shape_keeps_the_analysed_shape_and_says_why(tmp_path):
-    src = exported(tmp_path, view="channels")
+def test_a_channel_count_inside_a_computed_shape_is_rewritten_in_its_concat(tmp_path):
+    src = exported(tmp_path, view="channels")  # unpinned: Reshape(x, Concat(N, [32], [-1])), 32 the pruned channels
     r = graphprune.prune(src, ratio=0.5, input_shapes={"x": (1, 3, 8, 8)})
-    assert r.report.verification.ok
-    assert [tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in r.model.graph.input] == [(1, 3, 8, 8)]
-    assert any("did not verify" in n for n in r.report.notes), r.report.notes
-    assert runs_at(r.model, 1).shape == (1, 10)
+    assert r.report.verification.ok and r.report.units_removed > 0
+    assert any("emitted on the model folded without pinning" in n for n in r.report.notes), r.report.notes
+    assert runs_at(r.model, 3).shape == (3, 10)
+
+
+def test_attention_with_a_dynamic_batch_and_sequence_keeps_both(tmp_path):
+    """``x.reshape(b, t, heads, head_dim)`` with b and t read from the input: heads go, b and t stay dynamic."""
+    from models import REFERENCE_MODELS
+
+    path = tmp_path / "vit.onnx"
+    torch.onnx.export(REFERENCE_MODELS["attention_block"].build(), torch.randn(1, 8, 32), str(path), dynamo=False,
+                      input_names=["input"], output_names=["output"], dynamic_axes={"input": {0: "B", 1: "T"},
+                                                                                    "output": {0: "B"}})
+    r = graphprune.prune(str(path), ratio=0.5, input_shapes={"input": (1, 8, 32)}, round_to=1)
+    assert r.report.verification.ok and r.report.units_removed > 0
+    assert any("dynamic input[0,1] kept" in n for n in r.report.notes), r.report.notes
+    sess = ort.InferenceSession(r.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert sess.run(None, {"input": np.zeros((3, 5, 32), np.float32)})[0].shape == (3, 10)
+
+
+def test_an_original_that_cannot_run_at_the_second_size_stays_static(tmp_path):
+    """packed_attention adds a (heads, 8, 8) bias to its logits: declared dynamic, its sequence is 8 only."""
+    from models import REFERENCE_MODELS
+
+    path = tmp_path / "packed.onnx"
+    torch.onnx.export(REFERENCE_MODELS["packed_attention"].build(), torch.randn(1, 8, 32), str(path), dynamo=False,
+                      input_names=["input"], output_names=["output"], dynamic_axes={"input": {0: "B", 1: "T"}})
+    r = graphprune.prune(str(path), ratio=0.5, input_shapes={"input": (1, 8, 32)}, round_to=1)
+    assert r.report.verification.ok and r.report.units_removed > 0
+    assert any("the original does not run at" in n for n in r.report.notes), r.report.notes
+    assert [d.dim_value for d in r.model.graph.input[0].type.tensor_type.shape.dim] == [1, 8, 32]
 
 
 @pytest.mark.parametrize("options, reason", [({"verify": "off"}, "verification is off"),
