@@ -58,9 +58,9 @@ def fix_split(node: gs.Node, ctx: "FixContext") -> None:
 def fix_slice(node: gs.Node, ctx: "FixContext") -> None:
     """Slice: the new start is the number of kept input atoms before the old one."""
     x, y = node.inputs[0].name, node.outputs[0].name
-    if not ctx.changed(x) and not ctx.changed(y):
-        return
     shape = ctx.graph.shape(x)
+    if shape is None or not ctx.changed(x) and not ctx.changed(y):
+        return  # unknown to the analysis: a sub-graph only an unpinned fold has (see graphprune.dynamic)
     if ctx.opset >= 10:
         if any(computed(node, i) for i in range(1, 5)):
             return
@@ -108,7 +108,8 @@ def fix_reshape(node: gs.Node, ctx: "FixContext") -> None:
 
 
 def fix_concatenated_shape(node: gs.Node, ctx: "FixContext") -> None:
-    """A shape computed at run time as ``Concat`` of pieces (an unpinned fold of ``x.view(x.size(0), heads, -1)``):
+    """Reshape / Expand whose shape is computed at run time as ``Concat`` of pieces (an unpinned fold of
+    ``x.view(x.size(0), heads, -1)``, or of an RNN's zero initial state for a dynamic batch):
     the constant pieces that hold a size the plan changed get the new size. Only when this Reshape is the
     Concat's one reader and every piece's length is known; otherwise the shape is left to verification."""
     shape = node.inputs[1]
@@ -136,7 +137,10 @@ def fix_concatenated_shape(node: gs.Node, ctx: "FixContext") -> None:
 def fix_expand(node: gs.Node, ctx: "FixContext") -> None:
     """Expand: the new output sizes, keeping a 1 (take the input's size) where there was one."""
     y = node.outputs[0].name
-    if not ctx.changed(y) or computed(node, 1):
+    if not ctx.changed(y):
+        return
+    if computed(node, 1):
+        fix_concatenated_shape(node, ctx)
         return
     old = np.asarray(node.inputs[1].values).reshape(-1)
     new_y = ctx.new_shape(y)

@@ -310,7 +310,7 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def fold(model: onnx.ModelProto) -> onnx.ModelProto:
     """Fold constants and shape sub-graphs, name every node uniquely, and infer static shapes."""
-    model = infer_shapes(model)
+    model = infer_shapes(shape_ranges_as_slices(model))
     try:
         graph = gs.import_onnx(model)
         graph.fold_constants(fold_shapes=True, error_ok=True).cleanup().toposort()
@@ -323,6 +323,34 @@ def fold(model: onnx.ModelProto) -> onnx.ModelProto:
     del folded.opset_import[:]
     folded.opset_import.extend(model.opset_import)
     return infer_shapes(folded)
+
+
+def shape_ranges_as_slices(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` (edited in place) with every ``Shape(x, start, end)`` (opset 15) written as ``Shape(x)`` then a
+    ``Slice`` of that range. graphsurgeon's shape folding ignores ``start`` / ``end`` and would fold the whole
+    shape (the dynamo exporter's LSTM ``initial_h`` for a dynamic batch came out (2, 2, 7, 6, 24)); a Slice it
+    folds right."""
+    nodes = list(model.graph.node)
+    if not any(n.op_type == "Shape" and n.domain in ("", "ai.onnx") and n.attribute for n in nodes):
+        return model
+    out: list[onnx.NodeProto] = []
+    for i, n in enumerate(nodes):
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        if n.op_type != "Shape" or n.domain not in ("", "ai.onnx") or not attrs:
+            kept = onnx.NodeProto()
+            kept.CopyFrom(n)  # a detached copy: the repeated field is cleared below
+            out.append(kept)
+            continue
+        tag = f"{n.name or n.output[0]}::range{i}"
+        bounds = [(f"{tag}/starts", int(attrs.get("start", 0))), (f"{tag}/ends", int(attrs.get("end", 2**62))),
+                  (f"{tag}/axes", 0)]
+        model.graph.initializer.extend(numpy_helper.from_array(np.array([v], np.int64), name) for name, v in bounds)
+        out.append(onnx.helper.make_node("Shape", list(n.input), [f"{tag}/shape"], name=n.name))
+        out.append(onnx.helper.make_node("Slice", [f"{tag}/shape", *(name for name, _ in bounds)], list(n.output),
+                                         name=f"{tag}/slice"))
+    del model.graph.node[:]
+    model.graph.node.extend(out)
+    return model
 
 
 MAX_FOLD_ROUNDS = 8

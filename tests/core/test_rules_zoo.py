@@ -248,6 +248,20 @@ def test_expand_broadcasts_a_per_channel_norm_and_its_shape_is_rewritten():
     assert shapes == [[1, 4, 8, 8]]
 
 
+def test_shape_with_start_and_end_folds_to_its_range_only():
+    """``Shape(x, start, end)`` (opset 15; the dynamo exporter's RNN initial state for a dynamic batch): folded as
+    the whole shape (graphsurgeon ignores start / end), the Expand below would build a rank-6 tensor and the
+    folded model would not run."""
+    g = G()
+    y = g.op("Relu", [g.conv("input", 4, 8)])  # (1, 8, 8, 8)
+    lead = g.op("Shape", [y], start=0, end=2)  # [1, 8]
+    zeros = g.op("Expand", [g.const(0.0), g.op("Concat", [lead, g.const([8, 8], np.int64)], axis=0)])
+    x = g.op("Add", [y, zeros])
+    g.head(g.op("Relu", [g.conv(x, 8, 6)]), 6)
+    r = prune_ok(g.model(SHAPE, (1, 5)))
+    assert kept(r, x, 1) == 4  # the zeros fold to a (1, 8, 8, 8) constant, which loses the same channels
+
+
 def test_fold_batchnorm_and_noops_post_pass():
     from graphprune.passes import fold as _  # noqa: F401  (passes is the package's passes/)
     from graphprune.passes.fold import fold_model, verify_fold
