@@ -15,7 +15,7 @@ import onnx_graphsurgeon as gs
 
 from ..errors import InternalError
 from ..frontends.onnx import inferred_shapes
-from ..gsgraph import export_like
+from ..gsgraph import export_like, reroute
 from ..ir import Graph
 from ..plan import Plan
 from ..rules import Space
@@ -53,7 +53,7 @@ def emit(model: onnx.ModelProto, graph: Graph, plan: Plan) -> onnx.ModelProto:
         out.CopyFrom(model)
         return out
     g = gs.import_onnx(model)
-    slice_tensors(g, plan)
+    slice_tensors(g, plan, graph)
     ctx = FixContext(plan, graph, graph.opset)
     for node in g.nodes:
         fix = FIXES.get(node.op)
@@ -62,7 +62,11 @@ def emit(model: onnx.ModelProto, graph: Graph, plan: Plan) -> onnx.ModelProto:
     return checked_shapes(export_like(g, model))
 
 
-def slice_tensors(g: gs.Graph, plan: Plan) -> None:
+def slice_tensors(g: gs.Graph, plan: Plan, graph: Graph) -> None:
+    """Constants lose their removed atoms; computed tensors get their new shape (their producers shrink them).
+    A tensor the analysed graph holds as a constant but ``g`` computes (a model folded without pinning its
+    dynamic dimensions, see :mod:`graphprune.dynamic`: an RNN's zero initial state built from the batch size)
+    is narrowed by a ``Gather`` of its kept indices, which is right whatever computes it."""
     by_tensor: dict[str, list[tuple[int, np.ndarray]]] = defaultdict(list)
     for space, kept in plan.keep.items():
         if not space.virtual:
@@ -77,6 +81,8 @@ def slice_tensors(g: gs.Graph, plan: Plan) -> None:
             for axis, kept in axes:
                 values = np.take(values, kept, axis=axis)
             t.values = np.ascontiguousarray(values)
+        elif graph.is_const(name):
+            select_kept(g, t, axes)
         elif t.shape is not None:
             shape = list(t.shape)
             for axis, kept in axes:
@@ -91,3 +97,16 @@ def checked_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         return inferred_shapes(model, strict=True)
     except Exception as exc:
         raise InternalError(f"emitted model is inconsistent: {str(exc).splitlines()[0]}") from exc
+
+
+def select_kept(g: gs.Graph, t: gs.Variable, axes: list[tuple[int, np.ndarray]]) -> None:
+    """Every reader of ``t`` reads ``Gather(t, kept, axis)`` for each narrowed axis instead."""
+    readers, current = list(t.outputs), t
+    for axis, kept in axes:
+        out = gs.Variable(f"{t.name}::kept{axis}", dtype=t.dtype)
+        g.nodes.append(gs.Node("Gather", f"{t.name}::select{axis}", attrs={"axis": int(axis)},
+                               inputs=[current, gs.Constant(f"{t.name}::kept{axis}_indices", np.asarray(kept, np.int64))],
+                               outputs=[out]))
+        current = out
+    reroute(readers, t, current)
+    g.toposort()

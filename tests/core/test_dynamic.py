@@ -147,3 +147,20 @@ def test_a_reshape_that_copies_the_batch_with_0_keeps_copying_it(tmp_path):
     assert shape.tolist() == [0, 16, 64]
     assert any("dynamic x[0] kept" in n for n in r.report.notes)
     assert runs_at(r.model, 3).shape == (3, 10)
+
+
+def test_an_rnn_whose_zero_state_is_built_from_the_batch_keeps_it_dynamic(tmp_path):
+    """The legacy export builds h0 / c0 as zeros of (layers·directions, batch, hidden) from the input's Shape:
+    pinned, they fold to constants and lose the removed hidden units; unpinned they are computed, and a Gather
+    of the kept units narrows them."""
+    from models import REFERENCE_MODELS
+
+    path = tmp_path / "lstm.onnx"
+    torch.onnx.export(REFERENCE_MODELS["lstm_classifier"].build(), torch.randn(2, 7, 6), str(path), dynamo=False,
+                      input_names=["input"], output_names=["output"], dynamic_axes={"input": {0: "B"}, "output": {0: "B"}})
+    r = graphprune.prune(str(path), ratio=0.5, input_shapes={"input": (2, 7, 6)}, round_to=1)
+    assert r.report.verification.ok and r.report.units_removed > 0
+    assert any("dynamic input[0] kept" in n for n in r.report.notes), r.report.notes
+    assert any(n.op_type == "Gather" and n.name.endswith("::select2") for n in r.model.graph.node)
+    sess = ort.InferenceSession(r.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert sess.run(None, {"input": np.zeros((5, 7, 6), np.float32)})[0].shape == (5, 10)
