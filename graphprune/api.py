@@ -22,13 +22,12 @@ from .cost import Cost, cost
 from .errors import UnsupportedModelError, UsageError, VerificationError
 from .frontends import onnx as onnx_frontend
 from .frontends.onnx import LoadedModel
-from .lowrank import LOWRANK_KEY
 from .plan import Plan
 from .report import PruneReport, layer_report, summarise_groups
 from .runtime import latency_ms, seeded_inputs
-from .stages import pipeline, self_verifying, verify_pipeline, verify_stage
+from .stages import pipeline, self_verifying, verify_pipeline, verify_recorded, verify_stage
 from .state import PruneState
-from .verify import Verification, verify
+from .verify import Verification
 
 PLAN_KEY = "graphprune.plan"
 SHAPES_KEY = "graphprune.input_shapes"
@@ -217,11 +216,4 @@ def verify_files(original: ModelSource, pruned: str | os.PathLike | onnx.ModelPr
         input_shapes = {k: tuple(v) for k, v in json.loads(props[SHAPES_KEY]).items()}
     source = load(original, input_shapes)
     plan = Plan.from_json(props[PLAN_KEY]) if PLAN_KEY in props else Plan({}, {}, {})
-    if LOWRANK_KEY in props:  # low rank, alone or after channel pruning: each stage against its oracle
-        from .stages import verify_stored
-        return verify_stored(source, pruned_model, plan, rtol=rtol, atol=atol, seed=seed)
-    from .edits import EDITS_KEY
-    if EDITS_KEY in props or plan.meta.get("reweight"):  # SiPP, randomized PFP: weight values edited too
-        from .edits import verify_stored as verify_stored_edits
-        return verify_stored_edits(source, pruned_model, plan, rtol=rtol, atol=atol, seed=seed)
-    return verify(source, pruned_model, plan, rtol=rtol, atol=atol, seed=seed)
+    return verify_recorded(source, pruned_model, plan, props, rtol=rtol, atol=atol, seed=seed)

@@ -16,7 +16,7 @@ more than one stage.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from .errors import UsageError
 
@@ -117,6 +117,23 @@ def combine(source: "LoadedModel", results: list[tuple[str, "Verification"]], fi
         feeds = seeded_inputs(source.model, source.input_shapes, seed)
         overall = drift(run(session(source.model), feeds), run(session(final), feeds))
     return Verification(ok, checks, worst, overall)
+
+
+def verify_recorded(source: "LoadedModel", pruned, plan, props: Mapping[str, str], *, rtol: float, atol: float,
+                    seed: int) -> "Verification":
+    """``graphprune verify``: check a stored model by the stages its metadata ``props`` records: low rank (alone or
+    after channel pruning), weight-value edits (SiPP, randomized PFP), else the channel stage alone."""
+    from .edits import EDITS_KEY
+    from .edits import verify_stored as verify_edits_stored
+    from .lowrank import LOWRANK_KEY
+    from .verify import verify
+
+    opts = dict(rtol=rtol, atol=atol, seed=seed)
+    if LOWRANK_KEY in props:
+        return verify_stored(source, pruned, plan, **opts)
+    if EDITS_KEY in props or plan.meta.get("reweight"):
+        return verify_edits_stored(source, pruned, plan, **opts)
+    return verify(source, pruned, plan, **opts)
 
 
 def verify_stored(source: "LoadedModel", pruned, plan, *, rtol: float, atol: float, seed: int) -> "Verification":
