@@ -12,8 +12,8 @@ dimension changed) pass:
 
 Where folding did bake a size in, the plan is emitted once more on the original folded *without* pinning (its
 shape arithmetic on the dynamic dimensions stays in the graph), and that model is verified like the first one
-at the analysed shapes and against the masked unpinned fold at the second size. Otherwise the pruned model keeps
-the static shapes it was verified at, and the report says why.
+at the analysed shapes; at the second size the unpinned fold must equal the original, and the model the masked
+unpinned fold. Otherwise the pruned model keeps the static shapes it was verified at, and the report says why.
 """
 
 from __future__ import annotations
@@ -91,11 +91,11 @@ def restore(source: LoadedModel, pruned: onnx.ModelProto, plan: Plan, *, rtol: f
         return Restored(False, f"{static}: the original does not run at {shapes}, so its dynamic {where} could not be checked")
     folded = outputs(Stripped.over(relaxed(skeleton(source.model), source.declared), source.model), feeds)
     if folded is None or not close(given, folded, rtol, atol)[0]:
-        again = emitted_unpinned(source, pruned, plan, feeds, rtol=rtol, atol=atol, seed=seed)
+        again = emitted_unpinned(source, pruned, plan, feeds, given, rtol=rtol, atol=atol, seed=seed)
         if again is not None:
-            return Restored(True, f"dynamic {where} kept: the plan emitted on the model folded without pinning them "
-                                  f"(pinned, folding fixed them); verified at {dict(source.input_shapes)} and at "
-                                  f"{shapes}", again)
+            return Restored(True, f"dynamic {where} kept (folding at the analysed shapes fixed them, so the plan was "
+                                  f"emitted on the model folded without pinning them); verified at "
+                                  f"{dict(source.input_shapes)} and at {shapes}", again)
         return Restored(False, f"{static}: folding the model's shape arithmetic at those shapes fixed its dynamic "
                                f"{where} (it no longer equals the original at {shapes}), and emitting the plan on "
                                f"the unpinned model did not verify")
@@ -108,10 +108,11 @@ def restore(source: LoadedModel, pruned: onnx.ModelProto, plan: Plan, *, rtol: f
     return Restored(True, f"dynamic {where} kept: verified at {dict(source.input_shapes)} and at {shapes}")
 
 
-def emitted_unpinned(source: LoadedModel, pruned: onnx.ModelProto, plan: Plan, feeds: Mapping[str, np.ndarray], *,
-                     rtol: float, atol: float, seed: int) -> onnx.ModelProto | None:
+def emitted_unpinned(source: LoadedModel, pruned: onnx.ModelProto, plan: Plan, feeds: Mapping[str, np.ndarray],
+                     given: list[np.ndarray], *, rtol: float, atol: float, seed: int) -> onnx.ModelProto | None:
     """``plan`` emitted on the original folded with its dynamic dimensions left dynamic, with ``pruned``'s
-    metadata; None unless it verifies at the analysed shapes and equals the masked unpinned fold on ``feeds``."""
+    metadata; None unless it verifies at the analysed shapes, the unpinned fold equals the original on ``feeds``
+    (``given``: the original's outputs), and the candidate equals the masked unpinned fold there."""
     from .emit.onnx import emit
     from .errors import GraphPruneError
     from .frontends.onnx import fold_until_stable, with_input_shapes
@@ -125,6 +126,9 @@ def emitted_unpinned(source: LoadedModel, pruned: onnx.ModelProto, plan: Plan, f
     del candidate.metadata_props[:]
     candidate.metadata_props.extend(pruned.metadata_props)
     if not verify(source, candidate, plan, rtol=rtol, atol=atol, seed=seed).ok:
+        return None
+    folded = outputs(Stripped.over(skeleton(unpinned), unpinned), feeds)
+    if folded is None or not close(given, folded, rtol, atol)[0]:
         return None
     oracle = masked_model(unpinned, plan)
     expected, got = outputs(oracle, feeds), outputs(Stripped.over(skeleton(candidate), candidate), feeds)
