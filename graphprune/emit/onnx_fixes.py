@@ -97,14 +97,21 @@ def fix_reshape(node: gs.Node, ctx: "FixContext") -> None:
     x, y = node.inputs[0].name, node.outputs[0].name
     if not ctx.changed(y) and not ctx.changed(x):
         return
+    x_new = ctx.new_shape(x)
+    rewrite_shape(node, ctx, lambda i, o, d: o if o == -1 or (o == 0 and i < len(x_new) and x_new[i] == d) else d)
+
+
+def rewrite_shape(node: gs.Node, ctx: "FixContext", entry: Callable[[int, int, int], int]) -> None:
+    """Write the shape input of a Reshape / Expand for the new output sizes: position i (right-aligned to the
+    output) becomes ``entry(i, old value, new output size)``. A shape computed at run time is fixed in its
+    ``Concat`` (see :func:`fix_concatenated_shape`) instead."""
     if computed(node, 1):
         fix_concatenated_shape(node, ctx)
         return
     old = np.asarray(node.inputs[1].values).reshape(-1)
-    x_new = ctx.new_shape(x)
-    new = [int(o) if int(o) == -1 or (int(o) == 0 and i < len(x_new) and x_new[i] == d) else d
-           for i, (o, d) in enumerate(zip(old, ctx.new_shape(y)))]
-    node.inputs[1] = fresh_constant(node, "shape", new)
+    new_y = ctx.new_shape(node.outputs[0].name)
+    lead = len(new_y) - len(old)
+    node.inputs[1] = fresh_constant(node, "shape", [entry(i, int(o), new_y[i + lead]) for i, o in enumerate(old)])
 
 
 def fix_concatenated_shape(node: gs.Node, ctx: "FixContext") -> None:
@@ -136,16 +143,8 @@ def fix_concatenated_shape(node: gs.Node, ctx: "FixContext") -> None:
 
 def fix_expand(node: gs.Node, ctx: "FixContext") -> None:
     """Expand: the new output sizes, keeping a 1 (take the input's size) where there was one."""
-    y = node.outputs[0].name
-    if not ctx.changed(y):
-        return
-    if computed(node, 1):
-        fix_concatenated_shape(node, ctx)
-        return
-    old = np.asarray(node.inputs[1].values).reshape(-1)
-    new_y = ctx.new_shape(y)
-    lead = len(new_y) - len(old)
-    node.inputs[1] = fresh_constant(node, "shape", [1 if int(o) == 1 else new_y[i + lead] for i, o in enumerate(old)])
+    if ctx.changed(node.outputs[0].name):
+        rewrite_shape(node, ctx, lambda i, o, d: 1 if o == 1 else d)
 
 
 def fix_resize(node: gs.Node, ctx: "FixContext") -> None:
