@@ -115,7 +115,7 @@ def combine(source: "LoadedModel", results: list[tuple[str, "Verification"]], fi
     overall = None
     if ok:
         feeds = seeded_inputs(source.model, source.input_shapes, seed)
-        overall = drift(run(session(source.model), feeds), run(session(final), feeds))
+        overall = drift(run(session(source.model, once=True), feeds), run(session(final, once=True), feeds))
     return Verification(ok, checks, worst, overall)
 
 

@@ -70,8 +70,8 @@ def full_rank_check(before: onnx.ModelProto, layers, feeds, rtol: float, atol: f
     from graphprune.passes.lowrank import decompose_model
 
     try:
-        full = run(session(decompose_model(before, layers, full_rank=True)), feeds)
-        ok, err = close(run(session(before), feeds), full, rtol, atol)
+        full = run(session(decompose_model(before, layers, full_rank=True), once=True), feeds)
+        ok, err = close(run(session(before, once=True), feeds), full, rtol, atol)
         return "ok" if ok else f"max |full-rank decomposition - original| = {err:.3g}"
     except Exception as exc:
         return f"cannot build the full-rank decomposition: {str(exc).splitlines()[0]}"

@@ -125,7 +125,7 @@ def onnx_outputs(model: nn.Module, inputs: tuple[Any, ...]) -> list[np.ndarray]:
     proto = onnx.load_from_string(buffer.getvalue())
     declared = {i.name for i in proto.graph.input}
     feeds = {n: x.detach().cpu().numpy() for n, x in zip(names, inputs) if n in declared and isinstance(x, torch.Tensor)}
-    return run(session(proto), feeds)
+    return run(session(proto, once=True), feeds)
 
 
 def verify(source: TorchSource, pruned: nn.Module, plan: Plan, *, rtol: float = 1e-4, atol: float = 1e-5,
