@@ -69,6 +69,7 @@ def test_cli_prunes_a_torch_model_to_pt_and_onnx(user_model, tmp_path):
     (["usermodel.py:build", "--example-input", "1,x"], "expected D0,D1"),
     (["usermodel.py:build", "--example-input", "1,3,16,16", "--weights", "missing.pt"], "no such file"),
     (["usermodel.py:build", "--example-input", "1,3,16,16", "--weights", "evil.pt"], "not a weights-only checkpoint"),
+    (["usermodel.py:build", "--example-input", "1,3,16,16", "--fold"], "fold is for ONNX models"),
 ])
 def test_cli_torch_errors_are_one_line(user_model, tmp_path, args, needle):
     import pickle
