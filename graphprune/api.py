@@ -142,8 +142,10 @@ def finish(source: LoadedModel, state: PruneState, cfg: PruneConfig) -> onnx.Mod
     """The output model: the untouched original when nothing was removed, else the pruned model with the plan
     and the analysed input shapes in its metadata (``graphprune verify`` reads them)."""
     if (state.plan is None or state.plan.empty) and not any(r.modified for r in state.history):
+        if source.given is None:
+            return source.original  # read again from the file: already a proto of our own
         out = onnx.ModelProto()
-        out.CopyFrom(source.original)
+        out.CopyFrom(source.given)
         return out
     out = state.model
     props = {p.key: p.value for p in out.metadata_props}
