@@ -50,7 +50,7 @@ CALIB_POINTS = 256
 
 
 def onnx_accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
-    from graphprune.calib import ActivationRunner
+    from graphprune.methods.calib import ActivationRunner
 
     runner = ActivationRunner(model, ["output"], {"input": (1, *x.shape[1:])})
     out = runner.run({"input": x})["output"]
@@ -60,7 +60,7 @@ def onnx_accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
 def transfer_plan(plan, onnx_cg, torch_cg):
     """The ONNX plan as a plan of the torch module's analysis: groups are matched through their parameters,
     which carry the same names in both (state_dict keys; the export keeps BatchNorm and does not fold)."""
-    from graphprune.plan import Plan
+    from graphprune.channels.plan import Plan
 
     removed: dict[int, set[int]] = {}
     for gid in plan.removed:
@@ -143,10 +143,10 @@ def prune_point(path: Path, data, calib: np.ndarray, method: str, options: dict,
 def sipp_points(path: Path, data, calib: np.ndarray) -> list[dict]:
     """SiPP: sensitivities measured once, then every mode and sparsity (each verified by its oracle)."""
     import graphprune
-    from graphprune.edits import WeightEdit, apply_to_values, verify_edits
+    from graphprune.methods.edits import WeightEdit, apply_to_values, verify_edits
     from graphprune.passes.calibrate import Calibrate
     from graphprune.passes.sipp import SiPPSparsify
-    from graphprune.state import PruneState
+    from graphprune.pipeline.state import PruneState
 
     source = graphprune.api.load(path)
     state = Calibrate(data=calib, max_points=CALIB_POINTS)(PruneState.start(source))
@@ -304,8 +304,8 @@ def main() -> None:
         print(f"{name}: trained in {train_s:.1f}s, test accuracy {res['test_accuracy_onnx']:.4f}", flush=True)
         finetune = None
         if args.finetune_epochs > 0:
-            from graphprune.channels import analyse
-            from graphprune.torch_api import load_module
+            from graphprune.channels.analysis import analyse
+            from graphprune.torch.api import load_module
 
             torch_source = load_module(model, torch.zeros(1, 1, 8, 8))
             finetune = dict(torch_model=model, torch_source=torch_source, torch_cg=analyse(torch_source.graph),

@@ -131,7 +131,7 @@ def output_is_valid(path: Path) -> bool:
 
 
 def run_case(data: bytes, mutation: str, folder: Path) -> Outcome:
-    from graphprune.cli import main
+    from graphprune.cli.main import main
 
     src, out = folder / "in.onnx", folder / "out.onnx"
     src.write_bytes(data)

@@ -40,7 +40,7 @@ from torch import nn
 
 import graphprune
 from graphprune.api import load
-from graphprune.cost import cost
+from graphprune.methods.cost import cost
 from graphprune.runtime import session
 from graphprune.torch.lowrank import decompose_module
 from graphprune.torch.trp import TRP

@@ -174,7 +174,7 @@ def pipeline_only(kind, layers, src, n_nodes, weight_bytes, base_rss) -> dict:
     from graphprune.api import load
     from graphprune.io import save_model_atomic
     from graphprune.passes import AnalyseChannels, MagnitudeScore, RemoveChannels, Select
-    from graphprune.state import PruneState
+    from graphprune.pipeline.state import PruneState
 
     stages = {}
     t = time.perf_counter()

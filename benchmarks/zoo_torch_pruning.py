@@ -62,7 +62,7 @@ def tp_side(name: str, side: int, repeat: int) -> dict:
 def gp_side(path: Path, repeat: int) -> dict:
     from graphprune.api import load
     from graphprune.passes import AnalyseChannels, MagnitudeScore, RemoveChannels, Select
-    from graphprune.state import PruneState
+    from graphprune.pipeline.state import PruneState
 
     best = None
     for _ in range(repeat):

@@ -5,11 +5,11 @@
     result.save("small.onnx")
 """
 
-from .api import Inspection, PruneResult, inspect, plan, prune, verify_files
-from .config import PruneConfig
-from .errors import (GraphPruneError, InputShapeError, InternalError, ModelLoadError, UnsupportedModelError,
+from graphprune.api import Inspection, PruneResult, inspect, plan, prune, verify_files
+from graphprune.config import PruneConfig
+from graphprune.errors import (GraphPruneError, InputShapeError, InternalError, ModelLoadError, UnsupportedModelError,
                      UsageError, VerificationError)
-from .prunability import PrunabilityResult, prunability
+from graphprune.tools.prunability import PrunabilityResult, prunability
 
 __version__ = "0.1.0"
 __all__ = ["GraphPruneError", "InputShapeError", "Inspection", "InternalError", "ModelLoadError", "PruneConfig",

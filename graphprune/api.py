@@ -15,19 +15,20 @@ from pathlib import Path
 
 import onnx
 
-from . import io, progress
-from .channels import ChannelGraph, analyse
-from .config import PruneConfig
-from .cost import Cost, cost
-from .errors import UnsupportedModelError, UsageError, VerificationError
-from .frontends import onnx as onnx_frontend
-from .frontends.onnx import LoadedModel
-from .plan import Plan
-from .report import PruneReport, layer_report, summarise_groups
-from .runtime import latency_ms, seeded_inputs
-from .stages import pipeline, self_verifying, verify_pipeline, verify_recorded, verify_stage
-from .state import PruneState
-from .verify import Verification
+from graphprune import io
+from graphprune import progress
+from graphprune.channels.analysis import ChannelGraph, analyse
+from graphprune.config import PruneConfig
+from graphprune.methods.cost import Cost, cost
+from graphprune.errors import UnsupportedModelError, UsageError, VerificationError
+from graphprune.frontends.onnx import load as onnx_frontend
+from graphprune.frontends.onnx.load import LoadedModel
+from graphprune.channels.plan import Plan
+from graphprune.report.data import PruneReport, layer_report, summarise_groups
+from graphprune.runtime import latency_ms, seeded_inputs
+from graphprune.pipeline.stages import pipeline, self_verifying, verify_pipeline, verify_recorded, verify_stage
+from graphprune.pipeline.state import PruneState
+from graphprune.verify.onnx import Verification
 
 PLAN_KEY = "graphprune.plan"
 SHAPES_KEY = "graphprune.input_shapes"
@@ -74,7 +75,7 @@ def prune(model, config: PruneConfig | None = None, *, example_inputs=None, **op
     Raises :class:`VerificationError` if the pruned model is not equal to the masked original.
     """
     if is_torch_module(model):
-        from .torch_api import prune_module
+        from graphprune.torch.api import prune_module
 
         return prune_module(model, require_examples(example_inputs), PruneConfig.make(config, **options))
     cfg = PruneConfig.make(config, **options)
@@ -106,10 +107,10 @@ def plan(model, config: PruneConfig | None = None, *, example_inputs=None, **opt
     methods (TPP) that regularise the chosen units before removing them."""
     cfg = PruneConfig.make(config, **options)
     if is_torch_module(model):
-        from .torch_api import plan_module
+        from graphprune.torch.api import plan_module
 
         return plan_module(model, require_examples(example_inputs), cfg).plan
-    from .passes import RemoveChannels
+    from graphprune.passes import RemoveChannels
 
     state = PruneState.start(load(model, cfg.input_shapes))
     for p in pipeline(cfg):
@@ -161,7 +162,7 @@ def keep_dynamic(source: LoadedModel, state: PruneState, stages: list, pruned: o
                  verification: Verification | None) -> tuple[onnx.ModelProto, tuple[str, ...]]:
     """``pruned`` with the original's dynamic dimensions back when that is shown right (see
     :mod:`graphprune.dynamic`), and the report line saying what happened (none for a static original)."""
-    from .dynamic import dynamic_axes, restore
+    from graphprune.verify.dynamic import dynamic_axes, restore
 
     if state.plan is None or state.plan.empty or not dynamic_axes(source):
         return pruned, ()
@@ -202,7 +203,7 @@ def inspect(model, input_shapes=None, exclude=(), *, example_inputs=None) -> Ins
     """Analyse ``model`` without changing it: channel groups, what is frozen and why, and its cost.
     ``model``: an ONNX path or proto, or an ``nn.Module`` with ``example_inputs``."""
     if is_torch_module(model):
-        from .torch_api import inspect_module
+        from graphprune.torch.api import inspect_module
 
         return inspect_module(model, require_examples(example_inputs), exclude)
     source = load(model, input_shapes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Literal, Mapping
 
-from .errors import UsageError
+from graphprune.errors import UsageError
 
 VerifyMode = Literal["off", "end", "each"]
 
@@ -44,7 +44,7 @@ class PruneConfig:
     loss: object = None  # taylor: loss(output, targets) -> scalar tensor; None: cross-entropy (passes/taylor.py)
 
     def __post_init__(self) -> None:
-        from .methods import METHODS
+        from graphprune.pipeline.presets import METHODS
 
         if self.method not in METHODS:
             raise UsageError(f"unknown method '{self.method}'; choose one of {', '.join(sorted(METHODS))}")
@@ -62,11 +62,11 @@ class PruneConfig:
             raise UsageError(f"verify '{self.verify}' must be off, end or each")
         object.__setattr__(self, "exclude", tuple(self.exclude))
         object.__setattr__(self, "then", (self.then,) if isinstance(self.then, str) else tuple(self.then))
-        from .stages import check_config
+        from graphprune.pipeline.stages import check_config
         check_config(self)
-        from .passes.taylor import check_config as check_taylor  # no torch import; taylor reads calib itself
+        from graphprune.passes.taylor import check_config as check_taylor  # no torch import; taylor reads calib itself
         object.__setattr__(self, "calib", check_taylor(self))
-        from .calib import check_options
+        from graphprune.methods.calib import check_options
         check_options(self)
 
     @staticmethod

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from .errors import UsageError
+from graphprune.errors import UsageError
 
 PROTOBUF_LIMIT = 2**31  # protobuf refuses to serialise (and onnxruntime / the checker to read) larger messages
 

@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from . import io
-from .errors import VerificationError
+from graphprune import io
+from graphprune.errors import VerificationError
 
 ort.set_default_logger_severity(4)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from graphprune.channels import analyse
-from graphprune.state import PruneState
+from graphprune.channels.analysis import analyse
+from graphprune.pipeline.state import PruneState
 
-from .base import Pass, PassResult
+from graphprune.pipeline.base import Pass, PassResult
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,12 +12,12 @@ from typing import Literal
 
 import numpy as np
 
-from graphprune.channels import ChannelGraph, Group
-from graphprune.rules import Space
-from graphprune.state import PruneState
+from graphprune.channels.analysis import ChannelGraph, Group
+from graphprune.channels.rules import Space
+from graphprune.pipeline.state import PruneState
 
-from .base import Pass, PassResult
-from .magnitude import group_magnitude
+from graphprune.pipeline.base import Pass, PassResult
+from graphprune.passes.magnitude import group_magnitude
 
 
 def bn_scales(cg: ChannelGraph) -> dict[int, list[Space]]:

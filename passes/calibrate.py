@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from graphprune.calib import prepare
-from graphprune.state import PruneState
+from graphprune.methods.calib import prepare
+from graphprune.pipeline.state import PruneState
 
-from .base import Pass, PassResult
+from graphprune.pipeline.base import Pass, PassResult
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)

@@ -24,9 +24,9 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from graphprune.gsgraph import export_like
-from graphprune.state import PruneState
+from graphprune.pipeline.state import PruneState
 
-from .base import Pass, PassResult
+from graphprune.pipeline.base import Pass, PassResult
 
 
 def constant(t) -> np.ndarray | None:
@@ -101,7 +101,7 @@ def fold_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]
 def verify_fold(before: onnx.ModelProto, after: onnx.ModelProto, shapes, *, rtol: float = 1e-3, atol: float = 1e-4,
                 seed: int = 0):
     """``after`` passes the checker and equals ``before`` within tolerance on seeded inputs."""
-    from graphprune.verify import compare_with_oracle
+    from graphprune.verify.onnx import compare_with_oracle
     from graphprune.runtime import seeded_inputs
 
     feeds = seeded_inputs(before, shapes, seed)

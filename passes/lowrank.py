@@ -24,14 +24,14 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from graphprune.gsgraph import export_like
-from graphprune import lowrank as lr
-from graphprune.cost import node_macs
+from graphprune.methods import lowrank as lr
+from graphprune.methods.cost import node_macs
 from graphprune.emit.onnx import checked_shapes
-from graphprune.frontends.onnx import to_ir
+from graphprune.frontends.onnx.load import to_ir
 from graphprune.ir import Graph, Node
-from graphprune.state import PruneState
+from graphprune.pipeline.state import PruneState
 
-from .base import Pass, PassResult
+from graphprune.pipeline.base import Pass, PassResult
 
 OPS = ("Conv", "Gemm", "MatMul")
 Kind = Literal["matrix", "channel", "spatial"]
@@ -308,7 +308,7 @@ class LowRank(Pass):
 
     def verify_stage(self, source, before: PruneState, after: PruneState, *, rtol: float, atol: float, seed: int):
         """This pass's own oracle: full rank equals ``before``; rank r equals the truncated ``before``."""
-        from graphprune.verify_lowrank import verify_lowrank
+        from graphprune.verify.lowrank import verify_lowrank
 
         return verify_lowrank(before.model, after.model, source.input_shapes, interface=source.model, rtol=rtol,
                               atol=atol, seed=seed)

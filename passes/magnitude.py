@@ -11,10 +11,10 @@ from typing import Literal
 
 import numpy as np
 
-from graphprune.channels import ChannelGraph, Group
-from graphprune.state import PruneState
+from graphprune.channels.analysis import ChannelGraph, Group
+from graphprune.pipeline.state import PruneState
 
-from .base import Pass, PassResult
+from graphprune.pipeline.base import Pass, PassResult
 
 
 def slice_norms(values: np.ndarray, axis: int, norm: int) -> np.ndarray:

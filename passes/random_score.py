@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from graphprune.state import PruneState
+from graphprune.pipeline.state import PruneState
 
-from .base import Pass, PassResult
+from graphprune.pipeline.base import Pass, PassResult
 
 
 @dataclass(frozen=True, kw_only=True)

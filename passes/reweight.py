@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from graphprune.edits import WeightEdit, apply_to_values
-from graphprune.rules import Space
-from graphprune.state import PruneState
+from graphprune.methods.edits import WeightEdit, apply_to_values
+from graphprune.channels.rules import Space
+from graphprune.pipeline.state import PruneState
 
-from .base import Pass, PassResult
-from .sensitivity import group_layers
+from graphprune.pipeline.base import Pass, PassResult
+from graphprune.passes.sensitivity import group_layers
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,7 +63,7 @@ class Reweight(Pass):
 
     def verify_stage(self, source, before: PruneState, after: PruneState, *, rtol: float, atol: float, seed: int):
         """This pass's oracle: ``after`` equals ``before`` with the recorded weight slices scaled."""
-        from graphprune.edits import verify_edits
+        from graphprune.methods.edits import verify_edits
 
         return verify_edits(before.model, after.model, after.weight_edits or {}, source.input_shapes,
                             interface=source.model, rtol=rtol, atol=atol, seed=seed)

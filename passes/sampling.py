@@ -31,15 +31,15 @@ from typing import Callable, Literal
 import numpy as np
 from scipy.optimize import brentq
 
-from graphprune.budget import BudgetModel, cost_of_sizes, plan_cost
+from graphprune.methods.budget import BudgetModel, cost_of_sizes, plan_cost
 from graphprune.errors import UsageError
-from graphprune.plan import Plan
-from graphprune.sensitivity import DELTA, alpha, kept_count, sample_size
-from graphprune.state import PruneState
+from graphprune.channels.plan import Plan
+from graphprune.methods.sensitivity import DELTA, alpha, kept_count, sample_size
+from graphprune.pipeline.state import PruneState
 
-from .base import Pass, PassResult
-from .select import keep_one_per_space, round_kept
-from .sensitivity import group_layers
+from graphprune.pipeline.base import Pass, PassResult
+from graphprune.passes.select import keep_one_per_space, round_kept
+from graphprune.passes.sensitivity import group_layers
 
 LOG_EPS_RANGE = (-30.0, 30.0)  # log10 ε: from "every sensitive unit" to "one unit per group"
 MAX_DRAWS = 10 ** 12  # randomized: a sample size above this keeps every sensitive unit anyway

@@ -17,11 +17,11 @@ from typing import Literal, Mapping
 
 import numpy as np
 
-from graphprune.channels import ChannelGraph, Group
-from graphprune.plan import Plan
-from graphprune.state import PruneState
+from graphprune.channels.analysis import ChannelGraph, Group
+from graphprune.channels.plan import Plan
+from graphprune.pipeline.state import PruneState
 
-from .base import Pass, PassResult
+from graphprune.pipeline.base import Pass, PassResult
 
 
 def lowest(scores: np.ndarray, count: int) -> np.ndarray:

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from graphprune.calib import batch_for, gather
-from graphprune.channels import ChannelGraph
-from graphprune.rules import Space
-from graphprune.sensitivity import DELTA_S, Layer, Tracker, layers, points_needed
-from graphprune.state import PruneState
+from graphprune.methods.calib import batch_for, gather
+from graphprune.channels.analysis import ChannelGraph
+from graphprune.channels.rules import Space
+from graphprune.methods.sensitivity import DELTA_S, Layer, Tracker, layers, points_needed
+from graphprune.pipeline.state import PruneState
 
-from .base import Pass, PassResult
+from graphprune.pipeline.base import Pass, PassResult
 
 
 def group_layers(cg: ChannelGraph) -> dict[int, list[Layer]]:

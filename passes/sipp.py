@@ -27,14 +27,14 @@ from typing import Literal
 import numpy as np
 from scipy.optimize import brentq
 
-from graphprune.calib import batch_for, gather
-from graphprune.channels import excluded_nodes
-from graphprune.edits import WeightEdit, apply_to_values, record
+from graphprune.methods.calib import batch_for, gather
+from graphprune.channels.analysis import excluded_nodes
+from graphprune.methods.edits import WeightEdit, apply_to_values, record
 from graphprune.errors import UsageError
-from graphprune.sensitivity import DELTA, DELTA_S, Tracker, alpha, epsilon_for, layers, points_needed, sample_size
-from graphprune.state import PruneState
+from graphprune.methods.sensitivity import DELTA, DELTA_S, Tracker, alpha, epsilon_for, layers, points_needed, sample_size
+from graphprune.pipeline.state import PruneState
 
-from .base import Pass, PassResult
+from graphprune.pipeline.base import Pass, PassResult
 
 MODES = ("deterministic", "randomized", "hybrid")
 
@@ -213,7 +213,7 @@ class SiPPSparsify(Pass):
 
     def verify_stage(self, source, before: PruneState, after: PruneState, *, rtol: float, atol: float, seed: int):
         """The output equals the model before this pass with the same weights zeroed (and scaled)."""
-        from graphprune.edits import verify_edits
+        from graphprune.methods.edits import verify_edits
 
         return verify_edits(before.model, after.model, after.weight_edits or {}, source.input_shapes,
                             interface=source.model, rtol=rtol, atol=atol, seed=seed)

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from graphprune.calib import CalibInput
+from graphprune.methods.calib import CalibInput
 from graphprune.errors import UsageError
-from graphprune.state import PruneState
+from graphprune.pipeline.state import PruneState
 
-from .base import Pass, PassResult
+from graphprune.pipeline.base import Pass, PassResult
 
 NEEDS = ("method 'taylor' needs a torch model and labels: graphprune.prune(module, example_inputs=(x,), "
          "method='taylor', calib=(inputs, targets)), or FILE.py:FUNCTION --calib data.npz with a 'labels' array")

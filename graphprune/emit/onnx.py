@@ -13,13 +13,13 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from ..errors import InternalError
-from ..frontends.onnx import inferred_shapes
-from ..gsgraph import export_like, reroute
-from ..ir import Graph
-from ..plan import Plan
-from ..rules import Space
-from .onnx_fixes import FIXES
+from graphprune.errors import InternalError
+from graphprune.frontends.onnx.load import inferred_shapes
+from graphprune.gsgraph import export_like, reroute
+from graphprune.ir import Graph
+from graphprune.channels.plan import Plan
+from graphprune.channels.rules import Space
+from graphprune.emit.onnx_fixes import FIXES
 
 
 @dataclass(frozen=True, eq=False)

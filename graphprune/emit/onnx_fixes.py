@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..rules.tensor import resolved_range
+from graphprune.channels.rules.tensor import resolved_range
 
 if TYPE_CHECKING:
-    from .onnx import FixContext
+    from graphprune.emit.onnx import FixContext
 
 
 def fresh_constant(node: gs.Node, label: str, values) -> gs.Constant:

@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from torch import fx, nn
 
-from ..errors import InternalError
-from ..frontends.fx import TorchSource, fetch
-from ..plan import Plan
-from .onnx import FixContext
-from .torch_fixes import Rewrite, rewrites
+from graphprune.errors import InternalError
+from graphprune.frontends.fx.trace import TorchSource, fetch
+from graphprune.channels.plan import Plan
+from graphprune.emit.onnx import FixContext
+from graphprune.emit.torch_fixes import Rewrite, rewrites
 
 
 @dataclass(frozen=True, eq=False)

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import fx
 
-from ..frontends.fx import TorchSource
-from .onnx import FixContext
+from graphprune.frontends.fx.trace import TorchSource
+from graphprune.emit.onnx import FixContext
 
 
 class _Unknown:

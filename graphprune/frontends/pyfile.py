@@ -11,7 +11,7 @@ import re
 import sys
 from pathlib import Path
 
-from ..errors import ModelLoadError, UsageError
+from graphprune.errors import ModelLoadError, UsageError
 
 SPEC = re.compile(r"^(?P<file>.+\.py):(?P<func>[A-Za-z_]\w*)$")
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..errors import UsageError
+from graphprune.errors import UsageError
 
 LRSchedule = Literal["cosine", "step", "constant"]
 

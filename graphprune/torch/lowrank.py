@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from graphprune import lowrank as lr
+from graphprune.methods import lowrank as lr
 
 
 @dataclass(frozen=True)

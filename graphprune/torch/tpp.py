@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UsageError
+from graphprune.errors import UsageError
 
 Schedule = Literal["paper", "fast"]
 SCHEDULES: dict[str, dict[str, float]] = {
@@ -301,9 +301,9 @@ class TPP:
         """Zero the pruned filters (``zero``), then remove them with the torch emitter; returns the smaller module
         (a deep copy: the model itself keeps its shapes). With ``verify``, the result is checked against the
         model with the plan's channels masked (graphprune.verify_torch); a failure raises VerificationError."""
-        from ..emit.torch import emit
-        from ..errors import VerificationError
-        from ..frontends.fx import load
+        from graphprune.emit.torch import emit
+        from graphprune.errors import VerificationError
+        from graphprune.frontends.fx.trace import load
 
         inputs = example_inputs if example_inputs is not None else self.example_inputs
         if inputs is None:
@@ -319,7 +319,7 @@ class TPP:
         emitted = emit(source, self.plan)
         self.emitted = emitted
         if verify:
-            from ..verify_torch import verify as verify_module
+            from graphprune.verify.torch import verify as verify_module
 
             v = verify_module(source, emitted.model, self.plan, rtol=rtol, atol=atol, onnx_export=False)
             self.verification = v

@@ -35,9 +35,9 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from graphprune import lowrank as lr
+from graphprune.methods import lowrank as lr
 
-from .lowrank import decompose_module, from_matrices, matrices, rank_of, targets
+from graphprune.torch.lowrank import decompose_module, from_matrices, matrices, rank_of, targets
 
 
 class TRP:

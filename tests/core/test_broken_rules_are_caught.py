@@ -11,8 +11,8 @@ import pytest
 
 import graphprune
 from graphprune.errors import InternalError, VerificationError
-from graphprune.rules import RULES, Block, Gather, Offset, Rule, RuleContext
-from graphprune.rules import IDENTITY
+from graphprune.channels.rules import RULES, Block, Gather, Offset, Rule, RuleContext
+from graphprune.channels.rules import IDENTITY
 
 
 def concat_offsets_reversed(ctx: RuleContext) -> None:

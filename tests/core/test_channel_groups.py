@@ -7,7 +7,7 @@ import warnings
 import pytest
 
 from graphprune.api import inspect
-from graphprune.rules import Space
+from graphprune.channels.rules import Space
 
 torch = pytest.importorskip("torch")
 

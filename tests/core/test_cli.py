@@ -11,7 +11,7 @@ import sys
 import onnx
 import pytest
 
-from graphprune.cli import main
+from graphprune.cli.main import main
 
 
 def sha(path) -> str:
@@ -112,12 +112,12 @@ def test_truncated_model_is_refused(exported, tmp_path):
 
 
 def test_failed_verification_writes_nothing(exported, tmp_path, monkeypatch):
-    from graphprune.rules import RULES, Rule
+    from graphprune.channels.rules import RULES, Rule
 
     src, out = exported("densenet_block"), tmp_path / "never.onnx"
 
     def offsets_all_zero(ctx):
-        from graphprune.rules import IDENTITY, Offset
+        from graphprune.channels.rules import IDENTITY, Offset
         y = ctx.node.outputs[0]
         for x in ctx.node.inputs:
             for k in range(ctx.rank(y)):

@@ -13,7 +13,7 @@ from onnx_builder import G
 import graphprune
 from graphprune.api import inspect
 from graphprune.errors import UnsupportedModelError
-from graphprune.rules import Space
+from graphprune.channels.rules import Space
 
 SHAPE = (1, 4, 8, 8)
 

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 from onnx_builder import G
 
 import graphprune
-from graphprune.rules import Space
+from graphprune.channels.rules import Space
 
 SHAPE = (1, 4, 8, 8)
 
@@ -310,7 +310,7 @@ def test_shape_arithmetic_that_needs_two_fold_rounds_swin_padding():
     """Swin pads the feature map to a multiple of the window with pads computed from Shape, then reshapes by the
     padded shape: only after one fold (and shape inference) is the Pad output static, so a second round folds
     the Shape after it. Without it, every later shape is unknown and everything after it is frozen."""
-    from graphprune.frontends import onnx as fo
+    from graphprune.frontends.onnx import load as fo
 
     g = G()
     x = g.op("Relu", [g.conv("input", 4, 8)])  # (1, 8, 8, 8)

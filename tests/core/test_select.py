@@ -10,7 +10,7 @@ import graphprune
 from graphprune.api import load
 from graphprune.passes import AnalyseChannels, MagnitudeScore, Select
 from graphprune.passes.select import round_kept
-from graphprune.state import PruneState
+from graphprune.pipeline.state import PruneState
 
 
 def two_layer_model():

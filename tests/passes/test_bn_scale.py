@@ -9,8 +9,8 @@ import graphprune
 from graphprune.passes import AnalyseChannels
 from graphprune.passes.bn_scale import BNScaleScore
 from graphprune.passes.magnitude import group_magnitude
-from graphprune.rules import Space
-from graphprune.state import PruneState
+from graphprune.channels.rules import Space
+from graphprune.pipeline.state import PruneState
 from models import REFERENCE_MODELS
 
 

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import graphprune
-from graphprune.calib import CalibInput, gather, prepare
+from graphprune.methods.calib import CalibInput, gather, prepare
 from graphprune.errors import UsageError
 from graphprune.runtime import run, session
 
@@ -111,12 +111,12 @@ def test_gather_runs_batches_of_any_size(exported, model_kind):
     gather(src.model, [name], calib, lambda v: seen.append(v[name]), input_shapes=src.input_shapes, batch_size=3,
            progress=False)
     assert [len(s) for s in seen] == [3, 3, 1]  # reduced batch by batch: never all points at once
-    from graphprune.calib import ActivationRunner
+    from graphprune.methods.calib import ActivationRunner
 
     runner = ActivationRunner(src.model, [name], src.input_shapes)
     runner.run({"input": calib.inputs["input"][:3]})
     assert runner.mode == ("relaxed" if model_kind == "flexible" else "static")
-    from graphprune.calib import expose
+    from graphprune.methods.calib import expose
 
     single = session(expose(src.model, [name]))
     expected = np.concatenate([run(single, {"input": calib.inputs["input"][i:i + 1]})[0] for i in range(7)])
@@ -124,7 +124,7 @@ def test_gather_runs_batches_of_any_size(exported, model_kind):
 
 
 def test_a_labels_array_is_ignored_by_input_only_methods():
-    from graphprune.calib import validate
+    from graphprune.methods.calib import validate
 
     arrays = {"input": np.zeros((4, 3), np.float32), "labels": np.zeros(4, np.int64)}
     out = validate(arrays, {"input": ((1, 3), np.dtype(np.float32))}, "calib.npz")

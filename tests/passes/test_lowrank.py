@@ -8,14 +8,14 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import graphprune
-from graphprune import lowrank as lr
+from graphprune.methods import lowrank as lr
 from graphprune.api import load
 from graphprune.errors import UsageError
 from graphprune.passes.lowrank import LowRank
 from graphprune.runtime import run, seeded_inputs, session
-from graphprune.state import PruneState
-from graphprune.verify import close
-from graphprune.verify_lowrank import layers_of, truncated_original, verify_lowrank
+from graphprune.pipeline.state import PruneState
+from graphprune.verify.onnx import close
+from graphprune.verify.lowrank import layers_of, truncated_original, verify_lowrank
 
 RNG = np.random.default_rng(0)
 
@@ -292,7 +292,7 @@ def test_config_errors():
 
 
 def test_cli_lowrank(handbuilt, tmp_path, capsys):
-    from graphprune.cli import main
+    from graphprune.cli.main import main
 
     src = handbuilt("matmul_mlp")
     out = tmp_path / "lr.onnx"

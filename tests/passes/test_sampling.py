@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import graphprune
-from graphprune.sensitivity import (Layer, alpha, channel_sensitivity, expected_distinct, kept_count, points_needed,
+from graphprune.methods.sensitivity import (Layer, alpha, channel_sensitivity, expected_distinct, kept_count, points_needed,
                                     sample_size, weight_sensitivity)
 from models import REFERENCE_MODELS
 from models.handbuilt import HANDBUILT_MODELS
@@ -122,7 +122,7 @@ def dead_channel_model() -> onnx.ModelProto:
 
 
 def group_of_conv1(result) -> int:
-    from graphprune.rules import Space
+    from graphprune.channels.rules import Space
 
     return result.channels.group_of[Space("w1", 0)]
 
@@ -141,15 +141,15 @@ def test_dead_channel_has_zero_sensitivity_and_goes_first():
 
 
 def test_dead_channel_scores_zero():
-    from graphprune.calib import prepare
+    from graphprune.methods.calib import prepare
     from graphprune.passes import AnalyseChannels
     from graphprune.passes.sensitivity import SensitivityScore
-    from graphprune.state import PruneState
+    from graphprune.pipeline.state import PruneState
 
     source = graphprune.api.load(dead_channel_model())
     calib = prepare(np.random.default_rng(2).random((8, 3, 6, 6), np.float32), source)
     state = SensitivityScore(max_points=8)(AnalyseChannels()(PruneState.start(source).with_(calib=calib)))
-    from graphprune.rules import Space
+    from graphprune.channels.rules import Space
 
     gid = state.channels.group_of[Space("w1", 0)]
     scores = state.scores[gid]
@@ -237,7 +237,7 @@ def test_sampling_prunes_handbuilt_models(handbuilt, name):
 
 
 def test_cli_sampling_with_calib_file(exported, tmp_path):
-    from graphprune.cli import main
+    from graphprune.cli.main import main
 
     np.savez(tmp_path / "calib.npz", input=np.random.default_rng(0).standard_normal((10, 3, 32, 32)).astype(np.float32))
     out, rep = tmp_path / "small.onnx", tmp_path / "report.json"

@@ -8,8 +8,8 @@ import pytest
 from onnx import numpy_helper
 
 import graphprune
-from graphprune.edits import WeightEdit, edited_model, verify_edits
-from graphprune.sensitivity import Layer, weight_sensitivity
+from graphprune.methods.edits import WeightEdit, edited_model, verify_edits
+from graphprune.methods.sensitivity import Layer, weight_sensitivity
 from models import REFERENCE_MODELS
 
 
@@ -54,7 +54,7 @@ def test_randomized_and_hybrid_verify(exported, mode):
 def test_the_oracle_catches_a_wrong_weight(exported):
     from graphprune.passes.calibrate import Calibrate
     from graphprune.passes.sipp import SiPPSparsify
-    from graphprune.state import PruneState
+    from graphprune.pipeline.state import PruneState
 
     source = graphprune.api.load(exported("plain_cnn", "legacy"))
     state = SiPPSparsify(ratio=0.5, max_points=4)(Calibrate(max_points=4)(PruneState.start(source)))
@@ -102,7 +102,7 @@ def test_sipp_on_reference_models(exported, name):
 def test_graphprune_verify_reads_the_stored_edits(exported, tmp_path):
     import json
 
-    from graphprune.edits import EDITS_KEY
+    from graphprune.methods.edits import EDITS_KEY
 
     path = exported("plain_cnn", "legacy")
     out = graphprune.prune(path, method="sipp", ratio=0.5, max_points=4).save(tmp_path / "sparse.onnx")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from graphprune.errors import UsageError
-from graphprune.prunability import cross_entropy, drift, kept_grid, smallest_within
+from graphprune.tools.prunability import cross_entropy, drift, kept_grid, smallest_within
 
 
 def counting(f):
@@ -84,7 +84,7 @@ def small_onnx(tmp_path_factory):
 
 
 def test_cli_prunability_with_labels(small_onnx, capsys):
-    from graphprune.cli import main
+    from graphprune.cli.main import main
 
     path, folder = small_onnx
     rc = main(["prunability", str(path), "--data", str(folder / "data.npz"), "--grid", "4", "--resolution", "0.05",
@@ -106,7 +106,7 @@ def test_cli_prunability_with_labels(small_onnx, capsys):
 
 
 def test_cli_prunability_drift_text(small_onnx, capsys):
-    from graphprune.cli import main
+    from graphprune.cli.main import main
 
     path, folder = small_onnx
     rc = main(["prunability", str(path), "--data", str(folder / "inputs.npz"), "--grid", "4", "--resolution", "0.05"])
@@ -123,7 +123,7 @@ def test_cli_prunability_drift_text(small_onnx, capsys):
     ({"input": np.zeros((3, 8, 8), np.float32)}, "has shape (3, 8, 8)"),
 ])
 def test_cli_prunability_bad_data(small_onnx, tmp_path, capsys, arrays, message):
-    from graphprune.cli import main
+    from graphprune.cli.main import main
 
     path, _ = small_onnx
     np.savez(tmp_path / "bad.npz", **arrays)
@@ -133,7 +133,7 @@ def test_cli_prunability_bad_data(small_onnx, tmp_path, capsys, arrays, message)
 
 
 def test_cli_prunability_missing_file(small_onnx, tmp_path, capsys):
-    from graphprune.cli import main
+    from graphprune.cli.main import main
 
     rc = main(["prunability", str(small_onnx[0]), "--data", str(tmp_path / "nope.npz")])
     assert rc == 2 and "no such file" in capsys.readouterr().err

@@ -26,9 +26,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 import graphprune
 import graphprune.api
-from graphprune import io, runtime
+from graphprune import io
+from graphprune import runtime
 from graphprune.errors import GraphPruneError, ModelLoadError, UsageError
-from graphprune.verify import interface_problems
+from graphprune.verify.onnx import interface_problems
 
 SMALL_THRESHOLD = 4096
 ENV = "GRAPHPRUNE_EXTERNAL_DATA_THRESHOLD"
@@ -196,7 +197,7 @@ def test_sigterm_during_large_save_leaves_no_partial_files(exported, tmp_path):
                 time.sleep(30)
             real(a, b)
         gio.os.replace = slow_replace
-        from graphprune.cli import main
+        from graphprune.cli.main import main
         raise SystemExit(main([{str(src)!r}, "-o", {str(out)!r}, "-q"]))
     """)
     env = dict(os.environ, **{ENV: str(SMALL_THRESHOLD)})

@@ -17,11 +17,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import graphprune
-from graphprune import io, runtime
+from graphprune import io
+from graphprune import runtime
 from graphprune.api import load
-from graphprune.frontends.onnx import SKELETON_MIN_ELEMENTS, skeleton
-from graphprune.plan import Plan
-from graphprune.verify import masked_model
+from graphprune.frontends.onnx.load import SKELETON_MIN_ELEMENTS, skeleton
+from graphprune.channels.plan import Plan
+from graphprune.verify.onnx import masked_model
 
 
 def mlp(widths=(64, 256, 256, 8), seed=0) -> onnx.ModelProto:

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from graphprune import io
-from graphprune.cli import main
+from graphprune.cli.main import main
 
 
 def sha(path) -> str:
@@ -58,7 +58,7 @@ def test_sigterm_during_save_leaves_no_partial_file(exported, tmp_path):
             time.sleep(30)
             real(a, b)
         gio.os.replace = slow_replace
-        from graphprune.cli import main
+        from graphprune.cli.main import main
         raise SystemExit(main([{str(src)!r}, "-o", {str(out)!r}, "-q"]))
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)

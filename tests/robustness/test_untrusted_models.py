@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 
 import graphprune
 from graphprune.errors import ModelLoadError
-from graphprune.rules import Space
+from graphprune.channels.rules import Space
 from graphprune.runtime import max_opset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))

@@ -7,8 +7,8 @@ import json
 
 import onnx
 
-from graphprune.bench import bench
-from graphprune.cli import main
+from graphprune.tools.bench import bench
+from graphprune.cli.main import main
 
 FAST = ["--runs", "3", "--warmup", "1"]
 

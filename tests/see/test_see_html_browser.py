@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from graphprune.cli import main
+from graphprune.cli.main import main
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")

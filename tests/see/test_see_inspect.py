@@ -6,7 +6,7 @@ import json
 import re
 
 import graphprune
-from graphprune.cli import main
+from graphprune.cli.main import main
 
 
 def test_terminal_view_names_layers_not_raw_tensors(exported, capsys, wide):

@@ -13,7 +13,7 @@ def test_ops_md_matches_the_rule_registry():
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
     assert gen.main(["--check"]) == 0, "docs/ops.md is stale: run 'python docs/gen_ops.py'"
-    from graphprune.rules import RULES
+    from graphprune.channels.rules import RULES
 
     text = (DOCS / "ops.md").read_text()
     assert all(op in text for op in RULES)

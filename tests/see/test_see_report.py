@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from graphprune.cli import main
+from graphprune.cli.main import main
 
 
 def prune(src, tmp_path, *args):

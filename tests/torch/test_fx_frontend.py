@@ -8,11 +8,11 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from graphprune.channels import analyse  # noqa: E402
+from graphprune.channels.analysis import analyse  # noqa: E402
 from graphprune.errors import GraphPruneError, ModelLoadError  # noqa: E402
-from graphprune.frontends.fx import UntraceableModelError, load  # noqa: E402
-from graphprune.frontends.fx_ops import TABLE  # noqa: E402
-from graphprune.rules import RULES  # noqa: E402
+from graphprune.frontends.fx.trace import UntraceableModelError, load  # noqa: E402
+from graphprune.frontends.fx.ops import TABLE  # noqa: E402
+from graphprune.channels.rules import RULES  # noqa: E402
 from models import REFERENCE_MODELS  # noqa: E402
 
 

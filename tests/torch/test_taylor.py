@@ -14,7 +14,7 @@ from torch import nn  # noqa: E402
 
 import graphprune  # noqa: E402
 from graphprune.errors import UsageError  # noqa: E402
-from graphprune.torch_api import plan_module  # noqa: E402
+from graphprune.torch.api import plan_module  # noqa: E402
 from models import REFERENCE_MODELS  # noqa: E402
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import fx, nn  # noqa: E402
 
 from graphprune.errors import UsageError  # noqa: E402
-from graphprune.torch_api import inspect_module, plan_module, prune_module  # noqa: E402
+from graphprune.torch.api import inspect_module, plan_module, prune_module  # noqa: E402
 from models import REFERENCE_MODELS  # noqa: E402
 
 
@@ -329,7 +329,7 @@ def test_recurrent_layers_are_resized(cell, bidirectional, batch_first):
 
 @pytest.mark.filterwarnings("ignore:LSTM with projections")
 def test_recurrent_projection_is_frozen():
-    from graphprune.verify_torch import verify
+    from graphprune.verify.torch import verify
 
     torch.manual_seed(0)
     m = Recurrent(nn.LSTM, False, True, proj_size=6).eval()

@@ -30,9 +30,9 @@ from torch import nn  # noqa: E402
 
 from graphprune.api import load as load_onnx  # noqa: E402
 from graphprune.config import PruneConfig  # noqa: E402
-from graphprune.frontends.fx import load as load_fx  # noqa: E402
-from graphprune.methods import METHODS  # noqa: E402
-from graphprune.state import PruneState  # noqa: E402
+from graphprune.frontends.fx.trace import load as load_fx  # noqa: E402
+from graphprune.pipeline.presets import METHODS  # noqa: E402
+from graphprune.pipeline.state import PruneState  # noqa: E402
 from models import REFERENCE_MODELS  # noqa: E402
 
 

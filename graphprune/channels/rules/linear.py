@@ -1,0 +1,38 @@
+"""Gemm and MatMul: the contracted axis of both operands shrinks together; the free axes follow the output."""
+
+from __future__ import annotations
+
+from graphprune.channels.rules.base import RuleContext, rule
+from graphprune.channels.rules.elementwise import couple_broadcast
+
+
+@rule("Gemm")
+def gemm(ctx: RuleContext) -> None:
+    """Y = op(A)·op(B) + C: K of A ↔ K of B; M of A ↔ Y[0]; N of B ↔ Y[1]; C broadcast to Y."""
+    a, b, y = ctx.node.inputs[0], ctx.node.inputs[1], ctx.node.outputs[0]
+    ta, tb = int(ctx.attr("transA", 0)), int(ctx.attr("transB", 0))
+    ctx.couple_axes(a, 1 - ta, b, tb)
+    ctx.couple_axes(a, ta, y, 0)
+    ctx.couple_axes(b, 1 - tb, y, 1)
+    if ctx.node.input(2):
+        couple_broadcast(ctx, [ctx.node.inputs[2]], y)
+
+
+@rule("MatMul")
+def matmul(ctx: RuleContext) -> None:
+    """A[…,M,K]·B[…,K,N]: K ↔ K, M ↔ Y[-2], N ↔ Y[-1], batch axes broadcast (1-D operands: frozen)."""
+    a, b, y = ctx.node.inputs[0], ctx.node.inputs[1], ctx.node.outputs[0]
+    ra, rb, ry = ctx.rank(a), ctx.rank(b), ctx.rank(y)
+    if ra < 2 or rb < 2:
+        return
+    ctx.couple_axes(a, -1, b, -2)
+    ctx.couple_axes(a, -2, y, -2)
+    ctx.couple_axes(b, -1, y, -1)
+    for name, r in ((a, ra), (b, rb)):
+        shape, out = ctx.shape(name), ctx.shape(y)
+        for k in range(r - 2):
+            ok = k + ry - r
+            if shape[k] == out[ok]:
+                ctx.couple_axes(name, k, y, ok)
+            elif shape[k] == 1:
+                ctx.freeze_axis(name, k, "size-1 batch axis broadcast by MatMul")

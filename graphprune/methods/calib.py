@@ -1,0 +1,390 @@
+"""Calibration data, and activations gathered from it batch by batch.
+
+Data comes as a ``.npz`` file (arrays named like the model's inputs), a ``.npy`` file (a model with one input),
+or from Python: an array, a dict of arrays, or an iterable of batches (arrays or dicts). Axis 0 is the point
+(batch) axis and may have any size; every other axis must match the analysed input shape. Dtypes must be of
+the same kind as the input's (float for float, integer for integer); values are cast to the exact dtype.
+
+Without data, seeded standard-normal inputs of the declared shape stand in, and the calibration says it is
+*data-free* (the report carries that note): data-informed scores from random inputs measure the weights'
+response to noise, not to the data the model will see.
+
+Activations are gathered by running the model in onnxruntime with the needed intermediate tensors added as
+graph outputs, one batch at a time; the caller reduces each batch (running maxima, sums) before the next
+one runs, so the activations of all points are never held at once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import numpy as np
+import onnx
+
+from graphprune.errors import UsageError
+from graphprune.frontends.onnx.load import LoadedModel, graph_inputs
+from graphprune.runtime import run, session
+
+CalibData = Any  # str | PathLike | np.ndarray | Mapping[str, np.ndarray] | Iterable[np.ndarray | Mapping]
+
+
+@dataclass(frozen=True, eq=False)
+class Calibration:
+    """Calibration points for every model input (axis 0 = points), and where they came from."""
+
+    inputs: Mapping[str, np.ndarray]
+    data_free: bool
+    source: str
+
+    @property
+    def n_points(self) -> int:
+        return int(next(iter(self.inputs.values())).shape[0]) if self.inputs else 0
+
+    def head(self, n: int) -> "Calibration":
+        """The first ``n`` points."""
+        if n >= self.n_points:
+            return self
+        return Calibration(MappingProxyType({k: v[:n] for k, v in self.inputs.items()}), self.data_free, self.source)
+
+    def batches(self, size: int) -> Iterator[dict[str, np.ndarray]]:
+        for start in range(0, self.n_points, max(1, size)):
+            yield {k: v[start:start + size] for k, v in self.inputs.items()}
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.source, "points": self.n_points, "data_free": self.data_free}
+
+    @property
+    def note(self) -> str | None:
+        if self.data_free:
+            return (f"data-free: no calibration data given, so {self.n_points} seeded random inputs stood in; "
+                    "pass --calib FILE for data-informed scores")
+        return None
+
+
+class CalibInput:
+    """Calibration data given from Python, as :class:`graphprune.PruneConfig` holds it: never deep-copied,
+    printed as a short description (reports stay small), and an iterable of batches is read once, here."""
+
+    def __init__(self, data: CalibData):
+        if isinstance(data, CalibInput):
+            data = data.data
+        elif not isinstance(data, (np.ndarray, Mapping, str, os.PathLike)) and isinstance(data, Iterable):
+            data = tuple(data)
+        self.data = data
+
+    def __deepcopy__(self, memo) -> "CalibInput":
+        return self
+
+    def __repr__(self) -> str:
+        d = self.data
+        if isinstance(d, np.ndarray):
+            return f"<array {d.dtype}{list(d.shape)}>"
+        if isinstance(d, Mapping):
+            return "<arrays " + ", ".join(f"{k}: {np.asarray(v).dtype}{list(np.shape(v))}" for k, v in d.items()) + ">"
+        return f"<{len(d)} batches>" if isinstance(d, tuple) else f"<{type(d).__name__}>"
+
+    __str__ = __repr__
+
+
+# ---- loading and validation ----------------------------------------------------------------------------
+
+
+def load_file(path: str | os.PathLike) -> np.ndarray | dict[str, np.ndarray]:
+    """Read a ``.npz`` (dict of arrays) or ``.npy`` (one array) file; pickles are refused."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"--calib {p}: no such file")
+    if p.suffix not in (".npz", ".npy"):
+        raise UsageError(f"--calib {p}: expected a .npz (arrays named like the model inputs) or .npy file")
+    try:
+        data = np.load(p, allow_pickle=False)
+        if isinstance(data, np.ndarray):
+            return data
+        with data:
+            return {k: np.asarray(data[k]) for k in data.files}
+    except Exception as exc:
+        raise UsageError(f"--calib {p}: cannot read it ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+
+
+def model_inputs(source: LoadedModel) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Input name → (analysed shape, dtype)."""
+    out = {}
+    for vi in graph_inputs(source.model):
+        if vi.name in source.input_shapes:
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+            out[vi.name] = (tuple(source.input_shapes[vi.name]), dtype)
+    return out
+
+
+def as_dict(item: Any, names: list[str], where: str) -> dict[str, np.ndarray]:
+    if isinstance(item, Mapping):
+        return {str(k): np.asarray(v) for k, v in item.items()}
+    if isinstance(item, (np.ndarray, list, tuple)) or np.isscalar(item):
+        if len(names) != 1:
+            raise UsageError(f"{where}: a single array was given, but the model has {len(names)} inputs {names}; "
+                             "use a .npz / dict keyed by input name")
+        return {names[0]: np.asarray(item)}
+    raise UsageError(f"{where}: expected an array or a dict of arrays, got {type(item).__name__}")
+
+
+def collect(data: CalibData, names: list[str]) -> tuple[dict[str, np.ndarray], str]:
+    """Normalise any accepted form to one dict of arrays (points concatenated) and a description."""
+    if isinstance(data, CalibInput):
+        data = data.data
+    if isinstance(data, (str, os.PathLike)):
+        return as_dict(load_file(data), names, f"--calib {data}"), str(data)
+    if isinstance(data, (np.ndarray, Mapping)):
+        return as_dict(data, names, "calibration data"), "arrays"
+    if isinstance(data, Iterable):
+        parts = [as_dict(b, names, f"calibration batch {i}") for i, b in enumerate(data)]
+        if not parts:
+            raise UsageError("calibration data: the iterable of batches is empty")
+        keys = set(parts[0])
+        for i, part in enumerate(parts):
+            if set(part) != keys:
+                raise UsageError(f"calibration batch {i} names inputs {sorted(part)}, batch 0 names {sorted(keys)}")
+        try:
+            merged = {k: np.concatenate([p[k] for p in parts], axis=0) for k in keys}
+        except ValueError as exc:
+            raise UsageError(f"calibration batches do not stack along axis 0: {exc}") from exc
+        return merged, f"{len(parts)} batches"
+    raise UsageError(f"calibration data: expected a .npz/.npy path, an array, a dict or an iterable of batches, "
+                     f"got {type(data).__name__}")
+
+
+LABELS = "labels"
+
+
+def validate(arrays: dict[str, np.ndarray], inputs: Mapping[str, tuple[tuple[int, ...], np.dtype]],
+             where: str) -> dict[str, np.ndarray]:
+    """Names, shapes (axis 0 free), dtype kinds and finiteness; returns arrays cast to the input dtypes.
+    A ``labels`` array (the format ``prunability`` and ``taylor`` read) is ignored unless the model has such an input."""
+    if LABELS in arrays and LABELS not in inputs:
+        arrays = {k: v for k, v in arrays.items() if k != LABELS}
+    missing = sorted(set(inputs) - set(arrays))
+    extra = sorted(set(arrays) - set(inputs))
+    if missing or extra:
+        what = (f"lacks input(s) {missing}" if missing else "") + ("; " if missing and extra else "") + \
+               (f"has array(s) {extra} that are not model inputs" if extra else "")
+        raise UsageError(f"{where} {what}; the model's inputs are {sorted(inputs)}")
+    out, counts = {}, {}
+    for name, (shape, dtype) in inputs.items():
+        arr = arrays[name]
+        if arr.ndim != len(shape) or tuple(arr.shape[1:]) != tuple(shape[1:]):
+            expected = "(N, " + ", ".join(map(str, shape[1:])) + ")"
+            raise UsageError(f"{where}: input '{name}' has shape {tuple(arr.shape)}; the model expects {expected} "
+                             "(any N points)")
+        if arr.shape[0] == 0:
+            raise UsageError(f"{where}: input '{name}' holds no points")
+        if kind(arr.dtype) != kind(dtype):
+            raise UsageError(f"{where}: input '{name}' has dtype {arr.dtype}; the model expects {dtype}")
+        if kind(dtype) == "f" and not np.all(np.isfinite(arr)):
+            raise UsageError(f"{where}: input '{name}' holds NaN or infinite values")
+        out[name] = np.ascontiguousarray(arr.astype(dtype, copy=False))
+        counts[name] = arr.shape[0]
+    if len(set(counts.values())) > 1:
+        raise UsageError(f"{where}: inputs have different numbers of points {counts}")
+    return out
+
+
+def kind(dtype: np.dtype) -> str:
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.floating):
+        return "f"
+    if dtype == np.bool_:
+        return "b"
+    if np.issubdtype(dtype, np.integer):
+        return "i"
+    return dtype.kind
+
+
+def prepare(data: CalibData | None, source: LoadedModel, *, max_points: int = 256, seed: int = 0) -> Calibration:
+    """Validated calibration points (at most ``max_points``, the first ones), or seeded random ones."""
+    inputs = model_inputs(source)
+    if data is None:
+        return random_calibration(inputs, max_points, seed)
+    arrays, described = collect(data, list(inputs))
+    where = f"--calib {data}" if isinstance(data, (str, os.PathLike)) else "calibration data"
+    checked = validate(arrays, inputs, where)
+    return Calibration(MappingProxyType(checked), False, described).head(max_points)
+
+
+def random_calibration(inputs: Mapping[str, tuple[tuple[int, ...], np.dtype]], n: int, seed: int) -> Calibration:
+    """``n`` seeded points per input: standard normal floats, small non-negative integers, random bools."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, (shape, dtype) in inputs.items():
+        full = (n, *shape[1:])
+        if kind(dtype) == "f":
+            out[name] = rng.standard_normal(full).astype(dtype)
+        elif kind(dtype) == "b":
+            out[name] = rng.random(full) < 0.5
+        else:
+            out[name] = rng.integers(0, 2, full).astype(dtype)
+    return Calibration(MappingProxyType(out), True, "random (data-free)")
+
+
+# ---- running the model with intermediate outputs --------------------------------------------------------
+
+
+def expose(model: onnx.ModelProto, names: Iterable[str], relax_batch: bool = False) -> onnx.ModelProto:
+    """A copy of ``model`` whose outputs are ``names`` (intermediate tensors); with ``relax_batch`` the inputs'
+    axis 0 is symbolic and no intermediate shape is declared, so any number of points can run at once."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    infos = {vi.name: vi for vi in (*g.value_info, *g.output)}
+    del g.output[:]
+    for name in names:
+        vi = onnx.ValueInfoProto()
+        if name in infos:
+            vi.CopyFrom(infos[name])
+        else:
+            vi.name = name
+            vi.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+        if relax_batch:
+            vi.type.tensor_type.ClearField("shape")
+        g.output.append(vi)
+    if relax_batch:
+        del g.value_info[:]
+        inits = {i.name for i in g.initializer}
+        for vi in g.input:
+            if vi.name not in inits and vi.type.tensor_type.shape.dim:
+                d = vi.type.tensor_type.shape.dim[0]
+                d.Clear()
+                d.dim_param = "points"
+    return out
+
+
+class ActivationRunner:
+    """Runs the exposed model on batches of any size.
+
+    It first tries a copy with a symbolic batch axis (one run per batch). Constant folding may have baked the
+    analysed batch size into the graph (a Reshape to ``[1, 256]``), so that copy is trusted only when its first
+    batch runs and matches the static model on the first points; otherwise batches run in chunks of the
+    analysed batch size through the static model (the last chunk padded by repeating its first point).
+    """
+
+    def __init__(self, model: onnx.ModelProto, names: list[str], input_shapes: Mapping[str, tuple[int, ...]]):
+        self.names = list(dict.fromkeys(names))
+        inputs = {vi.name for vi in graph_inputs(model)}
+        self.passthrough = [n for n in self.names if n in inputs]
+        self.computed = [n for n in self.names if n not in inputs]
+        self.static_batch = min((s[0] for s in input_shapes.values() if s), default=1)
+        self.static = session(expose(model, self.computed)) if self.computed else None
+        self.model = model
+        self.relaxed = None
+        self.mode: str | None = None
+
+    def run(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {n: batch[n] for n in self.passthrough}
+        if self.static is None:
+            return out
+        if self.mode is None:
+            self.mode = self.choose(batch)
+        values = self.run_relaxed(batch) if self.mode == "relaxed" else self.run_static(batch)
+        out.update(values)
+        return out
+
+    def choose(self, batch: Mapping[str, np.ndarray]) -> str:
+        n = len(next(iter(batch.values())))
+        if n == self.static_batch:
+            return "static"
+        try:
+            self.relaxed = session(expose(self.model, self.computed, relax_batch=True))
+            got = self.run_relaxed(batch)
+            head = {k: v[:self.static_batch] for k, v in batch.items()}
+            want = self.run_static(head) if n >= self.static_batch else None
+        except Exception:
+            return "static"
+        if want is None:
+            return "static"
+        for name in self.computed:
+            a, b = got[name], want[name]
+            if a.shape[0] != n or a.shape[1:] != b.shape[1:]:
+                return "static"
+            if not np.allclose(a[:self.static_batch], b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(b).max(initial=0)))):
+                return "static"
+        return "relaxed"
+
+    def run_relaxed(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.computed, run(self.relaxed, batch)))
+
+    def run_static(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(next(iter(batch.values())))
+        b = self.static_batch
+        chunks: dict[str, list[np.ndarray]] = {k: [] for k in self.computed}
+        for start in range(0, n, b):
+            feed = {}
+            for k, v in batch.items():
+                part = v[start:start + b]
+                if len(part) < b:
+                    part = np.concatenate([part, np.repeat(part[:1], b - len(part), axis=0)])
+                feed[k] = part
+            for name, value in zip(self.computed, run(self.static, feed)):
+                chunks[name].append(value[:min(b, n - start)])
+        return {k: np.concatenate(v, axis=0) for k, v in chunks.items()}
+
+
+ACTIVATION_BUDGET = 1 << 26  # elements of exposed activations per batch (256 MB of float32)
+
+
+def batch_for(graph, names: Iterable[str], requested: int, budget: int = ACTIVATION_BUDGET) -> int:
+    """The requested batch size, made smaller when one batch of the exposed tensors would exceed ``budget``."""
+    per_point = sum(int(np.prod(graph.shape(n)[1:], dtype=np.int64)) for n in set(names) if graph.shape(n))
+    return max(1, min(requested, budget // max(1, per_point)))
+
+
+def show_progress(progress: bool | None) -> bool:
+    from graphprune.progress import enabled
+
+    return enabled(progress)
+
+
+def gather(model: onnx.ModelProto, names: Iterable[str], calib: Calibration, on_batch: Callable[[dict[str, np.ndarray]], None],
+           *, input_shapes: Mapping[str, tuple[int, ...]], batch_size: int = 32, progress: bool | None = None,
+           description: str = "calibrating") -> int:
+    """Run ``model`` on every calibration batch and hand ``on_batch`` the tensors ``names`` of that batch.
+
+    ``on_batch`` must reduce what it needs (running maxima, sums) and keep nothing else. Returns the number of
+    points processed. A progress bar shows on a terminal (``progress=None``), never in pipes or logs.
+    """
+    runner = ActivationRunner(model, list(names), input_shapes)
+    batches = calib.batches(batch_size)
+    total = -(-calib.n_points // max(1, batch_size))
+    from graphprune import progress as bars
+
+    for batch in bars.track(batches, description, total=total, progress=progress):
+        on_batch(runner.run(batch))
+    return calib.n_points
+
+
+DATA_METHODS = ("sampling", "sipp", "taylor")  # the methods that read calibration data
+LABELLED_METHODS = ("taylor",)  # read (inputs, labels) in their own format, checked by their own pass
+
+
+def check_options(config) -> None:
+    """The data-informed options of a :class:`graphprune.PruneConfig`; wraps Python calibration data in
+    :class:`CalibInput`. Raises :class:`UsageError` when inconsistent."""
+    if config.budget not in ("params", "macs"):
+        raise UsageError(f"budget '{config.budget}' must be 'params' or 'macs'")
+    if config.sampling not in ("deterministic", "randomized"):
+        raise UsageError(f"sampling '{config.sampling}' must be 'deterministic' or 'randomized'")
+    if config.sipp_mode not in ("deterministic", "randomized", "hybrid"):
+        raise UsageError(f"sipp mode '{config.sipp_mode}' must be deterministic, randomized or hybrid")
+    if not 0.0 < config.delta < 1.0:
+        raise UsageError(f"delta {config.delta} must be in (0, 1)")
+    if int(config.max_points) != config.max_points or config.max_points < 1:
+        raise UsageError(f"max points {config.max_points} must be a positive integer")
+    if config.calib is not None:
+        if config.method not in DATA_METHODS:
+            raise UsageError(f"--calib is read by the data-informed methods ({', '.join(DATA_METHODS)}), "
+                             f"not by '{config.method}'")
+        if config.method in LABELLED_METHODS:
+            return
+        if not isinstance(config.calib, (str, os.PathLike, CalibInput)):
+            object.__setattr__(config, "calib", CalibInput(config.calib))

@@ -1,0 +1,299 @@
+"""Data-informed sensitivity (PFP, Liebenwein et al. ICLR 2020; SiPP, Baykal et al. 2019), in numpy.
+
+A *layer* here is a Conv, Gemm or MatMul whose weight is a constant and whose other operand is an activation.
+Flatten its weight to ``W ∈ R^{F×D}`` per conv group (D = input channels × kernel positions) and the input
+to rows (one row per point and output patch, im2col). With ``W⁺ = max(W, 0)``, ``W⁻ = min(W, 0)`` and a
+non-negative row ``a`` (rows with negative entries are split into ``a⁺`` and ``a⁻`` rows, as the authors do):
+
+    z⁺_f = Σ_d W⁺_{f,d} a_d,   z⁻_f = Σ_d W⁻_{f,d} a_d,
+    g_{f,d} = W⁺_{f,d} a_d / z⁺_f  +  W⁻_{f,d} a_d / z⁻_f     (one of the two terms is 0; |z| ≤ eps gives 0)
+
+* SiPP (weight level): ``s_{f,d} = max over rows of g_{f,d}``;
+* PFP (input channel c, i.e. filter c of the producer): ``s_c = max over rows, f and the kernel positions
+  u of channel c of g_{f,(c,u)}``.
+
+Rows are processed in chunks sized to a fixed memory budget; nothing loops over channels in Python.
+The sample-complexity helpers implement §2 of ALGORITHMS.md with the authors' code defaults.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+from graphprune.ir import Graph, Node
+
+EPS = float(np.finfo(np.float32).eps)  # |z| at or below this contributes nothing (authors' code)
+CHUNK_ELEMENTS = 1 << 22  # elements of the (rows, groups, filters, D) temporary per chunk
+DELTA = 1e-16  # failure probability δ of the sampling bound (code default)
+DELTA_S = 1e-16  # failure probability of the data-set size bound (code default)
+
+
+# ---- layers ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A consumer of an activation with a constant weight, in a normal form for sensitivity.
+
+    ``x_axis``: the axis of ``x`` that indexes input channels (features); ``w_axis``: the axis of the stored
+    weight that matches it (what reweighting scales).
+    """
+
+    node: str
+    op: str
+    x: str
+    x_axis: int
+    weight: str
+    w_axis: int
+    groups: int = 1
+    kernel: tuple[int, ...] = ()
+    strides: tuple[int, ...] = ()
+    pads: tuple[tuple[int, int], ...] = ()
+    dilations: tuple[int, ...] = ()
+    out_spatial: tuple[int, ...] = ()
+    patches: int = 1  # output patches per point (conv positions, MatMul rows per point)
+    trans_a: bool = False
+
+    @property
+    def kappa(self) -> int:
+        """Kernel size κ (positions per input channel)."""
+        return int(np.prod(self.kernel, dtype=np.int64)) if self.kernel else 1
+
+    def matrix(self, w: np.ndarray) -> np.ndarray:
+        """The weight as (groups, filters per group, D) with D ordered (channel, kernel positions)."""
+        w = np.asarray(w, np.float32)
+        if self.op == "Conv":
+            f = w.shape[0]
+            return w.reshape(self.groups, f // self.groups, -1)
+        if self.op == "Gemm":
+            return (w if self.w_axis == 1 else w.T)[None]
+        return w.T[None]  # MatMul: B is (K, N)
+
+    def unmatrix(self, m: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """Inverse of :meth:`matrix` (for per-weight arrays)."""
+        if self.op == "Conv":
+            return m.reshape(shape)
+        if self.op == "Gemm":
+            return (m[0] if self.w_axis == 1 else m[0].T).reshape(shape)
+        return m[0].T.reshape(shape)
+
+    def rows(self, a: np.ndarray, rng: np.random.Generator | None = None, max_patches: int | None = None) -> np.ndarray:
+        """Input rows (R, groups, D) of one batch of activations; at most ``max_patches`` patches per point."""
+        a = np.asarray(a, np.float32)
+        if self.op == "Gemm":
+            r = a.T if self.trans_a else a
+            return r.reshape(r.shape[0], 1, -1)
+        if self.op == "MatMul":
+            k = a.shape[-1]
+            per_point = a.reshape(a.shape[0], -1, k)
+            per_point = pick_patches(per_point, rng, max_patches)
+            return per_point.reshape(-1, 1, k)
+        return self.conv_rows(a, rng, max_patches)
+
+    def conv_rows(self, a: np.ndarray, rng, max_patches) -> np.ndarray:
+        nd = len(self.kernel)
+        b, c = a.shape[:2]
+        xp = np.pad(a, [(0, 0), (0, 0), *self.pads])
+        window = tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilations))
+        v = np.lib.stride_tricks.sliding_window_view(xp, window, axis=tuple(range(2, 2 + nd)))
+        steps = tuple(slice(0, o * s, s) for o, s in zip(self.out_spatial, self.strides))
+        dil = tuple(slice(None, None, d) for d in self.dilations)
+        v = v[(slice(None), slice(None)) + steps + dil]  # (B, C, *O, *k), a view
+        n_pos = int(np.prod(self.out_spatial, dtype=np.int64))
+        pos = np.arange(n_pos)
+        if max_patches is not None and n_pos > max_patches:
+            pos = np.sort((rng or np.random.default_rng(0)).choice(n_pos, max_patches, replace=False))
+        idx = np.unravel_index(pos, self.out_spatial)
+        picked = v[(slice(None), slice(None)) + tuple(idx)]  # (B, C, n, *k): only the chosen patches are copied
+        picked = np.moveaxis(picked, 2, 1)  # (B, n, C, *k)
+        g = self.groups
+        return np.ascontiguousarray(picked).reshape(b * len(pos), g, (c // g) * self.kappa)
+
+
+def pick_patches(per_point: np.ndarray, rng, max_patches) -> np.ndarray:
+    n = per_point.shape[1]
+    if max_patches is None or n <= max_patches:
+        return per_point
+    pos = np.sort((rng or np.random.default_rng(0)).choice(n, max_patches, replace=False))
+    return per_point[:, pos]
+
+
+def conv_pads(node: Node, in_spatial: tuple[int, ...], kernel, strides, dilations) -> tuple[tuple[int, int], ...]:
+    nd = len(kernel)
+    auto = node.attr("auto_pad", "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        out = []
+        for s, k, st, d in zip(in_spatial, kernel, strides, dilations):
+            total = max(0, (math.ceil(s / st) - 1) * st + (k - 1) * d + 1 - s)
+            small = total // 2
+            out.append((small, total - small) if auto == "SAME_UPPER" else (total - small, small))
+        return tuple(out)
+    if auto == "VALID":
+        return tuple((0, 0) for _ in range(nd))
+    pads = tuple(int(p) for p in (node.attr("pads") or (0,) * (2 * nd)))
+    return tuple((pads[i], pads[i + nd]) for i in range(nd))
+
+
+def layer_of(graph: Graph, node: Node) -> Layer | None:
+    """The sensitivity normal form of ``node``, or None when it is not a Conv/Gemm/MatMul with a constant
+    weight and an activation input of known shape."""
+    x = node.input(0)
+    if x is None or graph.is_const(x) or graph.shape(x) is None:
+        return None
+    if node.op == "Conv":
+        w = graph.tensors.get(node.input(1) or "")
+        y = graph.shape(node.outputs[0])
+        if w is None or not w.is_const or y is None or w.rank < 3:
+            return None
+        nd = w.rank - 2
+        kernel = tuple(int(k) for k in w.shape[2:])
+        strides = tuple(int(s) for s in (node.attr("strides") or (1,) * nd))
+        dil = tuple(int(d) for d in (node.attr("dilations") or (1,) * nd))
+        pads = conv_pads(node, graph.shape(x)[2:], kernel, strides, dil)
+        out_spatial = tuple(int(o) for o in y[2:])
+        return Layer(node.name, "Conv", x, 1, node.inputs[1], 1, int(node.attr("group", 1)), kernel, strides, pads,
+                     dil, out_spatial, int(np.prod(out_spatial, dtype=np.int64)))
+    if node.op == "Gemm":
+        w = graph.tensors.get(node.input(1) or "")
+        if w is None or not w.is_const or w.rank != 2 or graph.is_const(x):
+            return None
+        ta, tb = bool(node.attr("transA", 0)), bool(node.attr("transB", 0))
+        return Layer(node.name, "Gemm", x, 0 if ta else 1, node.inputs[1], 1 if tb else 0, trans_a=ta)
+    if node.op == "MatMul":
+        w = graph.tensors.get(node.input(1) or "")
+        shape = graph.shape(x)
+        if w is None or not w.is_const or w.rank != 2 or len(shape) < 2:
+            return None
+        patches = int(np.prod(shape[1:-1], dtype=np.int64)) if len(shape) > 2 else 1
+        return Layer(node.name, "MatMul", x, len(shape) - 1, node.inputs[1], 0, patches=patches)
+    return None
+
+
+def layers(graph: Graph) -> list[Layer]:
+    return [lay for n in graph.nodes if (lay := layer_of(graph, n)) is not None]
+
+
+# ---- the sensitivity kernel -----------------------------------------------------------------------------
+
+
+def split_signs(rows: np.ndarray) -> np.ndarray:
+    """Rows with negative entries become two non-negative rows, ``a⁺`` and ``a⁻ = max(−a, 0)``."""
+    if rows.size == 0 or rows.min() >= 0:
+        return rows
+    neg = np.maximum(-rows, 0)
+    keep = neg.reshape(len(rows), -1).any(1)
+    return np.concatenate([np.maximum(rows, 0), neg[keep]])
+
+
+def edge_ratios(rows: np.ndarray, w_pos: np.ndarray, w_neg: np.ndarray) -> np.ndarray:
+    """(R, G, F, D): ``W⁺/z⁺ + W⁻/z⁻`` per row, filter and weight (to be multiplied by the row's ``a``)."""
+    zp = np.einsum("rgd,gfd->rgf", rows, w_pos)
+    zn = np.einsum("rgd,gfd->rgf", rows, w_neg)
+    with np.errstate(divide="ignore"):
+        rp = np.where(zp > EPS, 1.0 / zp, 0.0).astype(np.float32)
+        rn = np.where(zn < -EPS, 1.0 / zn, 0.0).astype(np.float32)
+    return w_pos[None] * rp[..., None] + w_neg[None] * rn[..., None]
+
+
+def chunks(n_rows: int, per_row: int) -> Iterable[slice]:
+    step = max(1, CHUNK_ELEMENTS // max(1, per_row))
+    for start in range(0, n_rows, step):
+        yield slice(start, start + step)
+
+
+def channel_sensitivity(rows: np.ndarray, w: np.ndarray, kappa: int) -> np.ndarray:
+    """PFP: per input channel (``G · D / κ`` of them), the max over rows, filters and kernel positions of g."""
+    rows = split_signs(rows)
+    g, f, d = w.shape
+    w_pos, w_neg = np.maximum(w, 0), np.minimum(w, 0)
+    best = np.zeros((g, d), np.float32)
+    for sl in chunks(len(rows), g * f * d):
+        r = rows[sl]
+        per_edge = (edge_ratios(r, w_pos, w_neg).max(axis=2)) * r  # (R, G, D): max over filters
+        np.maximum(best, per_edge.max(axis=0), out=best)
+    return best.reshape(g, d // kappa, kappa).max(-1).reshape(-1)
+
+
+def weight_sensitivity(rows: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """SiPP: per weight (G, F, D), the max over rows of g."""
+    rows = split_signs(rows)
+    g, f, d = w.shape
+    w_pos, w_neg = np.maximum(w, 0), np.minimum(w, 0)
+    best = np.zeros((g, f, d), np.float32)
+    for sl in chunks(len(rows), g * f * d):
+        r = rows[sl]
+        np.maximum(best, (edge_ratios(r, w_pos, w_neg) * r[:, :, None, :]).max(axis=0), out=best)
+    return best
+
+
+class Tracker:
+    """Running maxima of one layer's sensitivities over calibration batches."""
+
+    def __init__(self, layer: Layer, weight: np.ndarray, *, per_weight: bool = False, max_patches: int | None = 64,
+                 seed: int = 0):
+        self.layer, self.per_weight, self.max_patches = layer, per_weight, max_patches
+        self.w = layer.matrix(weight)
+        self.rng = np.random.default_rng(seed)
+        self.channel = np.zeros(self.w.shape[0] * self.w.shape[2] // layer.kappa, np.float32)
+        self.weight = np.zeros(self.w.shape, np.float32) if per_weight else None
+        self.rows_seen = 0
+
+    def update(self, activation: np.ndarray) -> None:
+        rows = self.layer.rows(activation, self.rng, self.max_patches)
+        self.rows_seen += len(rows)
+        if self.per_weight:
+            s = weight_sensitivity(rows, self.w)
+            np.maximum(self.weight, s, out=self.weight)
+            g, f, d = s.shape
+            np.maximum(self.channel, s.reshape(g, f, d // self.layer.kappa, self.layer.kappa).max(axis=(1, 3)).reshape(-1),
+                       out=self.channel)
+        else:
+            np.maximum(self.channel, channel_sensitivity(rows, self.w, self.layer.kappa), out=self.channel)
+
+
+# ---- sample complexity (ALGORITHMS.md §2, code defaults) -------------------------------------------------
+
+
+def alpha(patches: int, kappa: int, delta: float = DELTA) -> float:
+    """α = 6 · log(8 (P + 1) κ / δ)."""
+    return 6.0 * math.log(8.0 * (patches + 1) * kappa / delta)
+
+
+def sample_size(eps, alpha_: float, total_sensitivity: float):
+    """m(ε) = ceil(3 (6 + 2ε) α S / ε²), as a float (inf when ε → 0); at least 1."""
+    eps = np.asarray(eps, np.float64)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        m = np.ceil(3.0 * (6.0 + 2.0 * eps) * alpha_ * total_sensitivity / eps ** 2)
+    return np.maximum(np.nan_to_num(m, nan=1.0, posinf=np.inf), 1.0)
+
+
+def expected_distinct(p: np.ndarray, m: float) -> float:
+    """Σ_c [1 − (1 − p_c)^m]: the expected number of distinct channels in ``m`` draws from ``p``."""
+    p = np.asarray(p, np.float64)
+    pos = p > 0
+    if math.isinf(m):
+        return float(pos.sum())
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        miss = np.exp(m * np.log1p(-np.minimum(p[pos], 1.0)))
+    return float(np.sum(1.0 - np.nan_to_num(miss, nan=0.0)))
+
+
+def kept_count(p: np.ndarray, m: float, n: int) -> int:
+    """ceil(expected distinct draws), clipped to [1, n]."""
+    return int(min(n, max(1, math.ceil(expected_distinct(p, m) - 1e-9))))
+
+
+def points_needed(eta: int, eta_star: int, delta_s: float = DELTA_S) -> int:
+    """|S| = ceil(3 · log(8 η* / δ′)) with δ′ = δ_S / η (η: output activations of all layers, η*: largest)."""
+    return int(math.ceil(3.0 * math.log(8.0 * eta_star * eta / delta_s)))
+
+
+def epsilon_for(m, alpha_: float, total_sensitivity):
+    """The ε whose sample size is ``m`` (the inverse of :func:`sample_size` without the ceiling); vectorised."""
+    m = np.asarray(m, np.float64)
+    a = alpha_ * np.asarray(total_sensitivity, np.float64)
+    return 3.0 * a / m + np.sqrt(9.0 * a * a / (m * m) + 18.0 * a / m)

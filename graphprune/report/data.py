@@ -1,0 +1,388 @@
+"""The prune report: what was removed, what could not be and why, what it costs, and whether it verified."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from graphprune.channels.analysis import ChannelGraph, Group
+from graphprune.methods.cost import Cost
+from graphprune.ir import Graph
+from graphprune.channels.plan import Plan
+from graphprune.pipeline.state import PassRecord
+from graphprune.verify.onnx import Verification
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    id: int
+    layers: tuple[str, ...]  # parameter tensors in the group
+    units: int
+    removed: int
+    frozen_because: tuple[str, ...]
+    produced_by: tuple[str, ...] = ()  # weighted layers (node names) whose output channels are this group
+    read_by: tuple[str, ...] = ()  # weighted layers that read this group as their input channels
+
+    @property
+    def kept(self) -> int:
+        return self.units - self.removed
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    method: str
+    options: Mapping[str, Any]
+    before: Cost
+    after: Cost
+    groups: tuple[GroupSummary, ...]
+    unmapped_ops: tuple[str, ...]
+    verification: Verification | None
+    passes: tuple[PassRecord, ...]
+    notes: tuple[str, ...] = ()
+    latency: Mapping[str, float] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    layers: tuple[Mapping[str, Any], ...] = ()  # per weighted layer: channels, params, MACs before / after
+
+    @property
+    def pass_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.passes)
+
+    @property
+    def channel_stage(self) -> bool:
+        """Whether a channel selection ran (the channel counts mean something)."""
+        return any(n in CHANNEL_SELECTORS for n in self.pass_names)
+
+    @property
+    def method_parameters(self) -> dict[str, dict[str, Any]]:
+        """Per pass, its scalar stats (ε, δ, norm, energy rule, sparsity, …): what the method actually used."""
+        out: dict[str, dict[str, Any]] = {}
+        for p in self.passes:
+            scalars = {k: v for k, v in p.stats.items() if k not in SKIP_STATS and
+                       (v is None or isinstance(v, (bool, int, float, str)))}
+            if scalars:
+                out.setdefault(p.name, {}).update(scalars)
+        return out
+
+    @property
+    def units_removed(self) -> int:
+        return sum(g.removed for g in self.groups)
+
+    @property
+    def groups_pruned(self) -> int:
+        return sum(1 for g in self.groups if g.removed)
+
+    @property
+    def groups_frozen(self) -> int:
+        return sum(1 for g in self.groups if g.frozen_because)
+
+    def to_dict(self) -> dict[str, Any]:
+        pr, mr = self.before.ratio(self.after)
+        return {
+            "method": self.method,
+            "options": dict(self.options),
+            "params": {"before": self.before.params, "after": self.after.params, "ratio": pr},
+            "macs": {"before": self.before.macs, "after": self.after.macs, "ratio": mr},
+            "method_parameters": self.method_parameters,
+            "units_removed": self.units_removed,
+            "groups": {"total": len(self.groups), "pruned": self.groups_pruned, "frozen": self.groups_frozen,
+                       "detail": [dataclasses.asdict(g) | {"kept": g.kept} for g in self.groups]},
+            "frozen": [{"group": g.id, "layers": list(g.produced_by + g.read_by or g.layers), "why": list(g.frozen_because)}
+                       for g in self.groups if g.frozen_because],
+            "layers": [dict(row) for row in self.layers],
+            "unmapped_ops": list(self.unmapped_ops),
+            "verification": None if self.verification is None else dataclasses.asdict(self.verification),
+            "latency_ms": None if self.latency is None else dict(self.latency),
+            "passes": [dataclasses.asdict(p) for p in self.passes],
+            "notes": list(self.notes),
+            **dict(self.extra),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=str)
+
+    def __str__(self) -> str:
+        return render_text(self)
+
+
+CHANNEL_SELECTORS = ("Select", "SamplingSelect")  # passes that choose channels: the channel stage ran
+SKIP_STATS = ("notes", "units_removed", "groups_pruned")
+
+
+def summarise_groups(cg: ChannelGraph, plan: Plan | None) -> tuple[GroupSummary, ...]:
+    from graphprune.report.inspect import EMPTY_NODES, nodes_of_groups
+
+    by_group = nodes_of_groups(cg.graph, cg)
+    out = []
+    for g in cg.candidates:
+        removed = 0 if plan is None else len(plan.removed.get(g.id, ()))
+        nodes = by_group.get(g.id, EMPTY_NODES)
+        out.append(GroupSummary(g.id, layer_names(g), g.n_units or min(g.sizes.values()), removed, tuple(g.reasons()),
+                                tuple(nodes["produced_by"]), tuple(nodes["read_by"])))
+    return tuple(out)
+
+
+def layer_report(before: Graph, after: Graph | None, plan: Plan | None,
+                 cg: ChannelGraph | None = None) -> tuple[dict[str, Any], ...]:
+    """Per weighted layer of the original: channels in / out before and after (from the plan), parameters and MACs
+    before and after (read from the pruned graph; a low-rank layer ``n`` counts ``n/lowrank_a`` + ``n/lowrank_b``),
+    and the non-zero weights after (what SiPP changes)."""
+    import numpy as np
+
+    from graphprune.methods.cost import cost as graph_cost
+    from graphprune.report.inspect import const_inputs, layer_rows
+
+    mb = graph_cost(before).per_node_macs
+    rows = layer_rows(before, cg, plan, mb)
+    if after is None:
+        after = before
+    ma = graph_cost(after).per_node_macs if after is not before else mb
+    by_layer: dict[str, list] = {}
+    for n in after.nodes:
+        base = n.name
+        for suffix in ("/lowrank_a", "/lowrank_b"):
+            if base.endswith(suffix):
+                base = base[: -len(suffix)]
+        by_layer.setdefault(base, []).append(n)
+    out = []
+    for row in rows:
+        nodes = by_layer.get(row["name"], [])
+        consts = [t for n in nodes for t in const_inputs(after, n)]
+        params_after = sum(int(np.prod(after.shape(t), dtype=np.int64)) for t in dict.fromkeys(consts)) if nodes else row["params"]["after"]
+        nonzero = sum(int(np.count_nonzero(after.value(t))) for t in dict.fromkeys(consts)) if nodes else None
+        macs = row.pop("macs", 0)
+        out.append(row | {"params": {"before": row["params"]["before"], "after": params_after, "nonzero_after": nonzero},
+                          "macs": {"before": macs, "after": sum(ma.get(n.name, 0) for n in nodes) if nodes else 0},
+                          "lowrank": any(n.name.endswith(("/lowrank_a", "/lowrank_b")) for n in nodes)})
+    return tuple(out)
+
+
+def layer_names(group: Group) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(s.tensor for s in group.params))
+
+
+def fmt_count(n: int) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(n)
+
+
+def summary_rows(report: PruneReport) -> list[tuple[str, str, str, str]]:
+    b, a = report.before, report.after
+    pr, mr = b.ratio(a)
+    rows = [("params", fmt_count(b.params), fmt_count(a.params), f"{pr:.1%}"),
+            ("MACs", fmt_count(b.macs), fmt_count(a.macs), f"{mr:.1%}")]
+    if report.latency:
+        lb, la = report.latency.get("before_ms"), report.latency.get("after_ms")
+        rows.append(("latency (ms)", f"{lb:.3f}", f"{la:.3f}", f"{la / lb:.1%}"))
+    return rows
+
+
+def render_text(report: PruneReport) -> str:
+    """A plain-text version of the table (what ``str(report)`` prints)."""
+    lines = [f"{'':14}{'before':>12}{'after':>12}{'ratio':>10}"]
+    lines += [f"{k:14}{b:>12}{a:>12}{r:>10}" for k, b, a, r in summary_rows(report)]
+    lines += status_lines(report)
+    return "\n".join(lines)
+
+
+ORACLES = {  # verification check name -> what it compares (verify.py, verify_lowrank.py, edits.py)
+    "masked_original": "pruned - masked original",
+    "truncated_original": "decomposed - truncated original",
+    "edited_original": "pruned - original with the same weights edited",
+}
+
+
+def fmt_param(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def method_line(report: PruneReport) -> str:
+    """The method and the parameters it used, e.g. ``method: sampling (ε=0.41, δ=1e-16, budget=params)``."""
+    names = {"epsilon": "ε", "delta": "δ"}
+    wanted = ("norm", "seed", "epsilon", "delta", "budget", "sampling", "mode", "rule", "scheme", "points_used",
+              "data_free", "groups_magnitude_fallback")
+    parts = []
+    for stats in report.method_parameters.values():
+        for k in wanted:
+            if k in stats and not (k == "seed" and report.method != "random"):
+                text = f"{names.get(k, k)}={fmt_param(stats[k])}" if k != "rule" else str(stats[k])
+                if text not in parts:
+                    parts.append(text)
+    opts = report.options
+    if report.channel_stage and "SamplingSelect" not in report.pass_names:
+        if opts.get("threshold") is not None:
+            parts.insert(0, f"threshold={fmt_param(opts['threshold'])}")
+        else:
+            parts.insert(0, f"ratio={fmt_param(opts.get('ratio'))}, {opts.get('scope', 'local')}")
+    elif "SamplingSelect" in report.pass_names:
+        parts.insert(0, f"ratio={fmt_param(opts.get('ratio'))} of {opts.get('budget', 'params')}")
+    elif report.method == "sipp":
+        parts.insert(0, f"ratio={fmt_param(opts.get('ratio'))} of weights")
+    chain = " → ".join((report.method, *opts.get("then", ())))
+    return f"method: {chain}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def stage_lines(report: PruneReport) -> list[str]:
+    """What each stage changed, in its own terms: channels, low-rank layers, zeroed weights."""
+    lines = []
+    if report.channel_stage:
+        units = sum(g.units for g in report.groups if not g.frozen_because)
+        frozen = [g for g in report.groups if g.frozen_because]
+        line = (f"channels removed: {report.units_removed} of {units} in {report.groups_pruned} groups; "
+                f"{len(frozen)} of {len(report.groups)} channel groups frozen")
+        if frozen:
+            why = dict.fromkeys(g.frozen_because[0].split(" (")[0] for g in frozen)
+            line += f" ({'; '.join(list(why)[:3])})"
+        lines.append(line)
+    for p in report.passes:
+        if p.name == "LowRank":
+            done, skipped = len(p.stats.get("decomposed", ())), len(p.stats.get("skipped", ()))
+            lines.append(f"low rank ({p.stats.get('rule', '')}, {p.stats.get('scheme', 'channel')} scheme): "
+                         f"{done} layers decomposed, {skipped} left whole")
+        elif p.name == "SiPPSparsify" and "weights" in p.stats:
+            lines.append(f"weights zeroed: {p.stats['zeroed']} of {p.stats['weights']} ({p.stats['sparsity']:.1%}) in "
+                         f"{p.stats.get('layers', '?')} layers; shapes unchanged (params and MACs count dense weights)")
+        elif p.name == "Reweight":
+            lines.append(f"reweighted: {p.stats.get('scaled_weights', 0)} consumer weights scaled")
+    if not report.channel_stage and not lines:
+        lines.append("nothing changed")
+    return lines
+
+
+def verification_line(v: Verification) -> str:
+    oracles = [(k.rsplit("/", 1)[0] if "/" in k else "", k.rsplit("/", 1)[-1]) for k in v.checks
+               if k.rsplit("/", 1)[-1] in ORACLES]
+    if not oracles:
+        return f"verification: passed (checks: {', '.join(v.checks)}; max error {v.max_error:.2e})"
+    if len(oracles) == 1:
+        return f"verification: passed (max |{ORACLES[oracles[0][1]]}| = {v.max_error:.2e})"
+    stages = "; ".join(f"{stage or 'channels'}: {ORACLES[name]}" for stage, name in oracles)
+    return f"verification: passed, every stage against its oracle ({stages}; max error {v.max_error:.2e})"
+
+
+def status_lines(report: PruneReport) -> list[str]:
+    lines = [method_line(report)] + stage_lines(report)
+    if report.unmapped_ops:
+        lines.append(f"ops without a channel rule (their channels frozen): {', '.join(report.unmapped_ops)}")
+    v = report.verification
+    if v is None:
+        lines.append("verification: off")
+    elif v.ok:
+        d = v.drift
+        lines.append(verification_line(v))
+        if d is not None:
+            top1 = "" if d.top1_agreement is None else f", top-1 agreement {d.top1_agreement:.1%}"
+            lines.append(f"drift vs original: max abs {d.max_abs:.3g}, cosine {d.cosine:.4f}{top1}")
+    else:
+        lines.append(f"verification: FAILED ({v.failure})")
+    if report.latency and "before" in report.latency:
+        b, a = report.latency["before"], report.latency["after"]
+        lines.append(f"latency p10–p90 (ms): before {b['p10']:.3f}–{b['p90']:.3f}, after {a['p10']:.3f}–{a['p90']:.3f}")
+    lines += [f"note: {n}" for n in report.notes]
+    return lines
+
+
+def changed_layers(report: PruneReport) -> list[Mapping[str, Any]]:
+    return [r for r in report.layers if r["params"]["before"] != r["params"]["after"] or r["in"]["before"] != r["in"]["after"]
+            or r["out"]["before"] != r["out"]["after"] or r["macs"]["before"] != r["macs"]["after"]
+            or (r["params"].get("nonzero_after") not in (None, r["params"]["after"]))]
+
+
+def print_report(report: PruneReport, console=None, verbose: bool = False, max_layers: int = 12) -> None:
+    """The rich before/after table, the status lines, the layers that changed (all with ``verbose``), and with
+    ``verbose`` every group (kept / units, the layers it couples) and why frozen ones are frozen."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title=f"graphprune: {report.method}", show_header=True, header_style="bold")
+    for col in ("", "before", "after", "ratio"):
+        table.add_column(col, justify="right" if col else "left")
+    for row in summary_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    for line in status_lines(report):
+        console.print(line, highlight=False)
+    layers = changed_layers(report)
+    if layers:
+        shown = layers if verbose else layers[:max_layers]
+        lt = Table(title="layers changed", header_style="bold")
+        for col in ("layer", "in ch", "out ch", "params", "MACs"):
+            lt.add_column(col, justify="left" if col == "layer" else "right", overflow="fold")
+        sparse = any(r["params"].get("nonzero_after") not in (None, r["params"]["after"]) for r in shown)
+        for r in shown:
+            def ch(d):
+                return str(d["before"]) if d["before"] == d["after"] else f"{d['before']} → {d['after']}"
+            p, m = r["params"], r["macs"]
+            after = fmt_count(p["after"])
+            if sparse and p.get("nonzero_after") is not None:
+                after += f" ({fmt_count(p['nonzero_after'])} ≠0)"
+            name = r["name"] + (" (low rank)" if r.get("lowrank") else "")
+            lt.add_row(name, ch(r["in"]), ch(r["out"]), f"{fmt_count(p['before'])} → {after}",
+                       f"{fmt_count(m['before'])} → {fmt_count(m['after'])}")
+        console.print(lt)
+        if len(shown) < len(layers):
+            console.print(f"… {len(layers) - len(shown)} more layers changed (-v, or --report FILE for all)",
+                          highlight=False)
+    if verbose and report.groups:
+        gt = Table(title="channel groups", header_style="bold")
+        for col in ("group", "kept / units", "produced by", "read by", "why frozen"):
+            gt.add_column(col, overflow="fold")
+        for g in report.groups:
+            gt.add_row(str(g.id), f"{g.kept} / {g.units}", "\n".join(g.produced_by) or "-", "\n".join(g.read_by) or "-",
+                       "\n".join(g.frozen_because))
+        console.print(gt)
+
+
+def write_plot(report: PruneReport, path, input_path=None):
+    """A PNG of per-layer output channels before / after (and parameters, as a second panel), matplotlib Agg."""
+    import io as _io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from graphprune.io import write_bytes_atomic
+
+    rows = list(report.layers)
+    names = [r["name"] for r in rows] or ["(no weighted layers)"]
+    y = range(len(names))
+    height = max(3.0, 0.28 * len(names) + 1.5)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, height), sharey=True)
+    before = [r["out"]["before"] for r in rows] or [0]
+    after = [r["out"]["after"] for r in rows] or [0]
+    ax1.barh([i - 0.2 for i in y], before, height=0.4, color="#bbbbbb", label="before")
+    ax1.barh([i + 0.2 for i in y], after, height=0.4, color="#4e79a7", label="after")
+    ax1.set_yticks(list(y), names, fontsize=7)
+    ax1.invert_yaxis()
+    ax1.set_xlabel("output channels")
+    ax1.legend(loc="lower right")
+    pb = [r["params"]["before"] for r in rows] or [0]
+    pa = [r["params"]["after"] if r["params"].get("nonzero_after") is None else r["params"]["nonzero_after"]
+          for r in rows] or [0]
+    ax2.barh([i - 0.2 for i in y], pb, height=0.4, color="#bbbbbb", label="before")
+    ax2.barh([i + 0.2 for i in y], pa, height=0.4, color="#f28e2b", label="after (non-zero)")
+    ax2.set_xlabel("parameters")
+    ax2.legend(loc="lower right")
+    pr, mr = report.before.ratio(report.after)
+    fig.suptitle(f"graphprune {report.method}: params {pr:.1%}, MACs {mr:.1%} of the original")
+    fig.tight_layout()
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return write_bytes_atomic(path, buf.getvalue()) if input_path is None else _write(path, buf.getvalue(), input_path)
+
+
+def _write(path, data: bytes, input_path):
+    from pathlib import Path
+
+    from graphprune.io import check_output, write_bytes_atomic
+
+    check_output(Path(path), input_path)
+    return write_bytes_atomic(Path(path), data)

@@ -1,0 +1,175 @@
+"""``graphprune bench MODEL.onnx [SMALL.onnx]``: onnxruntime latency, median and spread, side by side.
+
+Every model is loaded like the rest of graphprune (static input shapes, constant folding) and timed with
+:func:`graphprune.runtime.latency_ms` on the providers :func:`graphprune.runtime.providers` picks (CUDA when
+onnxruntime has it, the CPU otherwise). ``--batch`` re-pins axis 0 of every input; an export with a static batch
+dimension cannot take another batch size, and the table says so instead of guessing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from graphprune.errors import GraphPruneError, InputShapeError, UsageError
+
+
+def add_parser(sub):
+    p = sub.add_parser("bench", help="onnxruntime latency of one model, or of an original and its pruned version "
+                       "side by side (median, p10/p90, ratio)")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="one or two ONNX files (the second: e.g. the pruned one)")
+    p.add_argument("--batch", type=int, nargs="+", metavar="N", help="batch sizes (axis 0 of every input; default: "
+                   "the model's own)")
+    p.add_argument("--threads", type=int, default=0, metavar="N", help="onnxruntime intra-op threads (default 0: "
+                   "onnxruntime decides)")
+    p.add_argument("--runs", type=int, default=50, metavar="N", help="timed runs per measurement (default 50)")
+    p.add_argument("--warmup", type=int, default=5, metavar="N", help="untimed runs first (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """The input shapes graphprune recorded in a pruned model's metadata, if any."""
+    from graphprune.api import SHAPES_KEY
+    from graphprune.frontends.onnx.load import read_model
+
+    props = {p.key: p.value for p in read_model(path).metadata_props}
+    return {k: tuple(v) for k, v in json.loads(props[SHAPES_KEY]).items()} if SHAPES_KEY in props else {}
+
+
+def declared_batch(path: Path) -> dict[str, Any]:
+    """Axis 0 of every graph input as declared: an int when static, the symbol (or None) when dynamic."""
+    from graphprune.frontends.onnx.load import declared_shape, graph_inputs, read_model
+
+    out = {}
+    for vi in graph_inputs(read_model(path)):
+        dims = declared_shape(vi)
+        out[vi.name] = dims[0] if dims else None
+    return out
+
+
+def measure(path: Path, batch: int | None, *, input_shapes: Mapping[str, tuple[int, ...]], threads: int, runs: int,
+            warmup: int, seed: int) -> dict[str, Any]:
+    """One latency measurement, or ``{"error": why}`` when this batch size cannot be applied to this model."""
+    from graphprune.frontends.onnx import load as onnx_frontend
+    from graphprune.runtime import latency_ms, seeded_inputs
+
+    shapes = dict(input_shapes) or stored_shapes(path)
+    if batch is not None:
+        declared = declared_batch(path)
+        static = {k: d for k, d in declared.items() if isinstance(d, int) and d > 0 and d != batch}
+        if static:
+            name, dim = next(iter(static.items()))
+            return {"error": f"batch {batch} cannot be applied: input '{name}' has a static batch dimension of {dim} "
+                             f"(the export fixed it; re-export with a dynamic batch axis to bench other sizes)"}
+        if not shapes:
+            for vi in onnx_frontend.graph_inputs(onnx_frontend.read_model(path)):
+                dims = onnx_frontend.declared_shape(vi)
+                if not all(isinstance(d, int) and d > 0 for d in dims[1:]):
+                    raise UsageError(f"{path}: input '{vi.name}' has dynamic dimensions other than the batch: pass "
+                                     "--input-shape NAME:D0,D1,... (its axis 0 is then replaced by --batch)")
+                shapes[vi.name] = (batch, *dims[1:])
+        shapes = {k: (batch, *v[1:]) for k, v in shapes.items()}
+    try:
+        loaded = onnx_frontend.load(path, shapes)
+    except InputShapeError as exc:
+        if batch is None:
+            raise
+        return {"error": f"batch {batch} cannot be applied: {exc}"}
+    feeds = seeded_inputs(loaded.model, loaded.input_shapes, seed)
+    try:
+        stats = latency_ms(loaded.model, feeds, runs=runs, warmup=warmup, threads=threads)
+    except GraphPruneError as exc:
+        if batch is None:
+            raise
+        return {"error": f"batch {batch} cannot be applied: {exc} (a shape baked into the graph, e.g. a Reshape "
+                         "with a fixed batch, does not follow the new input shape)"}
+    except Exception as exc:  # onnxruntime raising while running with the new shape
+        if batch is None:
+            raise
+        return {"error": f"batch {batch} cannot be applied: {str(exc).splitlines()[0]}"}
+    first = next(iter(loaded.input_shapes.values()), ())
+    return stats | {"batch": int(first[0]) if first else None, "runs": runs,
+                    "input_shapes": {k: list(v) for k, v in loaded.input_shapes.items()}}
+
+
+def bench(models: Sequence[str | Path], batches: Sequence[int] | None = None, *, threads: int = 0, runs: int = 50,
+          warmup: int = 5, seed: int = 0, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
+    """Latency of each model at each batch size; with two models, the ratio second / first per batch."""
+    from graphprune import progress
+    from graphprune.runtime import providers
+
+    if not 1 <= len(models) <= 2:
+        raise UsageError(f"bench takes one or two models, got {len(models)}")
+    if runs < 1 or warmup < 0 or threads < 0:
+        raise UsageError("--runs must be >= 1, --warmup and --threads >= 0")
+    if batches is not None and any(b < 1 for b in batches):
+        raise UsageError(f"batch sizes must be positive, got {list(batches)}")
+    paths = [Path(m) for m in models]
+    for p in paths:
+        if not p.is_file():
+            raise UsageError(f"{p}: no such file")
+    rows = []
+    plan = [(b, p) for b in (batches or [None]) for p in paths]
+    with progress.task("benchmarking", total=len(plan)) as advance:
+        row: dict[str, Any] = {}
+        for b, p in plan:
+            if p == paths[0]:
+                row = {"batch": b, "results": []}
+                rows.append(row)
+            row["results"].append(measure(p, b, input_shapes=input_shapes or {}, threads=threads, runs=runs,
+                                          warmup=warmup, seed=seed))
+            advance()
+    for row in rows:
+        res = row["results"]
+        if row["batch"] is None:
+            row["batch"] = next((r["batch"] for r in res if "batch" in r), None)
+        if len(res) == 2 and "median" in res[0] and "median" in res[1]:
+            row["ratio"] = res[1]["median"] / res[0]["median"] if res[0]["median"] > 0 else None
+    return {"models": [str(p) for p in paths], "provider": providers()[0], "threads": threads, "runs": runs,
+            "warmup": warmup, "rows": rows}
+
+
+def print_bench(data: dict, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    names = [Path(m).name for m in data["models"]]
+    table = Table(title=f"onnxruntime latency, ms ({data['provider']}, {data['runs']} runs, "
+                        f"threads {data['threads'] or 'auto'})", header_style="bold")
+    table.add_column("batch", justify="right")
+    for n in names:
+        table.add_column(f"{n}\nmedian", justify="right")
+        table.add_column("p10–p90", justify="right")
+    if len(names) == 2:
+        table.add_column("ratio", justify="right")
+    errors = []
+    for row in data["rows"]:
+        cells = [str(row["batch"])]
+        for name, r in zip(names, row["results"]):
+            if "error" in r:
+                cells += ["n/a", ""]
+                errors.append(f"{name}: {r['error']}")
+            else:
+                cells += [f"{r['median']:.3f}", f"{r['p10']:.3f}–{r['p90']:.3f}"]
+        if len(names) == 2:
+            cells.append(f"{row['ratio']:.1%}" if row.get("ratio") is not None else "-")
+        table.add_row(*cells)
+    console.print(table)
+    for e in errors:
+        console.print(e, highlight=False)
+
+
+def command(args) -> int:
+    from graphprune.frontends.onnx.load import parse_input_shapes
+
+    data = bench(args.models, args.batch, threads=args.threads, runs=args.runs, warmup=args.warmup, seed=args.seed,
+                 input_shapes=parse_input_shapes(args.input_shape))
+    if args.json:
+        print(json.dumps(data, indent=2))
+    elif not args.quiet:
+        print_bench(data)
+    return 0

@@ -1,0 +1,159 @@
+"""Verification of a pruned ``nn.Module``: the same oracle as the ONNX path.
+
+* **masked original**: the original, run by an fx Interpreter over its trace, with every removed atom forced
+  to zero right where it is produced: each activation of a pruned space through ``torch.where(keep, t, 0)``
+  after its fx node, and each parameter / buffer of a pruned space masked the same way. The pruned module
+  must compute the same outputs on seeded inputs (tolerance as :func:`graphprune.verify.close`).
+* **onnxruntime**: the pruned module exports with ``torch.onnx.export(dynamo=False)`` and onnxruntime computes
+  what torch computes.
+
+Drift against the unpruned original is measured, not asserted.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from graphprune.frontends.fx.trace import TorchSource, fetch
+from graphprune.channels.plan import Plan
+from graphprune.verify.onnx import Verification, close, drift
+
+OPSET = 17
+
+
+def seeded_inputs(example_inputs: tuple[Any, ...], seed: int = 0) -> tuple[Any, ...]:
+    """Standard normal floats of the example shapes; other inputs (indices, masks) as given."""
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(x.shape, generator=g, dtype=x.dtype) if isinstance(x, torch.Tensor) and x.is_floating_point()
+                 else x for x in example_inputs)
+
+
+def keep_mask(shape: tuple[int, ...], axes: list[tuple[int, np.ndarray]]) -> torch.Tensor:
+    """Boolean tensor broadcastable to ``shape``: False on every removed atom of the listed axes."""
+    keep = torch.ones([1] * len(shape), dtype=torch.bool)
+    for axis, removed in axes:
+        view = [1] * len(shape)
+        view[axis] = len(removed)
+        keep = keep & ~torch.as_tensor(removed).reshape(view)
+    return keep
+
+
+def removed_axes(plan: Plan) -> dict[str, list[tuple[int, np.ndarray]]]:
+    out: dict[str, list[tuple[int, np.ndarray]]] = defaultdict(list)
+    for space in plan.keep:
+        if not space.virtual:
+            out[space.tensor].append((space.axis, plan.removed_mask(space)))
+    return out
+
+
+class MaskedInterpreter(fx.Interpreter):
+    """Runs a trace, zeroing removed atoms of the listed fx nodes' results right after they are computed."""
+
+    def __init__(self, gm: fx.GraphModule, masks: dict[str, torch.Tensor]):
+        super().__init__(gm)
+        self.masks = masks
+
+    def run_node(self, n: fx.Node) -> Any:
+        out = super().run_node(n)
+        keep = self.masks.get(n.name)
+        if keep is not None and isinstance(out, torch.Tensor):
+            out = torch.where(keep, out, torch.zeros((), dtype=out.dtype))
+        return out
+
+
+def masked_original(source: TorchSource, plan: Plan) -> tuple[fx.GraphModule, dict[str, torch.Tensor]]:
+    """A copy of the trace with pruned weights masked, and the activation masks keyed by fx node."""
+    gm = copy.deepcopy(source.traced)
+    axes = removed_axes(plan)
+    with torch.no_grad():
+        for name, spec in axes.items():
+            for path in source.paths.get(name, ()):  # weights of leaf modules (their paths are the same in the trace)
+                try:
+                    t = fetch(gm, path)
+                except AttributeError:
+                    continue
+                t.copy_(torch.where(keep_mask(tuple(t.shape), spec), t, torch.zeros((), dtype=t.dtype)))
+    # activations, and tensors read by get_attr (masked again where they are read)
+    masks = {fx_name: keep_mask(source.graph.shape(ir), axes[ir])
+             for fx_name, ir in source.tensors.items() if isinstance(ir, str) and ir in axes}
+    return gm, masks
+
+
+def flat_tensors(value: Any) -> list[np.ndarray]:
+    out: list[np.ndarray] = []
+    fx.node.map_aggregate(value, lambda v: out.append(v.detach().cpu().numpy()) if isinstance(v, torch.Tensor) else v)
+    return out
+
+
+def run_eval(model: nn.Module, inputs: tuple[Any, ...], interpreter=None) -> list[np.ndarray]:
+    """Outputs in eval mode without gradients; training flags are restored afterwards."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            return flat_tensors(interpreter.run(*inputs) if interpreter is not None else model(*inputs))
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+def onnx_outputs(model: nn.Module, inputs: tuple[Any, ...]) -> list[np.ndarray]:
+    """Export with the TorchScript exporter and run in onnxruntime."""
+    import onnx
+
+    from graphprune.runtime import run, session
+
+    buffer = io.BytesIO()
+    names = [f"input_{i}" for i in range(len(inputs))]
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, inputs, buffer, input_names=names, opset_version=OPSET, dynamo=False)
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    proto = onnx.load_from_string(buffer.getvalue())
+    declared = {i.name for i in proto.graph.input}
+    feeds = {n: x.detach().cpu().numpy() for n, x in zip(names, inputs) if n in declared and isinstance(x, torch.Tensor)}
+    return run(session(proto, once=True), feeds)
+
+
+def verify(source: TorchSource, pruned: nn.Module, plan: Plan, *, rtol: float = 1e-4, atol: float = 1e-5,
+           seed: int = 0, onnx_export: bool = True) -> Verification:
+    """Run every check; never raises for a failed check, only reports it."""
+    checks: dict[str, str] = {}
+    inputs = seeded_inputs(source.example_inputs, seed)
+    try:
+        got = run_eval(pruned, inputs)
+        checks["forward"] = "ok"
+    except Exception as exc:
+        checks["forward"] = f"the pruned module fails: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return Verification(False, checks)
+    reference = run_eval(source.module, inputs)
+    if plan.empty:
+        expected = reference
+    else:
+        gm, masks = masked_original(source, plan)
+        expected = run_eval(gm, inputs, MaskedInterpreter(gm, masks))
+    ok, worst = close(expected, got, rtol, atol)
+    checks["masked_original"] = ("ok" if ok else
+                                 f"max |pruned - masked original| = {worst:.3g} exceeds rtol {rtol}, atol {atol}")
+    if onnx_export:
+        try:
+            exported = onnx_outputs(pruned, inputs)
+            same, err = close(got, exported, rtol, atol)
+            checks["onnxruntime"] = "ok" if same else f"onnxruntime differs from torch by {err:.3g}"
+        except Exception as exc:
+            text = str(exc).strip().splitlines()
+            checks["onnxruntime"] = f"export or run failed: {type(exc).__name__}: {text[0] if text else ''}"
+    return Verification(all(v == "ok" for v in checks.values()), checks, worst, drift(reference, got))
