@@ -143,7 +143,8 @@ def prune_point(path: Path, data, calib: np.ndarray, method: str, options: dict,
 def sipp_points(path: Path, data, calib: np.ndarray) -> list[dict]:
     """SiPP: sensitivities measured once, then every mode and sparsity (each verified by its oracle)."""
     import graphprune
-    from graphprune.methods.edits import WeightEdit, apply_to_values, verify_edits
+    from graphprune.methods.edits import WeightEdit, apply_to_values
+    from graphprune.verify.edits import verify_edits
     from graphprune.passes.calibrate import Calibrate
     from graphprune.passes.sipp import SiPPSparsify
     from graphprune.pipeline.state import PruneState

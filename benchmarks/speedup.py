@@ -72,7 +72,8 @@ def interleaved(models: dict[str, onnx.ModelProto], batch: int, rounds: int, run
 
 def main() -> None:
     import graphprune
-    from graphprune.passes.fold import fold_model, verify_fold
+    from graphprune.emit.fold import fold_model
+    from graphprune.verify.compare import verify_same
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--zoo", default="build/zoo224")
@@ -96,7 +97,7 @@ def main() -> None:
             for rt in args.round_to:
                 r = graphprune.prune(path, ratio=ratio, round_to=rt, verify="end")
                 folded, stats = fold_model(r.model)
-                fv = verify_fold(r.model, folded, r.source.input_shapes)
+                fv = verify_same(r.model, folded, r.source.input_shapes, label="equals_unfolded", what="folded - unfolded")
                 base_folded, _ = fold_model(r.source.model)  # the same post-pass on the unpruned model
                 macs = r.report.after.macs / r.report.before.macs
                 for batch in args.batches:

@@ -22,7 +22,7 @@ def rules_table() -> list[str]:
     for op, r in RULES.items():
         by_rule.setdefault(id(r), (r, []))[1].append(op)
     rows = sorted(by_rule.values(), key=lambda item: (item[0].family, sorted(item[1])[0]))
-    lines = ["| ops | family (`graphprune/rules/…`) | what the rule couples or freezes |", "| --- | --- | --- |"]
+    lines = ["| ops | family (`graphprune/channels/rules/…`) | what the rule couples or freezes |", "| --- | --- | --- |"]
     for r, ops in rows:
         doc = (r.doc or "").replace("|", "\\|")
         lines.append(f"| {', '.join(sorted(ops))} | {r.family} | {doc} |")

@@ -1,81 +1,134 @@
-"""The one configuration object: the CLI builds it from flags, the Python API takes it (or its fields)."""
+"""The one configuration object: the CLI builds it from flags, the Python API takes it (or its fields as keywords).
+
+:class:`PruneConfig` holds what every run shares (method, ratio, round-to, exclude, verification …) and, under
+``options``, the options record of each method of the pipeline (:mod:`graphprune.pipeline.presets`). It is made from
+flat keywords, ``PruneConfig(method="sampling", ratio=0.5, budget="macs")``: each keyword goes to the shared fields
+or to the record that declares it, and every record validates its own values. :func:`keywords` lists every keyword
+with its default and help, and the CLI's ``prune`` flags are made from the same list, so they cannot drift apart.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Literal, Mapping
+import dataclasses
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Literal, Mapping
 
 from graphprune.errors import UsageError
+from graphprune.pipeline.presets import METHODS, THEN_METHODS, Options, check_chain, default_of, option, option_fields
 
 VerifyMode = Literal["off", "end", "each"]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, init=False)
 class PruneConfig:
-    method: str = "magnitude"
-    ratio: float = 0.5
-    norm: Literal[1, 2] = 1
-    scope: Literal["local", "global"] = "local"
-    threshold: float | None = None
-    round_to: int = 16  # measured on onnxruntime CPU: benchmarks/results/speedup_round_to.json, spine_resnet50.json
-    max_group_ratio: float = 0.9
-    exclude: tuple[str, ...] = ()
-    strict: bool = False
-    verify: VerifyMode = "end"
-    input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
-    seed: int = 0
-    rtol: float = 1e-4
-    atol: float = 1e-5
-    latency: bool = False
-    # low rank (--method lowrank / --then lowrank): one rank choice; none given means energy 0.9
-    energy: float | None = None
-    rank_ratio: float | None = None
-    sv_threshold: float | None = None
-    scheme: Literal["channel", "spatial"] = "channel"
-    then: tuple[str, ...] = ()  # methods run after ``method`` in the same pipeline (e.g. ("lowrank",))
-    fold: bool = False  # then fold inference BatchNorm into the Conv before it and drop no-ops (passes/fold.py)
-    # data-informed methods (sampling, sipp): see graphprune/calib.py and passes/sampling.py, passes/sipp.py
-    calib: object = None  # .npz / .npy path, array, dict of arrays or iterable of batches; None: data-free
-    max_points: int = 256  # calibration points used at most
-    budget: Literal["params", "macs"] = "params"  # sampling: --ratio is the fraction of params or MACs removed
-    sampling: Literal["deterministic", "randomized"] = "deterministic"  # sampling: top-k, or draws + reweighting
-    delta: float = 1e-16  # failure probability δ of the sampling bound (authors' code default)
-    sipp_mode: Literal["deterministic", "randomized", "hybrid"] = "deterministic"
-    loss: object = None  # taylor: loss(output, targets) -> scalar tensor; None: cross-entropy (passes/taylor.py)
+    """What every run shares; the method options are in ``options`` (and readable as attributes too:
+    ``config.budget``). Unknown keywords are a :class:`UsageError`."""
 
-    def __post_init__(self) -> None:
-        from graphprune.pipeline.presets import METHODS
+    method: str = option("magnitude", "scoring method (default: magnitude); 'sipp' zeroes individual weights and "
+                         "does NOT shrink shapes (unstructured sparsity)", choices=tuple(sorted(METHODS)))
+    ratio: float = option(0.5, "fraction of channels to remove, in [0, 1) (default 0.5)", type=float)
+    round_to: int = option(16, "keep a multiple of N channels per group (default 16, measured: misaligned counts lose "
+                           "much of the onnxruntime speed-up; groups of at most N channels are not rounded)",
+                           type=int, metavar="N")
+    exclude: tuple[str, ...] = option((), "never prune channels touched by nodes matching this name pattern "
+                                      "(fnmatch; repeatable)", action="append", metavar="PATTERN")
+    strict: bool = option(False, "fail (exit 3) if any op has no channel rule", action="store_true")
+    verify: VerifyMode = option("end", "verification (default: end)", choices=("off", "end", "each"))
+    input_shapes: Mapping[str, tuple[int, ...]] = option({}, "static input shapes", cli=None)
+    seed: int = option(0, "seed for verification inputs and random choices", type=int)
+    rtol: float = option(1e-4, "relative tolerance of every equality check", cli=None)
+    atol: float = option(1e-5, "absolute tolerance (scaled by the largest output) of every equality check", cli=None)
+    latency: bool = option(False, "measure latency before and after", action="store_true")
+    then: tuple[str, ...] = option((), "run this method after --method in the same pipeline (e.g. --then lowrank)",
+                                   action="append", choices=THEN_METHODS)
+    fold: bool = option(False, "then fold BatchNorm into the Conv before it and drop Identity / Dropout (verified to "
+                        "equal the unfolded model within tolerance)", action="store_true")
+    options: Mapping[str, Options] = option({}, "the options record of each method of the pipeline", cli=None)
 
-        if self.method not in METHODS:
-            raise UsageError(f"unknown method '{self.method}'; choose one of {', '.join(sorted(METHODS))}")
-        if not 0.0 <= self.ratio < 1.0:
-            raise UsageError(f"ratio {self.ratio} is out of range; it must be in [0, 1)")
-        if self.norm not in (1, 2):
-            raise UsageError(f"norm {self.norm} must be 1 or 2")
-        if self.scope not in ("local", "global"):
-            raise UsageError(f"scope '{self.scope}' must be 'local' or 'global'")
-        if self.round_to < 1:
-            raise UsageError(f"round-to {self.round_to} must be a positive integer")
-        if not 0.0 < self.max_group_ratio < 1.0:
-            raise UsageError(f"max group ratio {self.max_group_ratio} must be in (0, 1)")
-        if self.verify not in ("off", "end", "each"):
-            raise UsageError(f"verify '{self.verify}' must be off, end or each")
+    def __init__(self, **values: Any):
+        shared = {f.name for f in dataclasses.fields(PruneConfig)} - {"options"}
+        methods = option_fields()
+        unknown = sorted(set(values) - shared - set(methods))
+        if unknown:
+            raise UsageError(f"unknown option(s) {unknown}; known: {sorted(shared | set(methods))}")
+        for f in dataclasses.fields(PruneConfig):
+            if f.name != "options":
+                object.__setattr__(self, f.name, values[f.name] if f.name in values else default_of(f))
         object.__setattr__(self, "exclude", tuple(self.exclude))
         object.__setattr__(self, "then", (self.then,) if isinstance(self.then, str) else tuple(self.then))
-        from graphprune.pipeline.stages import check_config
-        check_config(self)
-        from graphprune.passes.taylor import check_config as check_taylor  # no torch import; taylor reads calib itself
-        object.__setattr__(self, "calib", check_taylor(self))
-        from graphprune.methods.calib import check_options
-        check_options(self)
+        object.__setattr__(self, "input_shapes", MappingProxyType(dict(self.input_shapes or {})))
+        self.check_shared()
+        given = {k: v for k, v in values.items() if k in methods}
+        object.__setattr__(self, "options", MappingProxyType(self.method_options(given, methods)))
+
+    def check_shared(self) -> None:
+        check_chain(self.method, self.then)
+        if not 0.0 <= self.ratio < 1.0:
+            raise UsageError(f"ratio {self.ratio} is out of range; it must be in [0, 1)")
+        if int(self.round_to) != self.round_to or self.round_to < 1:
+            raise UsageError(f"round-to {self.round_to} must be a positive integer")
+        if self.verify not in ("off", "end", "each"):
+            raise UsageError(f"verify '{self.verify}' must be off, end or each")
+
+    def method_options(self, given: Mapping[str, Any], fields: Mapping[str, dataclasses.Field]) -> dict[str, Options]:
+        """Each method's record from ``given``. Every record is built, so every given value is validated; the
+        records of the pipeline's methods are kept (and their ``require`` run). A value no kept record reads is
+        ignored, or refused when its option says so."""
+        built = {name: m.options(**{k: v for k, v in given.items() if k in names(m.options)})
+                 for name, m in METHODS.items()}
+        chain = (self.method, *self.then)
+        kept = {name: built[name] for name in chain}
+        for name, value in given.items():
+            f = fields[name]
+            read = any(name in names(METHODS[m].options) for m in chain)
+            if not read and f.metadata.get("unused") and not is_default(value, default_of(f)):
+                readers = ", ".join(m for m, spec in METHODS.items() if name in names(spec.options))
+                raise UsageError(f.metadata["unused"].format(method=self.method, flag=flag(name), readers=readers))
+        return {name: METHODS[name].require(opts) if METHODS[name].require else opts for name, opts in kept.items()}
+
+    def __getattr__(self, name: str) -> Any:
+        """A method option by name: the value of the pipeline method that reads it, else its default."""
+        fields = option_fields()
+        if name.startswith("_") or name not in fields:
+            raise AttributeError(f"'PruneConfig' has no attribute '{name}'")
+        for opts in self.__dict__.get("options", {}).values():
+            if name in names(type(opts)):
+                return getattr(opts, name)
+        return default_of(fields[name])
+
+    def flat(self) -> dict[str, Any]:
+        """Every keyword with its value (method options of other methods at their defaults): what
+        ``PruneConfig(**flat)`` makes again, and what the report lists as the run's options."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(PruneConfig) if f.name != "options"}
+        return out | {name: getattr(self, name) for name in option_fields()}
 
     @staticmethod
-    def make(config: "PruneConfig | None" = None, **options) -> "PruneConfig":
+    def make(config: "PruneConfig | None" = None, **options: Any) -> "PruneConfig":
         """``config`` with ``options`` applied; unknown option names are a :class:`UsageError`."""
-        from dataclasses import replace
+        return PruneConfig(**((config.flat() if config is not None else {}) | options))
 
-        names = {f.name for f in fields(PruneConfig)}
-        unknown = sorted(set(options) - names)
-        if unknown:
-            raise UsageError(f"unknown option(s) {unknown}; known: {sorted(names)}")
-        return replace(config or PruneConfig(), **options)
+
+def is_default(value: Any, default: Any) -> bool:
+    """``value`` is the default (compared by value for plain scalars and tuples only: data arrays are never)."""
+    return value is default or (isinstance(value, (bool, int, float, str, tuple)) and value == default)
+
+
+def names(record: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(record)}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def default(name: str) -> Any:
+    """The default value of keyword ``name``."""
+    return default_of(keywords()[name])
+
+
+def keywords() -> dict[str, dataclasses.Field]:
+    """Every keyword of :class:`PruneConfig` (shared first, then the method options), with its description: the
+    CLI's ``prune`` flags come from here."""
+    shared = {f.name: f for f in dataclasses.fields(PruneConfig) if f.name != "options"}
+    return shared | option_fields()

@@ -88,9 +88,17 @@ class Graph:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     opset: int
+    _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tensors", MappingProxyType(dict(self.tensors)))
+
+    def memo(self, key: str, build: Callable[["Graph"], Any]) -> Any:
+        """``build(self)``, computed once per graph (the graph never changes): derived views such as
+        :func:`graphprune.channels.layers.weighted_layers`."""
+        if key not in self._memo:
+            self._memo[key] = build(self)
+        return self._memo[key]
 
     def tensor(self, name: str) -> Tensor:
         return self.tensors[name]

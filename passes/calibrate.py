@@ -20,6 +20,7 @@ class Calibrate(Pass):
     max_points: int = 256
     seed: int = 0
     provides = ("calib",)
+    runs_on = frozenset({"onnx"})  # calibration points feed onnxruntime
 
     def call(self, state: PruneState) -> PassResult:
         calib = prepare(self.data, state.source, max_points=self.max_points, seed=self.seed)

@@ -39,7 +39,7 @@ from graphprune.pipeline.state import PruneState
 
 from graphprune.pipeline.base import Pass, PassResult
 from graphprune.passes.select import keep_one_per_space, round_kept
-from graphprune.passes.sensitivity import group_layers
+from graphprune.methods.sensitivity import group_layers
 
 LOG_EPS_RANGE = (-30.0, 30.0)  # log10 ε: from "every sensitive unit" to "one unit per group"
 MAX_DRAWS = 10 ** 12  # randomized: a sample size above this keeps every sensitive unit anyway

@@ -23,20 +23,10 @@ import numpy as np
 from graphprune.methods.calib import batch_for, gather
 from graphprune.channels.analysis import ChannelGraph
 from graphprune.channels.rules import Space
-from graphprune.methods.sensitivity import DELTA_S, Layer, Tracker, layers, points_needed
+from graphprune.methods.sensitivity import DELTA_S, Layer, Tracker, group_layers, points_needed
 from graphprune.pipeline.state import PruneState
 
 from graphprune.pipeline.base import Pass, PassResult
-
-
-def group_layers(cg: ChannelGraph) -> dict[int, list[Layer]]:
-    """Prunable group id → the layers that read the group's channels as their inputs."""
-    out: dict[int, list[Layer]] = {}
-    for layer in layers(cg.graph):
-        gid = cg.group_of.get(Space(layer.x, layer.x_axis))
-        if gid is not None and cg.groups[gid].prunable:
-            out.setdefault(gid, []).append(layer)
-    return out
 
 
 def neurons(layer: Layer, cg: ChannelGraph) -> int:
@@ -58,6 +48,7 @@ class SensitivityScore(Pass):
     progress: bool | None = None
     requires = ("channels", "calib")
     provides = ("scores",)
+    runs_on = frozenset({"onnx"})  # activations gathered by onnxruntime
 
     def call(self, state: PruneState) -> PassResult:
         cg, graph = state.channels, state.channels.graph

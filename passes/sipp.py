@@ -16,7 +16,7 @@ distribution (their sensitivities already use the matching z⁺ or z⁻) instead
 
 The pass edits weight *values* in a copy of the model (shapes, names and every other initializer stay
 as they were) and verifies itself: the output must equal the original with the same weights zeroed (and
-scaled), built independently as ``Where`` / ``Mul`` nodes (:func:`graphprune.edits.verify_edits`).
+scaled), built independently as ``Where`` / ``Mul`` nodes (:mod:`graphprune.verify.edits`).
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ from scipy.optimize import brentq
 
 from graphprune.methods.calib import batch_for, gather
 from graphprune.channels.analysis import excluded_nodes
-from graphprune.methods.edits import WeightEdit, apply_to_values, record
+from graphprune.methods.edits import WeightEdit, apply_to_values
 from graphprune.errors import UsageError
 from graphprune.methods.sensitivity import DELTA, DELTA_S, Tracker, alpha, epsilon_for, layers, points_needed, sample_size
-from graphprune.pipeline.state import PruneState
-
 from graphprune.pipeline.base import Pass, PassResult
+from graphprune.pipeline.state import PruneState
+from graphprune.verify import metadata
+from graphprune.verify.claims import Claim, EditedWeights
 
 MODES = ("deterministic", "randomized", "hybrid")
 
@@ -87,6 +88,8 @@ class SiPPSparsify(Pass):
     seed: int = 0
     progress: bool | None = None
     requires = ("calib",)
+    mutates = True
+    runs_on = frozenset({"onnx"})
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -101,7 +104,8 @@ class SiPPSparsify(Pass):
         total = sum(n.s.size for n in neurons)
         keeps = [np.broadcast_to(edits[n.weight].keep, n.shape) for n in neurons]
         model = apply_to_values(state.model, edits)
-        record(model, edits, method="sipp", mode=self.mode)
+        metadata.write(model, edits=metadata.edits_entry(edits, any(e.scale is not None for e in edits.values()),
+                                                         method="sipp", mode=self.mode))
         zeroed = sum(edits[n.weight].zeroed(n.shape) for n in neurons)
         per_layer = {n.layer.node: round(1.0 - float(k.mean()), 4) for n, k in zip(neurons, keeps)}
         stats = {"mode": self.mode, "sparsity": zeroed / max(total, 1), "weights": total, "zeroed": zeroed,
@@ -211,12 +215,9 @@ class SiPPSparsify(Pass):
             scales.append(scale)
         return keeps, scales
 
-    def verify_stage(self, source, before: PruneState, after: PruneState, *, rtol: float, atol: float, seed: int):
+    def claim(self, before: PruneState, after: PruneState) -> Claim:
         """The output equals the model before this pass with the same weights zeroed (and scaled)."""
-        from graphprune.methods.edits import verify_edits
-
-        return verify_edits(before.model, after.model, after.weight_edits or {}, source.input_shapes,
-                            interface=source.model, rtol=rtol, atol=atol, seed=seed)
+        return EditedWeights(after.weight_edits or {})
 
 
 def matrix_shape(n: Neurons) -> tuple[int, ...]:

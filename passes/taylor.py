@@ -47,15 +47,10 @@ class Labelled(CalibInput):
     __str__ = __repr__
 
 
-def check_config(cfg) -> Any:
-    """Validate the taylor options of a PruneConfig (no torch import); returns the calib value to store."""
-    if cfg.loss is not None and not callable(cfg.loss):
-        raise UsageError(f"loss must be a callable loss(output, targets) -> scalar tensor, got {type(cfg.loss).__name__}")
-    if cfg.method != "taylor":
-        if cfg.loss is not None:
-            raise UsageError(f"loss is read by --method taylor only, not by '{cfg.method}'")
-        return cfg.calib
-    data = cfg.calib.data if isinstance(cfg.calib, CalibInput) else cfg.calib
+def check_labelled(calib: Any) -> Any:
+    """Taylor's calibration data, checked without importing torch: (inputs, targets), a dict or an ``.npz`` path
+    holding ``labels``; returns the value to keep (wrapped so that reports print it by shape)."""
+    data = calib.data if isinstance(calib, CalibInput) else calib
     if data is None:
         raise UsageError(NEEDS)
     if isinstance(data, (str, os.PathLike)):
@@ -206,11 +201,11 @@ class TaylorScore(Pass):
     max_points: int = 256
     requires = ("channels",)
     provides = ("scores",)
+    runs_on = frozenset({"torch"})
+    refusal = NEEDS + "; it cannot score an ONNX model"
 
     def call(self, state: PruneState) -> PassResult:
         source, cg = state.source, state.channels
-        if not hasattr(source, "traced"):
-            raise UsageError(NEEDS + "; it cannot score an ONNX model")
         inputs, targets = read_data(self.calib, source)
         wanted = activation_spaces(state)
         axes: dict[str, list[int]] = {}

@@ -9,8 +9,15 @@ integer array ``labels``.
 from __future__ import annotations
 
 import argparse
+import io as _io
 import math
+import warnings
 from pathlib import Path
+
+from graphprune import api, io
+from graphprune.errors import UsageError
+from graphprune.frontends import pyfile
+from graphprune.passes.taylor import read_data
 
 
 def add_parser(sub) -> None:
@@ -36,8 +43,6 @@ def add_parser(sub) -> None:
 def loader_from(path: str, model_source, batch_size: int, seed: int, shuffle: bool = True):
     import torch
     from torch.utils.data import DataLoader, TensorDataset
-
-    from graphprune.passes.taylor import read_data
 
     inputs, labels = read_data(path, model_source, who=f"--data {path}")
     dataset = TensorDataset(*[x.float() if x.is_floating_point() else x for x in inputs], labels.long())
@@ -73,14 +78,11 @@ def accuracy(model, batches) -> float:
     return right / max(total, 1)
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
+def command(args: argparse.Namespace) -> int:
+    import torch  # the optional dependency: the rest of the CLI runs without it
 
-    import graphprune
-    from graphprune import io
-    from graphprune.errors import UsageError
-    from graphprune.frontends import pyfile
-    from graphprune.torch import TPP, finetune
+    from graphprune.torch.finetune import finetune
+    from graphprune.torch.tpp import TPP
     from graphprune.torch.api import load_module
 
     output = io.check_output(Path(args.output), Path(args.model.rsplit(":", 1)[0]))
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         small = tpp.finish(x0)
     else:
         try:
-            small = graphprune.prune(model, example_inputs=x0, method=args.method, ratio=args.ratio,
+            small = api.prune(model, example_inputs=x0, method=args.method, ratio=args.ratio,
                                      round_to=args.round_to).model
         except TypeError as exc:
             raise UsageError(f"method '{args.method}': {exc}") from exc
@@ -108,7 +110,6 @@ def run(args: argparse.Namespace) -> int:
     if output.suffix == ".onnx":
         data = export_bytes(small.eval(), x0)
     else:
-        import io as _io
         buffer = _io.BytesIO()
         torch.save(small, buffer)
         data = buffer.getvalue()
@@ -123,9 +124,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def export_bytes(model, example_inputs) -> bytes:
-    import io as _io
-    import warnings
-
     import torch
 
     buffer = _io.BytesIO()

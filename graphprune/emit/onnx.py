@@ -14,7 +14,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from graphprune.errors import InternalError
-from graphprune.frontends.onnx.load import inferred_shapes
+from graphprune.frontends.onnx.proto import inferred_shapes
 from graphprune.gsgraph import export_like, reroute
 from graphprune.ir import Graph
 from graphprune.channels.plan import Plan

@@ -13,11 +13,11 @@ from typing import Mapping
 import numpy as np
 
 from graphprune.channels.analysis import ChannelGraph
+from graphprune.channels.layers import MAC_OPS
 from graphprune.methods.cost import node_macs
 from graphprune.channels.plan import Plan
 from graphprune.channels.rules import Space
 
-MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 class ShapeView:

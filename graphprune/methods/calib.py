@@ -25,8 +25,10 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 import onnx
 
+from graphprune import progress as bars
 from graphprune.errors import UsageError
-from graphprune.frontends.onnx.load import LoadedModel, graph_inputs
+from graphprune.frontends.onnx.load import LoadedModel
+from graphprune.frontends.onnx.proto import graph_inputs
 from graphprune.runtime import run, session
 
 CalibData = Any  # str | PathLike | np.ndarray | Mapping[str, np.ndarray] | Iterable[np.ndarray | Mapping]
@@ -340,9 +342,7 @@ def batch_for(graph, names: Iterable[str], requested: int, budget: int = ACTIVAT
 
 
 def show_progress(progress: bool | None) -> bool:
-    from graphprune.progress import enabled
-
-    return enabled(progress)
+    return bars.enabled(progress)
 
 
 def gather(model: onnx.ModelProto, names: Iterable[str], calib: Calibration, on_batch: Callable[[dict[str, np.ndarray]], None],
@@ -356,35 +356,6 @@ def gather(model: onnx.ModelProto, names: Iterable[str], calib: Calibration, on_
     runner = ActivationRunner(model, list(names), input_shapes)
     batches = calib.batches(batch_size)
     total = -(-calib.n_points // max(1, batch_size))
-    from graphprune import progress as bars
-
     for batch in bars.track(batches, description, total=total, progress=progress):
         on_batch(runner.run(batch))
     return calib.n_points
-
-
-DATA_METHODS = ("sampling", "sipp", "taylor")  # the methods that read calibration data
-LABELLED_METHODS = ("taylor",)  # read (inputs, labels) in their own format, checked by their own pass
-
-
-def check_options(config) -> None:
-    """The data-informed options of a :class:`graphprune.PruneConfig`; wraps Python calibration data in
-    :class:`CalibInput`. Raises :class:`UsageError` when inconsistent."""
-    if config.budget not in ("params", "macs"):
-        raise UsageError(f"budget '{config.budget}' must be 'params' or 'macs'")
-    if config.sampling not in ("deterministic", "randomized"):
-        raise UsageError(f"sampling '{config.sampling}' must be 'deterministic' or 'randomized'")
-    if config.sipp_mode not in ("deterministic", "randomized", "hybrid"):
-        raise UsageError(f"sipp mode '{config.sipp_mode}' must be deterministic, randomized or hybrid")
-    if not 0.0 < config.delta < 1.0:
-        raise UsageError(f"delta {config.delta} must be in (0, 1)")
-    if int(config.max_points) != config.max_points or config.max_points < 1:
-        raise UsageError(f"max points {config.max_points} must be a positive integer")
-    if config.calib is not None:
-        if config.method not in DATA_METHODS:
-            raise UsageError(f"--calib is read by the data-informed methods ({', '.join(DATA_METHODS)}), "
-                             f"not by '{config.method}'")
-        if config.method in LABELLED_METHODS:
-            return
-        if not isinstance(config.calib, (str, os.PathLike, CalibInput)):
-            object.__setattr__(config, "calib", CalibInput(config.calib))

@@ -8,6 +8,7 @@ from typing import Mapping
 
 import numpy as np
 
+from graphprune.channels.layers import MAC_OPS, RECURRENT_OPS, operands
 from graphprune.ir import Graph, Node
 
 
@@ -22,9 +23,6 @@ class Cost:
         return other.params / max(self.params, 1), other.macs / max(self.macs, 1)
 
 
-RECURRENT = frozenset({"LSTM", "GRU", "RNN"})  # W and R stack every gate and direction: per step, W·x + R·h
-
-
 def node_macs(graph: Graph, node: Node) -> int:
     shape = graph.shape
     try:
@@ -34,23 +32,20 @@ def node_macs(graph: Graph, node: Node) -> int:
         if node.op == "ConvTranspose":
             x, w = shape(node.inputs[0]), shape(node.inputs[1])
             return int(np.prod(x, dtype=np.int64) * np.prod(w[1:], dtype=np.int64))
-        if node.op == "Gemm":
-            a, y = shape(node.inputs[0]), shape(node.outputs[0])
-            k = a[0] if int(node.attr("transA", 0)) else a[1]
-            return int(np.prod(y, dtype=np.int64) * k)
-        if node.op == "MatMul":
-            a, y = shape(node.inputs[0]), shape(node.outputs[0])
-            return int(np.prod(y, dtype=np.int64) * a[-1])
-        if node.op in RECURRENT:
+        if node.op in ("Gemm", "MatMul"):  # every output element sums over the contracted axis of input 0
+            ops = operands(node, lambda name: len(s) if (s := shape(name)) is not None else None)
+            a, y = shape(node.inputs[ops.x]), shape(node.outputs[0])
+            return int(np.prod(y, dtype=np.int64) * a[ops.x_axis])
+        if node.op in RECURRENT_OPS:  # W and R stack every gate and direction: per step, W·x + R·h
             w, r, x = shape(node.inputs[1]), shape(node.inputs[2]), shape(node.inputs[0])
             steps_times_batch = x[0] * x[1]  # (T, B) or (B, T): the product is the same
             return int(steps_times_batch * (np.prod(w, dtype=np.int64) + np.prod(r, dtype=np.int64)))
-    except (TypeError, IndexError):
+    except (TypeError, IndexError, AttributeError):
         return 0  # unknown shapes: not counted
     return 0
 
 
 def cost(graph: Graph) -> Cost:
     params = sum(int(np.prod(t.shape, dtype=np.int64)) for t in graph.params.values())
-    per_node = {n.name: m for n in graph.nodes if (m := node_macs(graph, n))}
+    per_node = {n.name: m for n in graph.nodes if n.op in MAC_OPS and (m := node_macs(graph, n))}
     return Cost(params, int(sum(per_node.values())), MappingProxyType(per_node))

@@ -2,23 +2,25 @@
 
 A :class:`WeightEdit` says, for one initializer, which entries are kept (the others become 0) and by how much
 the kept ones are scaled. Passes apply edits to initializer values (:func:`apply_to_values`); verification
-rebuilds the same change independently, as ``Where(keep, W · scale, 0)`` nodes in the graph
-(:func:`edited_model`), so a pass that zeroed or scaled the wrong entries is caught by comparing outputs.
+rebuilds the same change independently (:mod:`graphprune.verify.edits`), so a pass that zeroed or scaled the
+wrong entries is caught by comparing outputs. :func:`reweight_edits` computes randomized PFP's scaling of the
+consumers' input slices from the factors a plan records (the Reweight pass and ``graphprune verify`` both use it).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
 import onnx
-import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 
+from graphprune.channels.analysis import ChannelGraph
+from graphprune.channels.plan import Plan
+from graphprune.channels.rules import Space
 from graphprune.errors import InternalError
-from graphprune.gsgraph import export_like, reroute
+from graphprune.methods.sensitivity import group_layers
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,36 +56,6 @@ def apply_to_values(model: onnx.ModelProto, edits: Mapping[str, WeightEdit]) -> 
     return out
 
 
-def edited_model(model: onnx.ModelProto, edits: Mapping[str, WeightEdit]) -> onnx.ModelProto:
-    """The verification oracle: ``model`` with each edited weight routed through ``Where(keep, W·scale, 0)``.
-
-    The initializers themselves are untouched, so this is built independently of :func:`apply_to_values`.
-    """
-    if not edits:
-        return model
-    g = gs.import_onnx(model)
-    tensors = g.tensors()
-    for name, edit in edits.items():
-        t = tensors.get(name)
-        if not isinstance(t, gs.Constant):
-            raise InternalError(f"weight edit names '{name}', which is not a constant of the model")
-        dtype = np.asarray(t.values).dtype
-        consumers = list(t.outputs)
-        source: gs.Tensor = t
-        if edit.scale is not None:
-            scaled = gs.Variable(f"{name}::scaled", dtype=dtype, shape=t.shape)
-            g.nodes.append(gs.Node("Mul", f"{name}::scale", inputs=[t, gs.Constant(f"{name}::factor", edit.scale.astype(dtype))],
-                                   outputs=[scaled]))
-            source = scaled
-        edited = gs.Variable(f"{name}::edited", dtype=dtype, shape=t.shape)
-        zero = gs.Constant(f"{name}::zero", np.zeros((), dtype=dtype))
-        g.nodes.append(gs.Node("Where", f"{name}::keep", inputs=[gs.Constant(f"{name}::kept", np.asarray(edit.keep, bool)),
-                                                                 source, zero], outputs=[edited]))
-        reroute(consumers, t, edited)
-    g.toposort()
-    return export_like(g, model)
-
-
 def sparsity(model: onnx.ModelProto, names) -> tuple[int, int]:
     """(zero entries, total entries) over the initializers ``names`` of ``model``."""
     names = set(names)
@@ -96,86 +68,33 @@ def sparsity(model: onnx.ModelProto, names) -> tuple[int, int]:
     return zeros, total
 
 
-def verify_edits(before: onnx.ModelProto, after: onnx.ModelProto, edits: Mapping[str, WeightEdit],
-                 input_shapes: Mapping[str, tuple[int, ...]], *, interface: onnx.ModelProto | None = None,
-                 rtol: float = 1e-4, atol: float = 1e-5, seed: int = 0):
-    """Check a value-only pass: ``after`` computes what ``before`` computes with ``edits`` applied as graph nodes
-    (:func:`edited_model`), every other initializer is bit-identical, and no shape changed. Never raises for a
-    failed check; returns a :class:`graphprune.verify.Verification`."""
-    from graphprune.runtime import seeded_inputs
-    from graphprune.verify.onnx import compare_with_oracle
-
-    feeds = seeded_inputs(before, input_shapes, seed)
-    return compare_with_oracle(before, after, lambda: edited_model(before, edits), feeds, label="edited_original",
-                               what="edited model - original with the same weights edited", interface=interface,
-                               rtol=rtol, atol=atol, extra={"weights": weight_problems(before, after, edits) or "ok"})
 
 
-def weight_problems(before: onnx.ModelProto, after: onnx.ModelProto, edits: Mapping[str, WeightEdit]) -> str:
-    """'' when only the edited initializers changed, none changed shape, and none was added or dropped."""
-    a = {t.name: t for t in before.graph.initializer}
-    b = {t.name: t for t in after.graph.initializer}
-    if set(a) != set(b):
-        return f"initializers added or dropped: {sorted(set(a) ^ set(b))[:3]}"
-    for name, t in a.items():
-        if tuple(t.dims) != tuple(b[name].dims):
-            return f"'{name}' changed shape {tuple(t.dims)} -> {tuple(b[name].dims)}"
-        if name not in edits and not np.array_equal(numpy_helper.to_array(t), numpy_helper.to_array(b[name])):
-            return f"'{name}' changed, but no edit names it"
-    return ""
-
-
-EDITS_KEY = "graphprune.weight_edits"  # model metadata: which initializers a value-only pass edited, as JSON
-
-
-def record(model: onnx.ModelProto, edits: Mapping[str, WeightEdit], **info) -> None:
-    """Note in ``model``'s metadata which initializers were edited (``graphprune verify`` reads it)."""
-    entry = model.metadata_props.add()
-    entry.key = EDITS_KEY
-    entry.value = json.dumps({"weights": sorted(edits), "scaled": any(e.scale is not None for e in edits.values()),
-                              **info})
-
-
-def verify_stored(source, pruned: onnx.ModelProto, plan, *, rtol: float, atol: float, seed: int):
-    """``graphprune verify`` for a model whose weights a value-only pass edited after (or instead of) channel
-    removal: randomized PFP (factors in ``plan.meta["reweight"]``) or SiPP (weights named in its metadata).
-
-    The channel stage is rebuilt from the stored plan and checked against the masked original. PFP's scaling is
-    rebuilt from the stored factors and checked exactly. SiPP's masks are read off the pruned weights (zeros);
-    for deterministic SiPP every other entry must equal the original, while for randomized / hybrid SiPP the
-    scales are read off too, so only the rest of the model (other weights, graph, shapes) is checked there.
-    """
-    from graphprune.channels.analysis import analyse
-    from graphprune.emit.onnx import emit
-    from graphprune.pipeline.state import PruneState
-    from graphprune.pipeline.stages import combine
-    from graphprune.verify.onnx import verify
-
-    results = []
-    before = source.model
-    if not plan.empty:
-        before = emit(source.model, source.graph, plan)
-        results.append(("", verify(source, before, plan, rtol=rtol, atol=atol, seed=seed)))
-    props = {p.key: p.value for p in pruned.metadata_props}
-    if plan.meta.get("reweight"):
-        from graphprune.passes.reweight import Reweight
-
-        state = PruneState(source=source, model=before, channels=analyse(source.graph), plan=plan)
-        edits = Reweight()(state).weight_edits
-        results.append(("Reweight", verify_edits(before, pruned, edits, source.input_shapes, interface=source.model,
-                                                 rtol=rtol, atol=atol, seed=seed)))
-    if EDITS_KEY in props:
-        info = json.loads(props[EDITS_KEY])
-        originals = {t.name: numpy_helper.to_array(t) for t in before.graph.initializer}
-        got = {t.name: numpy_helper.to_array(t) for t in pruned.graph.initializer}
-        edits = {}
-        for name in info["weights"]:
-            keep = got[name] != 0
-            scale = None
-            if info.get("scaled"):
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    scale = np.where(keep, got[name] / originals[name], 1.0).astype(np.float32)
-            edits[name] = WeightEdit(keep, scale)
-        results.append(("SiPP", verify_edits(before, pruned, edits, source.input_shapes, interface=source.model,
-                                              rtol=rtol, atol=atol, seed=seed)))
-    return combine(source, results, pruned, seed)
+def reweight_edits(cg: ChannelGraph, plan: Plan) -> tuple[dict[str, WeightEdit], list[str]]:
+    """Randomized PFP: each kept channel's slice of its dense consumers' weights scaled by the factor the plan
+    records (``plan.meta["reweight"]``: group → factor per unit), as edits of the *pruned* weights; and the
+    consumers left unscaled (grouped convs, whose input channel feeds its own group only; weights shared by
+    consumers of different groups)."""
+    factors = {int(g): np.asarray(f, np.float64) for g, f in plan.meta.get("reweight", {}).items()}
+    by_group = group_layers(cg)
+    edits: dict[str, WeightEdit] = {}
+    skipped: list[str] = []
+    for gid, factor in factors.items():
+        group = cg.groups[gid]
+        for layer in by_group.get(gid, []):
+            if layer.groups != 1:
+                skipped.append(layer.node)
+                continue
+            per_atom = factor[group.labels[Space(layer.x, layer.x_axis)]]
+            kept = plan.kept(Space(layer.weight, layer.w_axis))
+            if kept is not None:
+                per_atom = per_atom[kept]
+            ndim = len(cg.graph.shape(layer.weight))
+            shape = [1] * ndim
+            shape[layer.w_axis] = len(per_atom)
+            edit = WeightEdit(np.ones([1] * ndim, bool), per_atom.reshape(shape).astype(np.float32))
+            if layer.weight in edits and not np.array_equal(edits[layer.weight].scale, edit.scale):
+                skipped.append(layer.node)  # a weight shared by consumers of different groups
+                continue
+            edits[layer.weight] = edit
+    return edits, skipped

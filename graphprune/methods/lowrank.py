@@ -9,11 +9,14 @@ Notation (ALGORITHMS.md section 5): a matrix M = U S Vᵀ is replaced by the pro
   spatial-wise (2-D convs), (c/G·kh) × (n/G·kw) — a kh×1 conv with r filters, then a 1×kw conv to n/G.
   All groups share one rank r (the largest any group needs) so that both factors stay grouped convs.
 
-Both the ONNX pass and the torch path call these functions, so they make the same choices.
+Both the ONNX pass and the torch path call these functions, so they make the same choices. :func:`plan_layers`
+chooses the layers of a graph (a layer is decomposed only when its real MAC count falls; every other candidate
+is listed with the reason).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -21,10 +24,12 @@ from typing import Literal
 import numpy as np
 
 from graphprune.errors import UsageError
+from graphprune.channels.layers import operands
+from graphprune.ir import Graph, Node
+from graphprune.methods.cost import node_macs
 
 Scheme = Literal["channel", "spatial"]
 DEFAULT_ENERGY = 0.9  # ALGORITHMS.md section 5, "(code)"
-LOWRANK_KEY = "graphprune.lowrank"  # model metadata: the decomposed layers, as JSON
 
 
 # --------------------------------------------------------------------------- the rank rule
@@ -205,3 +210,119 @@ def conv_macs(out_shape: tuple[int, ...], in_shape: tuple[int, ...], w_shape: tu
     kh, kw = k
     batch, ho, width_in = out_shape[0], out_shape[2], in_shape[3]
     return int(batch * groups * r * ho * width_in * cg * kh + out * r * kw)
+
+
+# --------------------------------------------------------------------------- choosing layers
+
+
+OPS = ("Conv", "Gemm", "MatMul")
+
+
+Kind = Literal["matrix", "channel", "spatial"]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One decomposed layer (stored as JSON in the model's metadata)."""
+
+    node: str
+    op: str
+    weight: str  # the initializer that was factored
+    kind: Kind  # "matrix" for Gemm / MatMul, the scheme for Conv
+    groups: int
+    rank: int
+    full_rank: int
+    macs_before: int
+    macs_after: int
+
+    def truncated(self, w: np.ndarray, rank: int | None = None) -> np.ndarray:
+        """``w`` with the rank this layer was decomposed at (or ``rank``): the truncated-original weight."""
+        r = self.rank if rank is None else rank
+        if self.kind == "matrix":
+            return truncate(w, r).astype(w.dtype)
+        return truncate_conv(w, r, self.groups, self.kind)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    node: str
+    op: str
+    why: str
+
+
+def plan_layers(graph: Graph, rule: RankRule, scheme: Scheme, *, exclude=(), ops=OPS,
+                only_if_cheaper: bool = True) -> tuple[list[Layer], list[Skipped]]:
+    layers, skipped = [], []
+    for node in graph.nodes:
+        if node.op not in ops or node.domain not in ("", "ai.onnx"):
+            continue
+        if any(fnmatch.fnmatchcase(node.name, p) for p in exclude):
+            skipped.append(Skipped(node.name, node.op, "excluded by --exclude"))
+            continue
+        decision = decide(graph, node, rule, scheme)
+        if isinstance(decision, str):
+            skipped.append(Skipped(node.name, node.op, decision))
+        elif only_if_cheaper and decision.macs_after >= decision.macs_before:
+            skipped.append(Skipped(node.name, node.op, f"rank {decision.rank} of {decision.full_rank} would not lower "
+                                   f"MACs ({decision.macs_before} -> {decision.macs_after})"))
+        else:
+            layers.append(decision)
+    return layers, skipped
+
+
+def weight_input(graph: Graph, node: Node) -> int | str:
+    """Index of the constant weight input, or why there is none."""
+    if node.op == "Conv":
+        idx = 1
+    elif node.op == "Gemm":
+        idx = 1
+        if graph.is_const(node.input(0)):
+            return "input A is a constant; only a constant B (the weight) is decomposed"
+    else:
+        consts = [i for i in (1, 0) if graph.is_const(node.input(i))]
+        if len(consts) != 1:
+            return "needs exactly one constant input (the weight)"
+        idx = consts[0]
+    value = graph.value(node.input(idx))
+    if value is None:
+        return "the weight is computed at run time, not a constant"
+    if not np.issubdtype(value.dtype, np.floating):
+        return f"the weight is {value.dtype}, not floating point"
+    if node.op != "Conv" and value.ndim != 2:
+        return f"the weight has rank {value.ndim}; only 2-D weights are decomposed"
+    users = graph.consumers.get(node.input(idx), ())
+    if len(users) > 1:
+        others = ", ".join(n.name for n in users if n is not node)
+        return f"the weight is shared with {others}; decomposing would duplicate it"
+    return idx
+
+
+def decide(graph: Graph, node: Node, rule: RankRule, scheme: Scheme) -> Layer | str:
+    """The decomposition of ``node`` under ``rule`` (MACs before and after), or why it cannot be decomposed."""
+    idx = weight_input(graph, node)
+    if isinstance(idx, str):
+        return idx
+    w = graph.value(node.input(idx))
+    before = node_macs(graph, node)
+    y = graph.shape(node.outputs[0])
+    if y is None or not before:
+        return "static shapes unknown; cannot count MACs"
+    if node.op == "Conv":
+        x = graph.shape(node.inputs[0])
+        groups = int(node.attr("group", 1))
+        if scheme == "spatial" and w.ndim != 4:
+            return f"the spatial scheme needs a 2-D conv (this one has {w.ndim - 2} spatial axes)"
+        if x is None:
+            return "static shapes unknown; cannot count MACs"
+        r, full = matrix_ranks(conv_matrices(w, groups, scheme), rule)
+        after = conv_macs(y, x, w.shape, groups, r, scheme)
+        return Layer(node.name, node.op, node.input(idx), scheme, groups, r, full, before, after)
+    ops = operands(node, lambda name: len(s) if (s := graph.shape(name)) is not None else None, idx)
+    if ops is None:
+        return "the activation is not a matrix (rank < 2)"
+    r, full = matrix_ranks(w[None], rule)
+    k, n = (w.shape[1], w.shape[0]) if ops.transposed else w.shape
+    rows = int(np.prod(y, dtype=np.int64)) // n
+    after = matmul_macs(rows, k, n, r)
+    return Layer(node.name, node.op, node.input(idx), "matrix", 1, r, full, before, after)
+

@@ -24,6 +24,9 @@ from typing import Iterable
 
 import numpy as np
 
+from graphprune.channels.analysis import ChannelGraph
+from graphprune.channels.layers import layer_of as weighted_layer
+from graphprune.channels.rules import Space
 from graphprune.ir import Graph, Node
 
 EPS = float(np.finfo(np.float32).eps)  # |z| at or below this contributes nothing (authors' code)
@@ -139,38 +142,30 @@ def conv_pads(node: Node, in_spatial: tuple[int, ...], kernel, strides, dilation
 
 
 def layer_of(graph: Graph, node: Node) -> Layer | None:
-    """The sensitivity normal form of ``node``, or None when it is not a Conv/Gemm/MatMul with a constant
-    weight and an activation input of known shape."""
-    x = node.input(0)
-    if x is None or graph.is_const(x) or graph.shape(x) is None:
+    """The sensitivity normal form of ``node``, or None when it is not a Conv / Gemm / MatMul weighted layer
+    (:mod:`graphprune.channels.layers`) whose constant weight is its input 1 (a matrix for Gemm and MatMul)."""
+    lay = weighted_layer(graph, node.name)
+    if lay is None or lay.ops.w != 1 or lay.op not in ("Conv", "Gemm", "MatMul"):
         return None
-    if node.op == "Conv":
-        w = graph.tensors.get(node.input(1) or "")
-        y = graph.shape(node.outputs[0])
-        if w is None or not w.is_const or y is None or w.rank < 3:
+    x, w, ops = lay.x, graph.tensor(lay.weight), lay.ops
+    if lay.op == "Conv":
+        if w.rank < 3:
             return None
         nd = w.rank - 2
         kernel = tuple(int(k) for k in w.shape[2:])
         strides = tuple(int(s) for s in (node.attr("strides") or (1,) * nd))
         dil = tuple(int(d) for d in (node.attr("dilations") or (1,) * nd))
         pads = conv_pads(node, graph.shape(x)[2:], kernel, strides, dil)
-        out_spatial = tuple(int(o) for o in y[2:])
-        return Layer(node.name, "Conv", x, 1, node.inputs[1], 1, int(node.attr("group", 1)), kernel, strides, pads,
-                     dil, out_spatial, int(np.prod(out_spatial, dtype=np.int64)))
-    if node.op == "Gemm":
-        w = graph.tensors.get(node.input(1) or "")
-        if w is None or not w.is_const or w.rank != 2 or graph.is_const(x):
-            return None
-        ta, tb = bool(node.attr("transA", 0)), bool(node.attr("transB", 0))
-        return Layer(node.name, "Gemm", x, 0 if ta else 1, node.inputs[1], 1 if tb else 0, trans_a=ta)
-    if node.op == "MatMul":
-        w = graph.tensors.get(node.input(1) or "")
-        shape = graph.shape(x)
-        if w is None or not w.is_const or w.rank != 2 or len(shape) < 2:
-            return None
-        patches = int(np.prod(shape[1:-1], dtype=np.int64)) if len(shape) > 2 else 1
-        return Layer(node.name, "MatMul", x, len(shape) - 1, node.inputs[1], 0, patches=patches)
-    return None
+        out_spatial = tuple(int(o) for o in graph.shape(lay.y)[2:])
+        return Layer(node.name, "Conv", x, ops.x_axis, lay.weight, ops.w_in, lay.groups, kernel, strides, pads, dil,
+                     out_spatial, int(np.prod(out_spatial, dtype=np.int64)))
+    if w.rank != 2:
+        return None
+    if lay.op == "Gemm":
+        return Layer(node.name, "Gemm", x, ops.x_axis, lay.weight, ops.w_in, trans_a=ops.x_axis == 0)
+    shape = graph.shape(x)
+    patches = int(np.prod(shape[1:-1], dtype=np.int64)) if len(shape) > 2 else 1
+    return Layer(node.name, "MatMul", x, ops.x_axis, lay.weight, ops.w_in, patches=patches)
 
 
 def layers(graph: Graph) -> list[Layer]:
@@ -297,3 +292,13 @@ def epsilon_for(m, alpha_: float, total_sensitivity):
     m = np.asarray(m, np.float64)
     a = alpha_ * np.asarray(total_sensitivity, np.float64)
     return 3.0 * a / m + np.sqrt(9.0 * a * a / (m * m) + 18.0 * a / m)
+
+
+def group_layers(cg: ChannelGraph) -> dict[int, list[Layer]]:
+    """Prunable group id → the layers that read the group's channels as their inputs."""
+    out: dict[int, list[Layer]] = {}
+    for layer in layers(cg.graph):
+        gid = cg.group_of.get(Space(layer.x, layer.x_axis))
+        if gid is not None and cg.groups[gid].prunable:
+            out.setdefault(gid, []).append(layer)
+    return out

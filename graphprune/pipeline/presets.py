@@ -1,88 +1,319 @@
-"""``--method`` presets: each name maps to the explicit list of passes it runs."""
+"""``--method`` presets: each method owns a small frozen options record (its fields are the method's own CLI flags
+and API keywords, with their help and validation) and builds the explicit list of passes it runs.
+
+    magnitude / random / bn_scale / taylor:  AnalyseChannels → <score> → Select → RemoveChannels
+    sampling:  Calibrate → AnalyseChannels → SensitivityScore → SamplingSelect → RemoveChannels (→ Reweight)
+    sipp:      Calibrate → SiPPSparsify
+    lowrank:   LowRank
+
+:func:`passes` chains ``--method`` with every ``--then`` method (and ``FoldBatchNorm`` for ``--fold``). What every run
+shares (ratio, round-to, exclude, verification …) is :class:`graphprune.config.PruneConfig`'s.
+
+An option field's metadata says how the CLI spells it (``cli``: argparse flags and keywords; none: API only), its
+help, and ``unused``: the error to raise when it is given a non-default value but no method of the pipeline
+reads it (for options whose presence changes what the user expects; others are ignored when unused).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
+
+from graphprune.errors import UsageError
+from graphprune.methods.calib import CalibInput
+from graphprune.methods.lowrank import check_rank_options
+from graphprune.methods.sensitivity import DELTA
+from graphprune.passes import AnalyseChannels, FoldBatchNorm, MagnitudeScore, RandomScore, RemoveChannels, Select
+from graphprune.passes.bn_scale import BNScaleScore
+from graphprune.passes.calibrate import Calibrate
+from graphprune.passes.lowrank import LowRank
+from graphprune.passes.reweight import Reweight
+from graphprune.passes.sampling import SamplingSelect
+from graphprune.passes.sensitivity import SensitivityScore
+from graphprune.passes.sipp import SiPPSparsify
+from graphprune.passes.taylor import TaylorScore, check_labelled
+from graphprune.pipeline.base import Pass
 
 if TYPE_CHECKING:
     from graphprune.config import PruneConfig
-    from graphprune.passes import Pass
 
 
-def channel_pipeline(score: "Pass", config: "PruneConfig") -> list["Pass"]:
-    from graphprune.passes import AnalyseChannels, RemoveChannels, Select
-
-    select = Select(ratio=config.ratio, scope=config.scope, threshold=config.threshold, round_to=config.round_to,
-                    max_group_ratio=config.max_group_ratio)
-    return [AnalyseChannels(exclude=config.exclude), score, select, RemoveChannels()]
-
-
-def magnitude(config: "PruneConfig") -> list["Pass"]:
-    from graphprune.passes import MagnitudeScore
-
-    return channel_pipeline(MagnitudeScore(norm=config.norm), config)
+def option(default: Any, help: str, *, cli: tuple | None = (), unused: str | None = None, **argparse: Any):
+    """A method option: ``cli`` the flags (``()``: ``--name-with-dashes``; ``None``: API only), ``argparse`` the
+    other ``add_argument`` keywords, ``unused`` the error when given to a pipeline that does not read it."""
+    metadata = {"help": help, "cli": cli, "argparse": argparse, "unused": unused}
+    if isinstance(default, Mapping):  # an empty mapping: a fresh read-only one per record
+        return field(default_factory=lambda: MappingProxyType(dict(default)), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
-def random(config: "PruneConfig") -> list["Pass"]:
-    from graphprune.passes import RandomScore
-
-    return channel_pipeline(RandomScore(seed=config.seed), config)
-
-
-def lowrank(config: "PruneConfig") -> list["Pass"]:
-    from graphprune.pipeline.stages import lowrank_passes
-
-    return lowrank_passes(config)
+def default_of(f: dataclasses.Field) -> Any:
+    """A field's default value (made by its factory when it has one)."""
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
-def calibrate(config: "PruneConfig") -> "Pass":
-    from graphprune.passes.calibrate import Calibrate
-
-    return Calibrate(data=config.calib, max_points=config.max_points, seed=config.seed)
-
-
-def sampling(config: "PruneConfig") -> list["Pass"]:
-    """PFP: data-informed channel sensitivity, one ε for a params / MACs budget (passes/sampling.py)."""
-    from graphprune.passes import AnalyseChannels, RemoveChannels
-    from graphprune.passes.reweight import Reweight
-    from graphprune.passes.sampling import SamplingSelect
-    from graphprune.passes.sensitivity import SensitivityScore
-
-    select = SamplingSelect(ratio=config.ratio, budget=config.budget, sampling=config.sampling, delta=config.delta,
-                            round_to=config.round_to, seed=config.seed)
-    passes = [calibrate(config), AnalyseChannels(exclude=config.exclude),
-              SensitivityScore(max_points=config.max_points, seed=config.seed), select, RemoveChannels()]
-    return passes + ([Reweight()] if config.sampling == "randomized" else [])
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    """Base of the method option records; ``__post_init__`` validates (a :class:`UsageError`, one line)."""
 
 
-def sipp(config: "PruneConfig") -> list["Pass"]:
-    """SiPP: zeroes weights (unstructured); shapes are NOT shrunk (passes/sipp.py)."""
-    from graphprune.passes.sipp import SiPPSparsify
+@dataclass(frozen=True, kw_only=True)
+class SelectOptions(Options):
+    """Selection by score (:class:`graphprune.passes.Select`)."""
 
-    return [calibrate(config), SiPPSparsify(ratio=config.ratio, mode=config.sipp_mode, delta=config.delta,
-                                            max_points=config.max_points, exclude=config.exclude, seed=config.seed)]
+    scope: Literal["local", "global"] = option(
+        "local", "rank units across all groups (default: the ratio applies to each group)",
+        cli=("--global",), action="store_const", const="global")
+    threshold: float | None = option(None, "remove every unit whose score is <= T instead of a ratio", type=float)
+    max_group_ratio: float = option(0.9, "with --global: most any group may lose", type=float)
+
+    def __post_init__(self) -> None:
+        if self.scope not in ("local", "global"):
+            raise UsageError(f"scope '{self.scope}' must be 'local' or 'global'")
+        if not 0.0 < self.max_group_ratio < 1.0:
+            raise UsageError(f"max group ratio {self.max_group_ratio} must be in (0, 1)")
 
 
-def bn_scale(config: "PruneConfig") -> list["Pass"]:
+@dataclass(frozen=True, kw_only=True)
+class NormOptions(SelectOptions):
+    norm: Literal[1, 2] = option(1, "magnitude norm (default 1)", type=int, choices=(1, 2))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.norm not in (1, 2):
+            raise UsageError(f"norm {self.norm} must be 1 or 2")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CalibOptions(Options):
+    """Calibration data for the data-informed methods (:mod:`graphprune.methods.calib`)."""
+
+    calib: Any = option(None, "sampling / sipp: calibration inputs, .npz (arrays named like the model inputs, axis 0 = "
+                        "points) or .npy (one input); without it, seeded random inputs (data-free); taylor "
+                        "(FILE.py:FUNCTION only): .npz with the inputs and 'labels'", metavar="FILE",
+                        unused="--calib is read by the data-informed methods ({readers}), not by '{method}'")
+    max_points: int = option(256, "sampling / sipp: use at most N calibration points (default 256)", type=int,
+                             metavar="N")
+
+    def __post_init__(self) -> None:
+        if int(self.max_points) != self.max_points or self.max_points < 1:
+            raise UsageError(f"max points {self.max_points} must be a positive integer")
+        if self.calib is not None and not isinstance(self.calib, (str, os.PathLike, CalibInput)):
+            object.__setattr__(self, "calib", CalibInput(self.calib))
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeltaOptions(CalibOptions):
+    delta: float = option(DELTA, "sampling / sipp: failure probability δ of the sampling bound (default 1e-16)",
+                          type=float)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 < self.delta < 1.0:
+            raise UsageError(f"delta {self.delta} must be in (0, 1)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingOptions(DeltaOptions):
+    budget: Literal["params", "macs"] = option(
+        "params", "sampling: --ratio is the fraction of parameters or of MACs to remove, met by one ε shared by all "
+        "layers (default params)", choices=("params", "macs"))
+    sampling: Literal["deterministic", "randomized"] = option(
+        "deterministic", "sampling: keep the top channels by sensitivity (default), or draw them (--seed) and "
+        "reweight the kept ones by count/(m·p)", choices=("deterministic", "randomized"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.budget not in ("params", "macs"):
+            raise UsageError(f"budget '{self.budget}' must be 'params' or 'macs'")
+        if self.sampling not in ("deterministic", "randomized"):
+            raise UsageError(f"sampling '{self.sampling}' must be 'deterministic' or 'randomized'")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SiPPOptions(DeltaOptions):
+    sipp_mode: Literal["deterministic", "randomized", "hybrid"] = option(
+        "deterministic", "sipp: global top weights by sensitivity (default), per-neuron sampling with reweighting, or "
+        "per neuron whichever bound is smaller; --ratio is the fraction of weights zeroed",
+        choices=("deterministic", "randomized", "hybrid"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sipp_mode not in ("deterministic", "randomized", "hybrid"):
+            raise UsageError(f"sipp mode '{self.sipp_mode}' must be deterministic, randomized or hybrid")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaylorOptions(SelectOptions, CalibOptions):
+    loss: Any = option(None, "taylor: loss(output, targets) -> scalar tensor; None: cross-entropy", cli=None,
+                       unused="loss is read by --method taylor only, not by '{method}'")
+
+    def __post_init__(self) -> None:
+        SelectOptions.__post_init__(self)
+        if self.loss is not None and not callable(self.loss):
+            raise UsageError(f"loss must be a callable loss(output, targets) -> scalar tensor, got "
+                             f"{type(self.loss).__name__}")
+        if int(self.max_points) != self.max_points or self.max_points < 1:
+            raise UsageError(f"max points {self.max_points} must be a positive integer")
+
+
+def require_labelled(opts: TaylorOptions) -> TaylorOptions:
+    """Taylor needs labelled data (a torch model too, which its pass declares)."""
+    return dataclasses.replace(opts, calib=check_labelled(opts.calib))
+
+
+RANK_UNUSED = "{flag} applies to low-rank decomposition: add --then lowrank or use --method lowrank"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LowRankOptions(Options):
+    """One rank choice (none given: energy 0.9) and the conv scheme (:mod:`graphprune.methods.lowrank`)."""
+
+    energy: float | None = option(None, "low rank: smallest rank keeping this fraction of Σσ² (default 0.9)",
+                                  type=float, unused=RANK_UNUSED)
+    rank_ratio: float | None = option(None, "low rank: keep this fraction of each layer's full rank", type=float,
+                                      unused=RANK_UNUSED)
+    sv_threshold: float | None = option(None, "low rank: keep singular values > T (absolute)", type=float,
+                                        unused=RANK_UNUSED)
+    scheme: Literal["channel", "spatial"] = option(
+        "channel", "low rank conv scheme: channel (kxk then 1x1) or spatial (kx1 then 1xk) (default channel)",
+        choices=("channel", "spatial"))
+
+    def __post_init__(self) -> None:
+        check_rank_options(self.energy, self.rank_ratio, self.sv_threshold)
+        if self.scheme not in ("channel", "spatial"):
+            raise UsageError(f"scheme '{self.scheme}' must be 'channel' or 'spatial'")
+
+
+# ---- the presets ------------------------------------------------------------------------------------------------
+
+
+def channel_pipeline(score: Pass, cfg: "PruneConfig", opts: SelectOptions, exclude: tuple[str, ...]) -> list[Pass]:
+    select = Select(ratio=cfg.ratio, scope=opts.scope, threshold=opts.threshold, round_to=cfg.round_to,
+                    max_group_ratio=opts.max_group_ratio)
+    return [analyse(cfg, exclude), score, select, RemoveChannels()]
+
+
+def analyse(cfg: "PruneConfig", exclude: tuple[str, ...]) -> AnalyseChannels:
+    return AnalyseChannels(exclude=tuple(cfg.exclude) + tuple(exclude), strict=cfg.strict)
+
+
+def calibrate(cfg: "PruneConfig", opts: CalibOptions) -> Calibrate:
+    return Calibrate(data=opts.calib, max_points=opts.max_points, seed=cfg.seed)
+
+
+def magnitude(cfg: "PruneConfig", opts: NormOptions, exclude) -> list[Pass]:
+    """Li et al. 2017: the L1 / L2 norm of every weight slice a unit owns (passes/magnitude.py)."""
+    return channel_pipeline(MagnitudeScore(norm=opts.norm), cfg, opts, exclude)
+
+
+def random(cfg: "PruneConfig", opts: SelectOptions, exclude) -> list[Pass]:
+    """Random scores: the baseline every criterion must beat."""
+    return channel_pipeline(RandomScore(seed=cfg.seed), cfg, opts, exclude)
+
+
+def bn_scale(cfg: "PruneConfig", opts: NormOptions, exclude) -> list[Pass]:
     """Network slimming: |γ| of the BatchNormalization on each channel (passes/bn_scale.py)."""
-    from graphprune.passes.bn_scale import BNScaleScore
-
-    return channel_pipeline(BNScaleScore(norm=config.norm), config)
+    return channel_pipeline(BNScaleScore(norm=opts.norm), cfg, opts, exclude)
 
 
-def taylor(config: "PruneConfig") -> list["Pass"]:
+def taylor(cfg: "PruneConfig", opts: TaylorOptions, exclude) -> list[Pass]:
     """First-order Taylor |Σ activation × gradient| over labelled data; torch path only (passes/taylor.py)."""
-    from graphprune.passes.taylor import TaylorScore
+    score = TaylorScore(calib=opts.calib, loss=opts.loss, max_points=opts.max_points)
+    return channel_pipeline(score, cfg, opts, exclude)
 
-    return channel_pipeline(TaylorScore(calib=config.calib, loss=config.loss, max_points=config.max_points), config)
+
+def sampling(cfg: "PruneConfig", opts: SamplingOptions, exclude) -> list[Pass]:
+    """PFP: data-informed channel sensitivity, one ε for a params / MACs budget (passes/sampling.py)."""
+    select = SamplingSelect(ratio=cfg.ratio, budget=opts.budget, sampling=opts.sampling, delta=opts.delta,
+                            round_to=cfg.round_to, seed=cfg.seed)
+    passes = [calibrate(cfg, opts), analyse(cfg, exclude),
+              SensitivityScore(max_points=opts.max_points, seed=cfg.seed), select, RemoveChannels()]
+    return passes + ([Reweight()] if opts.sampling == "randomized" else [])
 
 
-METHODS: dict[str, Callable[["PruneConfig"], list["Pass"]]] = {
-    "magnitude": magnitude,
-    "random": random,
-    "lowrank": lowrank,
-    "sampling": sampling,
-    "sipp": sipp,
-    "bn_scale": bn_scale,
-    "taylor": taylor,
-}
+def sipp(cfg: "PruneConfig", opts: SiPPOptions, exclude) -> list[Pass]:
+    """SiPP: zeroes weights (unstructured); shapes are NOT shrunk (passes/sipp.py)."""
+    return [calibrate(cfg, opts), SiPPSparsify(ratio=cfg.ratio, mode=opts.sipp_mode, delta=opts.delta,
+                                               max_points=opts.max_points, exclude=cfg.exclude, seed=cfg.seed)]
+
+
+def lowrank(cfg: "PruneConfig", opts: LowRankOptions, exclude) -> list[Pass]:
+    """Low-rank decomposition of Conv / Gemm / MatMul where MACs fall (passes/lowrank.py)."""
+    return [LowRank(energy=opts.energy, rank_ratio=opts.rank_ratio, sv_threshold=opts.sv_threshold,
+                    scheme=opts.scheme, round_to=cfg.round_to, exclude=cfg.exclude)]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A ``--method``: its options record and how it builds its passes; ``then``: may follow another method;
+    ``require``: checks (and may complete) its options when it is part of the pipeline. ``sizes``: what sets how
+    much goes (``"channels"``: --ratio of each group's channels; ``"budget"``: --ratio of the params / MACs budget;
+    ``"weights"``: --ratio of the weights, zeroed, shapes kept; ``"rank"``: the rank options, no ratio);
+    ``calibrated``: reads unlabelled calibration inputs (``calib``)."""
+
+    name: str
+    options: type[Options]
+    build: Callable[["PruneConfig", Any, tuple[str, ...]], list[Pass]]
+    then: bool = False
+    require: Callable[[Any], Any] | None = None
+    sizes: Literal["channels", "budget", "weights", "rank"] = "channels"
+    calibrated: bool = False
+
+    @property
+    def help(self) -> str:
+        return (self.build.__doc__ or "").strip().splitlines()[0]
+
+
+METHODS: Mapping[str, Method] = {m.name: m for m in (
+    Method("magnitude", NormOptions, magnitude),
+    Method("random", SelectOptions, random),
+    Method("lowrank", LowRankOptions, lowrank, then=True, sizes="rank"),
+    Method("sampling", SamplingOptions, sampling, sizes="budget", calibrated=True),
+    Method("sipp", SiPPOptions, sipp, sizes="weights", calibrated=True),
+    Method("bn_scale", NormOptions, bn_scale),
+    Method("taylor", TaylorOptions, taylor, require=require_labelled),
+)}
+THEN_METHODS = tuple(m.name for m in METHODS.values() if m.then)  # methods that may follow another one with --then
+
+
+def option_fields() -> dict[str, dataclasses.Field]:
+    """Every method option, by name (the first record that declares it gives its description)."""
+    out: dict[str, dataclasses.Field] = {}
+    for m in METHODS.values():
+        for f in dataclasses.fields(m.options):
+            out.setdefault(f.name, f)
+    return out
+
+
+def check_chain(method: str, then: tuple[str, ...]) -> None:
+    """``--method`` and ``--then`` name known methods, each once, only then-able ones after the first."""
+    if method not in METHODS:
+        raise UsageError(f"unknown method '{method}'; choose one of {', '.join(sorted(METHODS))}")
+    for name in then:
+        if name not in THEN_METHODS:
+            raise UsageError(f"--then {name}: only {', '.join(THEN_METHODS)} can follow another method")
+    chain = (method, *then)
+    if len(set(chain)) != len(chain):
+        raise UsageError(f"method '{method}' appears twice in the pipeline {' -> '.join(chain)}")
+
+
+def passes(cfg: "PruneConfig", exclude: tuple[str, ...] = ()) -> list[Pass]:
+    """The passes of ``--method`` followed by those of every ``--then`` method (and the fold post-pass); ``exclude``:
+    node names the analysis freezes on top of the configured ones (the torch frontend's re-planning)."""
+    out = [p for name in (cfg.method, *cfg.then) for p in METHODS[name].build(cfg, cfg.options[name], exclude)]
+    return out + [FoldBatchNorm()] if cfg.fold else out
+
+
+def planning(cfg: "PruneConfig") -> list[Pass]:
+    """The passes that decide which units go without changing the model (analysis, scoring, selection): those
+    before the first pass that may change the model."""
+    out = []
+    for p in passes(cfg):
+        if p.mutates:
+            break
+        out.append(p)
+    return out

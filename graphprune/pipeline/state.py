@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import numpy as np
-import onnx
 
 from graphprune.channels.analysis import ChannelGraph
-from graphprune.frontends.onnx.load import LoadedModel
 from graphprune.channels.plan import Plan
-
-if TYPE_CHECKING:  # the torch frontend imports torch; the ONNX path must not
-    from graphprune.frontends.fx.trace import TorchSource
+from graphprune.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -26,22 +22,32 @@ class PassRecord:
 
 @dataclass(frozen=True, eq=False)
 class PruneState:
-    """Everything a pipeline knows so far. ``model`` is the current ONNX model (the folded source until a
-    mutating pass replaces it). With a torch source (:class:`graphprune.frontends.fx.TorchSource`, same
-    ``graph`` attribute) ``model`` is the ``nn.Module`` and only non-mutating passes run on the state."""
+    """Everything a pipeline knows so far. ``source`` is what a frontend loaded (an ONNX
+    :class:`~graphprune.frontends.onnx.load.LoadedModel` or a torch
+    :class:`~graphprune.frontends.fx.trace.TorchSource`: its ``graph`` is the IR, its ``frontend`` says how to emit
+    into and verify that kind of model). ``model`` is the current model: the source's until a mutating pass
+    replaces it (an ``onnx.ModelProto``, or an ``nn.Module``)."""
 
-    source: LoadedModel | TorchSource
-    model: onnx.ModelProto | Any
+    source: Any
+    model: Any
     channels: ChannelGraph | None = None
     scores: Mapping[int, np.ndarray] | None = None
     plan: Plan | None = None
     history: tuple[PassRecord, ...] = ()
-    calib: Any = None  # graphprune.calib.Calibration: the points data-informed passes read (Calibrate sets it)
-    weight_edits: Mapping[str, Any] | None = None  # initializer → graphprune.edits.WeightEdit of the last value-only pass
+    calib: Any = None  # graphprune.methods.calib.Calibration: the points data-informed passes read (Calibrate sets it)
+    weight_edits: Mapping[str, Any] | None = None  # initializer → WeightEdit of the last value-only pass
 
     @staticmethod
-    def start(source: LoadedModel | TorchSource) -> "PruneState":
+    def start(source: Any) -> "PruneState":
+        if getattr(source, "frontend", None) is None:
+            raise UsageError("this source was not loaded by a frontend; load the model with graphprune.api.load "
+                             "(ONNX) or graphprune.frontends.fx.frontend.load (torch)")
         return PruneState(source=source, model=source.model)
+
+    @property
+    def frontend(self) -> Any:
+        """The :class:`graphprune.frontends.base.Frontend` of the source."""
+        return self.source.frontend
 
     def with_(self, **changes: Any) -> "PruneState":
         return replace(self, **changes)

@@ -7,12 +7,17 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import numpy as np
+
+from graphprune import progress
 from graphprune.channels.analysis import ChannelGraph, Group
-from graphprune.methods.cost import Cost
-from graphprune.ir import Graph
 from graphprune.channels.plan import Plan
+from graphprune.ir import Graph
+from graphprune.methods.cost import Cost, cost as graph_cost
 from graphprune.pipeline.state import PassRecord
-from graphprune.verify.onnx import Verification
+from graphprune.report.format import fmt_count, fmt_param
+from graphprune.report.layers import EMPTY_NODES, const_inputs, layer_rows, nodes_of_groups
+from graphprune.verify.result import Verification
 
 
 @dataclass(frozen=True)
@@ -111,8 +116,6 @@ SKIP_STATS = ("notes", "units_removed", "groups_pruned")
 
 
 def summarise_groups(cg: ChannelGraph, plan: Plan | None) -> tuple[GroupSummary, ...]:
-    from graphprune.report.inspect import EMPTY_NODES, nodes_of_groups
-
     by_group = nodes_of_groups(cg.graph, cg)
     out = []
     for g in cg.candidates:
@@ -128,11 +131,6 @@ def layer_report(before: Graph, after: Graph | None, plan: Plan | None,
     """Per weighted layer of the original: channels in / out before and after (from the plan), parameters and MACs
     before and after (read from the pruned graph; a low-rank layer ``n`` counts ``n/lowrank_a`` + ``n/lowrank_b``),
     and the non-zero weights after (what SiPP changes)."""
-    import numpy as np
-
-    from graphprune.methods.cost import cost as graph_cost
-    from graphprune.report.inspect import const_inputs, layer_rows
-
     mb = graph_cost(before).per_node_macs
     rows = layer_rows(before, cg, plan, mb)
     if after is None:
@@ -162,13 +160,6 @@ def layer_names(group: Group) -> tuple[str, ...]:
     return tuple(dict.fromkeys(s.tensor for s in group.params))
 
 
-def fmt_count(n: int) -> str:
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return str(n)
-
-
 def summary_rows(report: PruneReport) -> list[tuple[str, str, str, str]]:
     b, a = report.before, report.after
     pr, mr = b.ratio(a)
@@ -195,21 +186,15 @@ ORACLES = {  # verification check name -> what it compares (verify.py, verify_lo
 }
 
 
-def fmt_param(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
 def method_line(report: PruneReport) -> str:
     """The method and the parameters it used, e.g. ``method: sampling (ε=0.41, δ=1e-16, budget=params)``."""
     names = {"epsilon": "ε", "delta": "δ"}
     wanted = ("norm", "seed", "epsilon", "delta", "budget", "sampling", "mode", "rule", "scheme", "points_used",
               "data_free", "groups_magnitude_fallback")
     parts = []
-    for stats in report.method_parameters.values():
+    for name, stats in report.method_parameters.items():
         for k in wanted:
-            if k in stats and not (k == "seed" and report.method != "random"):
+            if k in stats and not (k == "seed" and name != "RandomScore"):  # the seed chose the units only there
                 text = f"{names.get(k, k)}={fmt_param(stats[k])}" if k != "rule" else str(stats[k])
                 if text not in parts:
                     parts.append(text)
@@ -221,7 +206,7 @@ def method_line(report: PruneReport) -> str:
             parts.insert(0, f"ratio={fmt_param(opts.get('ratio'))}, {opts.get('scope', 'local')}")
     elif "SamplingSelect" in report.pass_names:
         parts.insert(0, f"ratio={fmt_param(opts.get('ratio'))} of {opts.get('budget', 'params')}")
-    elif report.method == "sipp":
+    elif "SiPPSparsify" in report.pass_names:
         parts.insert(0, f"ratio={fmt_param(opts.get('ratio'))} of weights")
     chain = " → ".join((report.method, *opts.get("then", ())))
     return f"method: {chain}" + (f" ({', '.join(parts)})" if parts else "")
@@ -293,96 +278,27 @@ def changed_layers(report: PruneReport) -> list[Mapping[str, Any]]:
             or (r["params"].get("nonzero_after") not in (None, r["params"]["after"]))]
 
 
-def print_report(report: PruneReport, console=None, verbose: bool = False, max_layers: int = 12) -> None:
-    """The rich before/after table, the status lines, the layers that changed (all with ``verbose``), and with
-    ``verbose`` every group (kept / units, the layers it couples) and why frozen ones are frozen."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    table = Table(title=f"graphprune: {report.method}", show_header=True, header_style="bold")
-    for col in ("", "before", "after", "ratio"):
-        table.add_column(col, justify="right" if col else "left")
-    for row in summary_rows(report):
-        table.add_row(*row)
-    console.print(table)
-    for line in status_lines(report):
-        console.print(line, highlight=False)
-    layers = changed_layers(report)
-    if layers:
-        shown = layers if verbose else layers[:max_layers]
-        lt = Table(title="layers changed", header_style="bold")
-        for col in ("layer", "in ch", "out ch", "params", "MACs"):
-            lt.add_column(col, justify="left" if col == "layer" else "right", overflow="fold")
-        sparse = any(r["params"].get("nonzero_after") not in (None, r["params"]["after"]) for r in shown)
-        for r in shown:
-            def ch(d):
-                return str(d["before"]) if d["before"] == d["after"] else f"{d['before']} → {d['after']}"
-            p, m = r["params"], r["macs"]
-            after = fmt_count(p["after"])
-            if sparse and p.get("nonzero_after") is not None:
-                after += f" ({fmt_count(p['nonzero_after'])} ≠0)"
-            name = r["name"] + (" (low rank)" if r.get("lowrank") else "")
-            lt.add_row(name, ch(r["in"]), ch(r["out"]), f"{fmt_count(p['before'])} → {after}",
-                       f"{fmt_count(m['before'])} → {fmt_count(m['after'])}")
-        console.print(lt)
-        if len(shown) < len(layers):
-            console.print(f"… {len(layers) - len(shown)} more layers changed (-v, or --report FILE for all)",
-                          highlight=False)
-    if verbose and report.groups:
-        gt = Table(title="channel groups", header_style="bold")
-        for col in ("group", "kept / units", "produced by", "read by", "why frozen"):
-            gt.add_column(col, overflow="fold")
-        for g in report.groups:
-            gt.add_row(str(g.id), f"{g.kept} / {g.units}", "\n".join(g.produced_by) or "-", "\n".join(g.read_by) or "-",
-                       "\n".join(g.frozen_because))
-        console.print(gt)
 
 
-def write_plot(report: PruneReport, path, input_path=None):
-    """A PNG of per-layer output channels before / after (and parameters, as a second panel), matplotlib Agg."""
-    import io as _io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from graphprune.io import write_bytes_atomic
-
-    rows = list(report.layers)
-    names = [r["name"] for r in rows] or ["(no weighted layers)"]
-    y = range(len(names))
-    height = max(3.0, 0.28 * len(names) + 1.5)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, height), sharey=True)
-    before = [r["out"]["before"] for r in rows] or [0]
-    after = [r["out"]["after"] for r in rows] or [0]
-    ax1.barh([i - 0.2 for i in y], before, height=0.4, color="#bbbbbb", label="before")
-    ax1.barh([i + 0.2 for i in y], after, height=0.4, color="#4e79a7", label="after")
-    ax1.set_yticks(list(y), names, fontsize=7)
-    ax1.invert_yaxis()
-    ax1.set_xlabel("output channels")
-    ax1.legend(loc="lower right")
-    pb = [r["params"]["before"] for r in rows] or [0]
-    pa = [r["params"]["after"] if r["params"].get("nonzero_after") is None else r["params"]["nonzero_after"]
-          for r in rows] or [0]
-    ax2.barh([i - 0.2 for i in y], pb, height=0.4, color="#bbbbbb", label="before")
-    ax2.barh([i + 0.2 for i in y], pa, height=0.4, color="#f28e2b", label="after (non-zero)")
-    ax2.set_xlabel("parameters")
-    ax2.legend(loc="lower right")
-    pr, mr = report.before.ratio(report.after)
-    fig.suptitle(f"graphprune {report.method}: params {pr:.1%}, MACs {mr:.1%} of the original")
-    fig.tight_layout()
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return write_bytes_atomic(path, buf.getvalue()) if input_path is None else _write(path, buf.getvalue(), input_path)
-
-
-def _write(path, data: bytes, input_path):
-    from pathlib import Path
-
-    from graphprune.io import check_output, write_bytes_atomic
-
-    check_output(Path(path), input_path)
-    return write_bytes_atomic(Path(path), data)
+def make_report(config, run, finished, verification: Verification | None, notes: tuple[str, ...] = ()) -> PruneReport:
+    """The report of a pruning ``run`` (a :class:`graphprune.pipeline.runner.Run`) whose output the frontend
+    finished as ``finished``: cost before and after (at the analysed shapes), per-layer rows, groups, checks,
+    latency when asked, and every note the passes, the frontend and the caller made."""
+    state = run.state
+    source, frontend, cg = state.source, state.frontend, state.channels
+    before = frontend.cost(source, source.model)
+    after = frontend.cost(source, state.model) if run.modified else before
+    after_graph = frontend.graph_after(source, state.model) if run.modified and frontend.layer_table else None
+    latency = None
+    if config.latency:
+        with progress.task("measuring latency"):
+            latency = frontend.latency(source, source.model, finished.model, config.seed)
+    options = {k: v for k, v in config.flat().items() if k != "input_shapes"}
+    options["input_shapes"] = {k: list(v) for k, v in source.input_shapes.items()}
+    unmapped = tuple(sorted({f"{n.op} ({n.source or n.name})" for n in cg.unmapped})) if cg else ()
+    layers = layer_report(source.graph, after_graph, state.plan, cg) if frontend.layer_table else ()
+    return PruneReport(method=config.method, options=options, before=before, after=after,
+                       groups=summarise_groups(cg, state.plan) if cg else (), unmapped_ops=unmapped,
+                       verification=verification, passes=state.history, latency=latency,
+                       notes=tuple(n for r in state.history for n in r.stats.get("notes", ())) + finished.notes + notes,
+                       layers=layers, extra={"frontend": frontend.name, **(finished.extra or {})})

@@ -13,134 +13,19 @@ import html
 import json
 from typing import Any, Mapping
 
+from rich.console import Console
+from rich.table import Table
+
 from graphprune.channels.analysis import ChannelGraph
 from graphprune.methods.cost import Cost
 from graphprune.ir import Graph, Node
 from graphprune.channels.plan import Plan
 from graphprune.channels.rules import Space
-
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+from graphprune.report.format import fmt_count
+from graphprune.report.layers import EMPTY_NODES, layer_axes, layer_rows, nodes_of_groups, space_owner
 
 
 # ---- the data (also the --json output) ---------------------------------------------------------------------
-
-
-def layer_axes(graph: Graph, node: Node) -> tuple[Space, Space] | None:
-    """(input-channel space, output-channel space) of a weighted layer, or None when it is not one."""
-    if node.op not in WEIGHTED_OPS or len(node.inputs) < 2 or not node.outputs:
-        return None
-    x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
-    if not graph.is_const(w) or graph.shape(x) is None or graph.shape(y) is None:
-        return None
-    xr, yr = len(graph.shape(x)), len(graph.shape(y))
-    if node.op in ("Conv", "ConvTranspose"):
-        if xr < 3:
-            return None
-        return Space(x, 1), Space(y, 1)
-    if node.op == "Gemm":
-        return Space(x, 0 if int(node.attr("transA", 0)) else 1), Space(y, 1)
-    return Space(x, xr - 1), Space(y, yr - 1)  # MatMul with a constant right-hand side
-
-
-def kept_count(plan: Plan | None, space: Space, size: int) -> int:
-    if plan is None or space not in plan.keep:
-        return size
-    return int(len(plan.keep[space]))
-
-
-def const_inputs(graph: Graph, node: Node) -> list[str]:
-    out = []
-    for t in node.inputs:
-        v = graph.value(t) if t else None
-        if v is not None and v.dtype.kind == "f" and t not in out:
-            out.append(t)
-    return out
-
-
-def params_after(graph: Graph, tensors: list[str], plan: Plan | None) -> int:
-    total = 0
-    for t in tensors:
-        shape = graph.shape(t) or ()
-        n = 1
-        for k, d in enumerate(shape):
-            n *= kept_count(plan, Space(t, k), d)
-        total += n
-    return total
-
-
-def space_owner(graph: Graph, space: Space) -> tuple[str, str]:
-    """(node name, role) that explains a space: the producer of an activation, the reader of a parameter."""
-    if space.virtual:
-        return space.tensor, "groups of"
-    prod = graph.producers.get(space.tensor)
-    if prod is not None:
-        return prod.name, "output of"
-    if space.tensor in graph.inputs:
-        return space.tensor, "graph input"
-    readers = graph.consumers.get(space.tensor, ())
-    if readers:
-        return readers[0].name, "parameter of"
-    return space.tensor, "tensor"
-
-
-def layer_rows(graph: Graph, cg: ChannelGraph | None, plan: Plan | None = None,
-               per_node_macs: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
-    """One row per weighted layer (Conv, ConvTranspose, Gemm, MatMul with a constant weight): channel counts and
-    parameters before / after ``plan``."""
-    rows = []
-    for node in graph.nodes:
-        axes = layer_axes(graph, node)
-        if axes is None:
-            continue
-        sin, sout = axes
-        nin, nout = graph.shape(sin.tensor)[sin.axis], graph.shape(sout.tensor)[sout.axis]
-        consts = const_inputs(graph, node)
-        row = {"name": node.name, "op": node.op, "weight": node.inputs[1],
-               "in": {"before": int(nin), "after": kept_count(plan, sin, nin)},
-               "out": {"before": int(nout), "after": kept_count(plan, sout, nout)},
-               "params": {"before": params_after(graph, consts, None), "after": params_after(graph, consts, plan)}}
-        if cg is not None:
-            row["group_in"], row["group_out"] = cg.group_of.get(sin), cg.group_of.get(sout)
-        if per_node_macs is not None:
-            row["macs"] = int(per_node_macs.get(node.name, 0))
-        rows.append(row)
-    return rows
-
-
-def nodes_of_groups(graph: Graph, cg: ChannelGraph,
-                    axes: Mapping[str, tuple[Space, Space]] | None = None) -> dict[int, dict[str, list[str]]]:
-    """Per group, the nodes it couples: weighted layers whose output channels are in it (``produced_by``),
-    weighted layers that read it as input channels (``read_by``), and every other node with a coupling in it
-    (``through``). One pass over the nodes and the couplings: linear in the graph size."""
-    if axes is None:
-        axes = {n.name: a for n in graph.nodes if (a := layer_axes(graph, n)) is not None}
-    out: dict[int, dict[str, list[str]]] = {}
-
-    def entry(gid: int) -> dict[str, list[str]]:
-        return out.setdefault(gid, {"produced_by": [], "read_by": [], "through": []})
-
-    layer_groups: dict[str, set[int]] = {}
-    for name, (sin, sout) in axes.items():
-        if sout in cg.group_of:
-            entry(cg.group_of[sout])["produced_by"].append(name)
-            layer_groups.setdefault(name, set()).add(cg.group_of[sout])
-        if sin in cg.group_of:
-            entry(cg.group_of[sin])["read_by"].append(name)
-            layer_groups.setdefault(name, set()).add(cg.group_of[sin])
-    seen: set[tuple[int, str]] = set()
-    for a, _, data in cg.nx.edges(data=True):
-        gid, node = cg.group_of[a], data["node"]
-        if (gid, node) not in seen and gid not in layer_groups.get(node, ()):
-            seen.add((gid, node))
-            entry(gid)["through"].append(node)
-    order = {n.name: i for i, n in enumerate(graph.nodes)}
-    for lists in out.values():
-        for key in lists:
-            lists[key].sort(key=lambda n: order.get(n, -1))
-    return out
-
-
-EMPTY_NODES = {"produced_by": [], "read_by": [], "through": []}
 
 
 def inspection_data(graph: Graph, cg: ChannelGraph, cost: Cost, *, everything: bool = False, plan: Plan | None = None,
@@ -205,11 +90,6 @@ def short_list(names: list[str], limit: int = 4, sep: str = ", ") -> str:
 
 def print_inspection(data: dict, console=None, verbose: bool = False) -> None:
     """Rich tables: one row per group (what it couples, by node name), the per-layer channel counts, totals."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from graphprune.report.data import fmt_count
-
     console = console or Console()
     planned = "plan" in data
     table = Table(title="channel groups", header_style="bold", show_lines=False, expand=True)
@@ -438,8 +318,6 @@ JS = """
 
 def to_html(graph: Graph, data: dict, edges: list[tuple[str, str, str]], title: str = "model") -> str:
     """One self-contained page: no external resource of any kind (checked by the tests)."""
-    from graphprune.report.data import fmt_count
-
     t = data["totals"]
     planned = "plan" in data
     summary = (f'<div class="summary"><span>params <b>{fmt_count(data["params"])}</b></span>'
@@ -474,83 +352,3 @@ def to_html(graph: Graph, data: dict, edges: list[tuple[str, str, str]], title: 
 # ---- the command -------------------------------------------------------------------------------------------
 
 
-def read_plan(pruned: str | None, plan_file: str | None) -> tuple[Plan | None, dict[str, tuple[int, ...]], list[str]]:
-    """The plan of ``--pruned small.onnx`` (its metadata) or ``--plan plan.json``, the input shapes it was made
-    for, and notes (a pruned model without a plan, low-rank layers)."""
-    from pathlib import Path
-
-    from graphprune.api import PLAN_KEY, SHAPES_KEY
-    from graphprune.errors import UsageError
-    from graphprune.frontends.onnx.load import read_model
-    from graphprune.methods.lowrank import LOWRANK_KEY
-
-    notes: list[str] = []
-    if pruned and plan_file:
-        raise UsageError("give --pruned or --plan, not both")
-    if plan_file:
-        try:
-            text = Path(plan_file).read_text()
-            data = json.loads(text)
-            if "plan" in data and isinstance(data["plan"], (str, dict)):  # a wrapper holding the plan
-                text = data["plan"] if isinstance(data["plan"], str) else json.dumps(data["plan"])
-            return Plan.from_json(text), {}, notes
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UsageError(f"--plan {plan_file}: not a graphprune plan ({type(exc).__name__}: {exc})") from exc
-    if not pruned:
-        return None, {}, notes
-    model = read_model(Path(pruned))
-    props = {p.key: p.value for p in model.metadata_props}
-    shapes = {k: tuple(v) for k, v in json.loads(props[SHAPES_KEY]).items()} if SHAPES_KEY in props else {}
-    if LOWRANK_KEY in props:
-        notes.append("the pruned model also has low-rank layers (graphprune.lowrank); channel counts show the "
-                     "channel stage only")
-    if PLAN_KEY not in props:
-        notes.append(f"{pruned} holds no graphprune.plan in its metadata: no channel was removed by graphprune")
-        return Plan({}, {}, {}), shapes, notes
-    return Plan.from_json(props[PLAN_KEY]), shapes, notes
-
-
-def command(args) -> int:
-    """``graphprune inspect``: terminal view, ``--json``, ``--dot FILE``, ``--html FILE``."""
-    from pathlib import Path
-
-    from graphprune import api
-    from graphprune import io
-    from graphprune import progress
-    from graphprune.errors import UsageError
-    from graphprune.frontends.onnx.load import parse_input_shapes
-
-    plan, stored_shapes, notes = read_plan(getattr(args, "pruned", None), getattr(args, "plan", None))
-    shapes = parse_input_shapes(args.input_shape) or stored_shapes
-    model_path = Path(args.model)
-    with progress.task("analysing channels"):
-        ins = api.inspect(model_path, shapes, tuple(args.exclude))
-    if plan is not None and not plan.empty:
-        missing = [str(s) for s in plan.keep if not s.virtual and ins.source.graph.shape(s.tensor) is None]
-        if missing:
-            raise UsageError(f"the plan does not belong to {model_path}: it names tensors the model does not have "
-                             f"({', '.join(missing[:3])}); pass the original model the plan was made from")
-    data = inspection_data(ins.source.graph, ins.channels, ins.cost, everything=args.all, plan=plan,
-                           input_shapes=ins.source.input_shapes)
-    if notes:
-        data["notes"] = notes
-    edges = None
-    for option, render in (("dot", to_dot), ("html", None)):
-        target = getattr(args, option, None)
-        if not target:
-            continue
-        io.check_output(Path(target), model_path)
-        edges = edges if edges is not None else edges_data(ins.channels, data["groups"])
-        text = to_dot(data, edges) if render else to_html(ins.source.graph, data, edges, title=model_path.name)
-        io.write_text_atomic(Path(target), text, model_path)
-    if args.json:
-        print(json.dumps(data, indent=2, default=str))
-        return 0
-    if not args.quiet:
-        print_inspection(data, verbose=args.verbose)
-        for note in notes:
-            print(f"note: {note}")
-        for option in ("dot", "html"):
-            if getattr(args, option, None):
-                print(f"wrote {getattr(args, option)}")
-    return 0

@@ -12,37 +12,25 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from rich.console import Console
+from rich.table import Table
+
+from graphprune import progress
 from graphprune.errors import GraphPruneError, InputShapeError, UsageError
-
-
-def add_parser(sub):
-    p = sub.add_parser("bench", help="onnxruntime latency of one model, or of an original and its pruned version "
-                       "side by side (median, p10/p90, ratio)")
-    p.add_argument("models", nargs="+", metavar="MODEL", help="one or two ONNX files (the second: e.g. the pruned one)")
-    p.add_argument("--batch", type=int, nargs="+", metavar="N", help="batch sizes (axis 0 of every input; default: "
-                   "the model's own)")
-    p.add_argument("--threads", type=int, default=0, metavar="N", help="onnxruntime intra-op threads (default 0: "
-                   "onnxruntime decides)")
-    p.add_argument("--runs", type=int, default=50, metavar="N", help="timed runs per measurement (default 50)")
-    p.add_argument("--warmup", type=int, default=5, metavar="N", help="untimed runs first (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    return p
+from graphprune.frontends.onnx import load as onnx_frontend
+from graphprune.frontends.onnx.load import read_model
+from graphprune.frontends.onnx.proto import declared_shape, graph_inputs
+from graphprune.runtime import latency_ms, providers, seeded_inputs
+from graphprune.verify import metadata
 
 
 def stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """The input shapes graphprune recorded in a pruned model's metadata, if any."""
-    from graphprune.api import SHAPES_KEY
-    from graphprune.frontends.onnx.load import read_model
-
-    props = {p.key: p.value for p in read_model(path).metadata_props}
-    return {k: tuple(v) for k, v in json.loads(props[SHAPES_KEY]).items()} if SHAPES_KEY in props else {}
+    return dict(metadata.read(read_model(path)).input_shapes)
 
 
 def declared_batch(path: Path) -> dict[str, Any]:
     """Axis 0 of every graph input as declared: an int when static, the symbol (or None) when dynamic."""
-    from graphprune.frontends.onnx.load import declared_shape, graph_inputs, read_model
-
     out = {}
     for vi in graph_inputs(read_model(path)):
         dims = declared_shape(vi)
@@ -53,9 +41,6 @@ def declared_batch(path: Path) -> dict[str, Any]:
 def measure(path: Path, batch: int | None, *, input_shapes: Mapping[str, tuple[int, ...]], threads: int, runs: int,
             warmup: int, seed: int) -> dict[str, Any]:
     """One latency measurement, or ``{"error": why}`` when this batch size cannot be applied to this model."""
-    from graphprune.frontends.onnx import load as onnx_frontend
-    from graphprune.runtime import latency_ms, seeded_inputs
-
     shapes = dict(input_shapes) or stored_shapes(path)
     if batch is not None:
         declared = declared_batch(path)
@@ -65,8 +50,8 @@ def measure(path: Path, batch: int | None, *, input_shapes: Mapping[str, tuple[i
             return {"error": f"batch {batch} cannot be applied: input '{name}' has a static batch dimension of {dim} "
                              f"(the export fixed it; re-export with a dynamic batch axis to bench other sizes)"}
         if not shapes:
-            for vi in onnx_frontend.graph_inputs(onnx_frontend.read_model(path)):
-                dims = onnx_frontend.declared_shape(vi)
+            for vi in graph_inputs(onnx_frontend.read_model(path)):
+                dims = declared_shape(vi)
                 if not all(isinstance(d, int) and d > 0 for d in dims[1:]):
                     raise UsageError(f"{path}: input '{vi.name}' has dynamic dimensions other than the batch: pass "
                                      "--input-shape NAME:D0,D1,... (its axis 0 is then replaced by --batch)")
@@ -98,9 +83,6 @@ def measure(path: Path, batch: int | None, *, input_shapes: Mapping[str, tuple[i
 def bench(models: Sequence[str | Path], batches: Sequence[int] | None = None, *, threads: int = 0, runs: int = 50,
           warmup: int = 5, seed: int = 0, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
     """Latency of each model at each batch size; with two models, the ratio second / first per batch."""
-    from graphprune import progress
-    from graphprune.runtime import providers
-
     if not 1 <= len(models) <= 2:
         raise UsageError(f"bench takes one or two models, got {len(models)}")
     if runs < 1 or warmup < 0 or threads < 0:
@@ -133,9 +115,6 @@ def bench(models: Sequence[str | Path], batches: Sequence[int] | None = None, *,
 
 
 def print_bench(data: dict, console=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     console = console or Console()
     names = [Path(m).name for m in data["models"]]
     table = Table(title=f"onnxruntime latency, ms ({data['provider']}, {data['runs']} runs, "
@@ -163,13 +142,3 @@ def print_bench(data: dict, console=None) -> None:
         console.print(e, highlight=False)
 
 
-def command(args) -> int:
-    from graphprune.frontends.onnx.load import parse_input_shapes
-
-    data = bench(args.models, args.batch, threads=args.threads, runs=args.runs, warmup=args.warmup, seed=args.seed,
-                 input_shapes=parse_input_shapes(args.input_shape))
-    if args.json:
-        print(json.dumps(data, indent=2))
-    elif not args.quiet:
-        print_bench(data)
-    return 0

@@ -33,10 +33,15 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from graphprune import api, io
+from graphprune.config import PruneConfig, default
 from graphprune.errors import UsageError
+from graphprune.frontends.onnx.lower import to_ir
+from graphprune.frontends.registry import frontend_for
+from graphprune.methods.calib import ActivationRunner, as_dict, model_inputs, validate
+from graphprune.pipeline.presets import METHODS
 
 LABELS = "labels"
-CHANNEL_RATIO_METHODS = ("magnitude", "random", "bn_scale")  # ratio = fraction of channels removed
 
 
 # ---- the search: pure, over a callable ---------------------------------------------------------------------
@@ -209,8 +214,6 @@ class PrunabilityResult:
         plt.close(fig)
         data = buf.getvalue()
         if path is not None:
-            from graphprune import io
-
             io.write_bytes_atomic(io.check_output(Path(path), input_path), data)
         return data
 
@@ -274,7 +277,7 @@ class Evaluator(Protocol):
 
 def prune_options(method: str, kept: float, base: Mapping[str, Any]) -> dict[str, Any]:
     opts = dict(base)
-    if method == "lowrank":  # no ratio: the kept fraction is each layer's rank fraction
+    if METHODS[method].sizes == "rank":  # no ratio: the kept fraction is each layer's rank fraction
         opts.update(rank_ratio=kept, ratio=0.0)
     else:
         opts["ratio"] = round(1.0 - kept, 12)
@@ -283,9 +286,6 @@ def prune_options(method: str, kept: float, base: Mapping[str, Any]) -> dict[str
 
 class OnnxEvaluator(Evaluator):
     def __init__(self, model, data, labels, *, method: str, input_shapes, prune_kw: Mapping[str, Any]):
-        from graphprune import api
-        from graphprune.methods.calib import ActivationRunner, model_inputs, validate
-
         self.model, self.method, self.prune_kw = model, method, dict(prune_kw)
         self.source = api.load(model, input_shapes)
         self.name = str(model) if isinstance(model, (str, os.PathLike)) else (self.source.model.graph.name or "model")
@@ -306,20 +306,16 @@ class OnnxEvaluator(Evaluator):
         return [out[n] for n in self.output_names]
 
     def count(self, model) -> int:
-        from graphprune.frontends.onnx.load import to_ir
-
         params = to_ir(model).params.values() if model is not self.source.model else self.source.graph.params.values()
-        if self.method == "sipp":
+        if METHODS[self.method].sizes == "weights":  # zeroed, not removed: count what is left
             return int(sum(np.count_nonzero(t.value) for t in params))
         return int(sum(int(np.prod(t.shape, dtype=np.int64)) for t in params))
 
     def outputs(self, kept: float) -> tuple[list[np.ndarray], int]:
-        from graphprune import api
-
         if kept >= 1.0:
             return self.reference, self.params0
         opts = prune_options(self.method, kept, self.prune_kw)
-        if self.method in ("sampling", "sipp"):
+        if METHODS[self.method].calibrated:
             opts.setdefault("calib", dict(self.inputs))
         result = api.prune(self.model, method=self.method, input_shapes=dict(self.source.input_shapes), **opts)
         return self.run(result.model), self.count(result.model)
@@ -368,8 +364,6 @@ class TorchEvaluator(Evaluator):
         return [np.concatenate([c[i] for c in chunks], axis=0) for i in range(len(chunks[0]))]
 
     def outputs(self, kept: float) -> tuple[list[np.ndarray], int]:
-        from graphprune import api
-
         if kept >= 1.0:
             return self.reference, self.params0
         opts = prune_options(self.method, kept, self.prune_kw)
@@ -417,8 +411,6 @@ def split_labels(data, where: str) -> tuple[Any, np.ndarray | None]:
 
 
 def read_data(data, names: list[str], where: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    from graphprune.methods.calib import as_dict
-
     inputs, labels = split_labels(data, where)
     return as_dict(as_numpy(inputs), names, where), labels
 
@@ -458,9 +450,6 @@ def prunability(model, data, *, tolerance: float = 0.1, method: str = "magnitude
     a dict of arrays (may hold ``labels``) or, for a module, a tuple of positional inputs. ``grid``: a number of
     evenly spaced kept fractions or the fractions themselves. Other ``options`` go to :func:`graphprune.prune`.
     """
-    from graphprune.api import is_torch_module
-    from graphprune.config import PruneConfig
-
     if not tolerance >= 0:
         raise UsageError(f"tolerance {tolerance} must be >= 0")
     if not 0 <= accuracy_tolerance < 1:
@@ -469,10 +458,10 @@ def prunability(model, data, *, tolerance: float = 0.1, method: str = "magnitude
     if 1.0 not in points:
         points.append(1.0)
     prune_kw = dict(scope=scope, round_to=round_to, verify=verify, **options)
-    if method != "lowrank":
-        prune_kw.setdefault("max_group_ratio", PruneConfig.max_group_ratio)
+    if METHODS[method].sizes != "rank":
+        prune_kw.setdefault("max_group_ratio", default("max_group_ratio"))
     PruneConfig.make(method=method, **{k: v for k, v in prune_kw.items() if k != "calib"})  # options checked once
-    if is_torch_module(model):
+    if frontend_for(model).kind == "torch":
         ev: Evaluator = TorchEvaluator(model, data, labels, example_inputs, method=method, prune_kw=prune_kw)
     else:
         if example_inputs is not None:
@@ -511,11 +500,12 @@ def prunability(model, data, *, tolerance: float = 0.1, method: str = "magnitude
         if pot.non_monotone:
             notes.append(f"the accuracy curve is not monotone: kept fraction(s) {list(pot.non_monotone)} below the "
                          "prune potential are within tolerance again")
-    if alpha is not None and method in CHANNEL_RATIO_METHODS and scope == "global":
+    sizes = METHODS[method].sizes
+    if alpha is not None and sizes == "channels" and scope == "global":
         notes.append("kept is the fraction of channels kept (global ranking); params kept is what that realises")
-    if method == "sampling":
+    if sizes == "budget":
         notes.append(f"kept is the fraction of {prune_kw.get('budget', 'params')} kept (sampling budget)")
-    if method == "lowrank":
+    if sizes == "rank":
         notes.append("kept is each layer's rank fraction (rank_ratio); the ratio column is 1 - kept")
     floor = min(p.params_fraction for p in measured.values())
     if alpha is not None and alpha.params_fraction <= floor and alpha.kept < 1:

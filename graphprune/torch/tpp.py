@@ -51,7 +51,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from graphprune.errors import UsageError
+from graphprune import api
+from graphprune.emit.torch import emit
+from graphprune.errors import UsageError, VerificationError
+from graphprune.frontends.fx.trace import load
+from graphprune.verify.torch import verify as verify_module
 
 Schedule = Literal["paper", "fast"]
 SCHEDULES: dict[str, dict[str, float]] = {
@@ -162,11 +166,9 @@ class TPP:
         if plan is None:
             if example_inputs is None:
                 raise UsageError("TPP needs a plan or example_inputs (to choose the pruned filters by L1)")
-            import graphprune
-
             options = {"method": "magnitude", "ratio": ratio, "scope": "local", "round_to": 1}
             options.update(plan_options)
-            plan = graphprune.plan(self.model, example_inputs=example_inputs, **options)
+            plan = api.plan(self.model, example_inputs=example_inputs, **options)
         elif plan_options:
             raise UsageError(f"plan options {sorted(plan_options)} only apply when TPP chooses the plan itself")
         self.plan = plan
@@ -300,11 +302,7 @@ class TPP:
                atol: float = 1e-5) -> nn.Module:
         """Zero the pruned filters (``zero``), then remove them with the torch emitter; returns the smaller module
         (a deep copy: the model itself keeps its shapes). With ``verify``, the result is checked against the
-        model with the plan's channels masked (graphprune.verify_torch); a failure raises VerificationError."""
-        from graphprune.emit.torch import emit
-        from graphprune.errors import VerificationError
-        from graphprune.frontends.fx.trace import load
-
+        model with the plan's channels masked (graphprune.verify.torch); a failure raises VerificationError."""
         inputs = example_inputs if example_inputs is not None else self.example_inputs
         if inputs is None:
             raise UsageError("finish() needs example_inputs (given here or to TPP(...)) to trace the module")
@@ -319,8 +317,6 @@ class TPP:
         emitted = emit(source, self.plan)
         self.emitted = emitted
         if verify:
-            from graphprune.verify.torch import verify as verify_module
-
             v = verify_module(source, emitted.model, self.plan, rtol=rtol, atol=atol, onnx_export=False)
             self.verification = v
             if not v.ok:

@@ -24,12 +24,16 @@ from typing import Mapping
 import numpy as np
 import onnx
 
-from graphprune.errors import VerificationError
-from graphprune.frontends.onnx.load import LoadedModel, Signature, skeleton
-from graphprune.io import Stripped
 from graphprune.channels.plan import Plan
+from graphprune.emit.onnx import emit
+from graphprune.errors import GraphPruneError, VerificationError
+from graphprune.frontends.onnx.fold import fold_until_stable
+from graphprune.frontends.onnx.load import LoadedModel
+from graphprune.frontends.onnx.proto import Signature, skeleton, with_input_shapes
+from graphprune.io import Stripped
 from graphprune.runtime import run, runnable, seeded_inputs, session
-from graphprune.verify.onnx import close, masked_model
+from graphprune.verify.masked import masked_model, verify_masked
+from graphprune.verify.result import Tolerance, close
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,11 +117,6 @@ def emitted_unpinned(source: LoadedModel, pruned: onnx.ModelProto, plan: Plan, f
     """``plan`` emitted on the original folded with its dynamic dimensions left dynamic, with ``pruned``'s
     metadata; None unless it verifies at the analysed shapes, the unpinned fold equals the original on ``feeds``
     (``given``: the original's outputs), and the candidate equals the masked unpinned fold there."""
-    from graphprune.emit.onnx import emit
-    from graphprune.errors import GraphPruneError
-    from graphprune.frontends.onnx.load import fold_until_stable, with_input_shapes
-    from graphprune.verify.onnx import verify
-
     try:
         unpinned = fold_until_stable(with_input_shapes(source.original, {}, copy=source.given is not None))
         candidate = emit(unpinned, source.graph, plan)
@@ -125,7 +124,7 @@ def emitted_unpinned(source: LoadedModel, pruned: onnx.ModelProto, plan: Plan, f
         return None
     del candidate.metadata_props[:]
     candidate.metadata_props.extend(pruned.metadata_props)
-    if not verify(source, candidate, plan, rtol=rtol, atol=atol, seed=seed).ok:
+    if not verify_masked(source, candidate, plan, Tolerance(rtol, atol, seed)).ok:
         return None
     folded = outputs(Stripped.over(skeleton(unpinned), unpinned), feeds)
     if folded is None or not close(given, folded, rtol, atol)[0]:

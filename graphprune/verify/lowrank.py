@@ -14,25 +14,24 @@ Both comparisons run in onnxruntime on seeded inputs with :func:`graphprune.veri
 
 from __future__ import annotations
 
-import json
 from typing import Mapping
 
 import onnx
 from onnx import numpy_helper
 
+from graphprune.emit.lowrank import decompose_model
 from graphprune.errors import VerificationError
-from graphprune.methods.lowrank import LOWRANK_KEY
+from graphprune.methods.lowrank import Layer
 from graphprune.runtime import run, seeded_inputs, session
-from graphprune.verify.onnx import Verification, close, compare_with_oracle
+from graphprune.verify import metadata
+from graphprune.verify.compare import compare_with_oracle
+from graphprune.verify.result import Verification, close
 
 
 
-def layers_of(model: onnx.ModelProto) -> list:
+def layers_of(model: onnx.ModelProto) -> list[Layer]:
     """The decomposed layers recorded in ``model``'s metadata (empty when it holds none)."""
-    from graphprune.passes.lowrank import Layer
-
-    props = {p.key: p.value for p in model.metadata_props}
-    return [Layer(**d) for d in json.loads(props.get(LOWRANK_KEY, "[]"))]
+    return list(metadata.read(model).lowrank)
 
 
 def truncated_original(model: onnx.ModelProto, layers) -> onnx.ModelProto:
@@ -67,8 +66,6 @@ def verify_lowrank(before: onnx.ModelProto, after: onnx.ModelProto, input_shapes
 
 def full_rank_check(before: onnx.ModelProto, layers, feeds, rtol: float, atol: float) -> str:
     """At full rank the decomposition must equal the layer it replaces: "ok" or what differs."""
-    from graphprune.passes.lowrank import decompose_model
-
     try:
         full = run(session(decompose_model(before, layers, full_rank=True), once=True), feeds)
         ok, err = close(run(session(before, once=True), feeds), full, rtol, atol)

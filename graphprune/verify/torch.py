@@ -19,12 +19,14 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 from torch import fx, nn
 
 from graphprune.frontends.fx.trace import TorchSource, fetch
 from graphprune.channels.plan import Plan
-from graphprune.verify.onnx import Verification, close, drift
+from graphprune.runtime import run, session
+from graphprune.verify.result import Verification, close, drift
 
 OPSET = 17
 
@@ -107,10 +109,6 @@ def run_eval(model: nn.Module, inputs: tuple[Any, ...], interpreter=None) -> lis
 
 def onnx_outputs(model: nn.Module, inputs: tuple[Any, ...]) -> list[np.ndarray]:
     """Export with the TorchScript exporter and run in onnxruntime."""
-    import onnx
-
-    from graphprune.runtime import run, session
-
     buffer = io.BytesIO()
     names = [f"input_{i}" for i in range(len(inputs))]
     modes = {m: m.training for m in model.modules()}

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import graphprune
-from graphprune.frontends.onnx.load import signature
+from graphprune.frontends.onnx.proto import signature
 
 
 class Net(nn.Module):

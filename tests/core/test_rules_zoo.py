@@ -264,7 +264,8 @@ def test_shape_with_start_and_end_folds_to_its_range_only():
 
 def test_fold_batchnorm_and_noops_post_pass():
     from graphprune.passes import fold as _  # noqa: F401  (passes is the package's passes/)
-    from graphprune.passes.fold import fold_model, verify_fold
+    from graphprune.emit.fold import fold_model
+    from graphprune.verify.compare import verify_same
 
     g = G()
     x = g.conv("input", 4, 8)
@@ -277,7 +278,7 @@ def test_fold_batchnorm_and_noops_post_pass():
     folded, stats = fold_model(r.model)
     assert stats == {"batchnorms_folded": 2, "noops_removed": 2}  # the Dropout goes first, so the 2nd BN folds too
     assert not any(n.op_type in ("BatchNormalization", "Identity", "Dropout") for n in folded.graph.node)
-    v = verify_fold(r.model, folded, r.source.input_shapes)
+    v = verify_same(r.model, folded, r.source.input_shapes, label="equals_unfolded", what="folded - unfolded")
     assert v.ok, v.failure
     assert fold_model(folded)[1] == {"batchnorms_folded": 0, "noops_removed": 0}
 
@@ -310,7 +311,7 @@ def test_shape_arithmetic_that_needs_two_fold_rounds_swin_padding():
     """Swin pads the feature map to a multiple of the window with pads computed from Shape, then reshapes by the
     padded shape: only after one fold (and shape inference) is the Pad output static, so a second round folds
     the Shape after it. Without it, every later shape is unknown and everything after it is frozen."""
-    from graphprune.frontends.onnx import load as fo
+    from graphprune.frontends.onnx import fold as fo, proto
 
     g = G()
     x = g.op("Relu", [g.conv("input", 4, 8)])  # (1, 8, 8, 8)
@@ -323,7 +324,7 @@ def test_shape_arithmetic_that_needs_two_fold_rounds_swin_padding():
     y = g.op("Reshape", [r, g.const([1, 8, 6, 8], np.int64)])
     g.head(g.conv(y, 8, 6), 6)
     model = g.model((1, 4, 6, 6), (1, 5))
-    once = fo.fold(fo.with_input_shapes(model, {"input": (1, 4, 6, 6)}))
+    once = fo.fold(proto.with_input_shapes(model, {"input": (1, 4, 6, 6)}))
     assert any(n.op_type == "Shape" for n in once.graph.node)  # the case needs the second round
     r = prune_ok(model)
     assert not any(n.op == "Shape" for n in r.channels.graph.nodes)

@@ -14,7 +14,7 @@ from graphprune.errors import UsageError
 from graphprune.passes.lowrank import LowRank
 from graphprune.runtime import run, seeded_inputs, session
 from graphprune.pipeline.state import PruneState
-from graphprune.verify.onnx import close
+from graphprune.verify.result import close
 from graphprune.verify.lowrank import layers_of, truncated_original, verify_lowrank
 
 RNG = np.random.default_rng(0)

@@ -8,7 +8,8 @@ import pytest
 from onnx import numpy_helper
 
 import graphprune
-from graphprune.methods.edits import WeightEdit, edited_model, verify_edits
+from graphprune.methods.edits import WeightEdit
+from graphprune.verify.edits import edited_model, verify_edits
 from graphprune.methods.sensitivity import Layer, weight_sensitivity
 from models import REFERENCE_MODELS
 
@@ -102,7 +103,7 @@ def test_sipp_on_reference_models(exported, name):
 def test_graphprune_verify_reads_the_stored_edits(exported, tmp_path):
     import json
 
-    from graphprune.methods.edits import EDITS_KEY
+    from graphprune.verify.metadata import EDITS_KEY
 
     path = exported("plain_cnn", "legacy")
     out = graphprune.prune(path, method="sipp", ratio=0.5, max_points=4).save(tmp_path / "sparse.onnx")

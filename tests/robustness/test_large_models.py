@@ -29,7 +29,7 @@ import graphprune.api
 from graphprune import io
 from graphprune import runtime
 from graphprune.errors import GraphPruneError, ModelLoadError, UsageError
-from graphprune.verify.onnx import interface_problems
+from graphprune.verify.compare import interface_problems
 
 SMALL_THRESHOLD = 4096
 ENV = "GRAPHPRUNE_EXTERNAL_DATA_THRESHOLD"

@@ -20,9 +20,9 @@ import graphprune
 from graphprune import io
 from graphprune import runtime
 from graphprune.api import load
-from graphprune.frontends.onnx.load import SKELETON_MIN_ELEMENTS, skeleton
+from graphprune.frontends.onnx.proto import SKELETON_MIN_ELEMENTS, skeleton
 from graphprune.channels.plan import Plan
-from graphprune.verify.onnx import masked_model
+from graphprune.verify.masked import masked_model
 
 
 def mlp(widths=(64, 256, 256, 8), seed=0) -> onnx.ModelProto:

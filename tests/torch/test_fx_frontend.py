@@ -10,7 +10,7 @@ from torch import nn  # noqa: E402
 
 from graphprune.channels.analysis import analyse  # noqa: E402
 from graphprune.errors import GraphPruneError, ModelLoadError  # noqa: E402
-from graphprune.frontends.fx.trace import UntraceableModelError, load  # noqa: E402
+from graphprune.frontends.fx.frontend import UntraceableModelError, load  # noqa: E402
 from graphprune.frontends.fx.ops import TABLE  # noqa: E402
 from graphprune.channels.rules import RULES  # noqa: E402
 from models import REFERENCE_MODELS  # noqa: E402

@@ -30,8 +30,8 @@ from torch import nn  # noqa: E402
 
 from graphprune.api import load as load_onnx  # noqa: E402
 from graphprune.config import PruneConfig  # noqa: E402
-from graphprune.frontends.fx.trace import load as load_fx  # noqa: E402
-from graphprune.pipeline.presets import METHODS  # noqa: E402
+from graphprune.frontends.fx.frontend import load as load_fx  # noqa: E402
+from graphprune.pipeline import presets  # noqa: E402
 from graphprune.pipeline.state import PruneState  # noqa: E402
 from models import REFERENCE_MODELS  # noqa: E402
 
@@ -120,7 +120,7 @@ def summary(state: PruneState, names: dict[str, list[Piece]]) -> dict:
 def run(source, ratio: float) -> PruneState:
     state = PruneState.start(source)
     # round_to=1: exact unit counts (with the default 8, shufflenet_unit's 16-unit group keeps all at ratio 0.3)
-    for p in METHODS["magnitude"](PruneConfig(ratio=ratio, round_to=1))[:-1]:  # analyse, score, select
+    for p in presets.planning(PruneConfig(ratio=ratio, round_to=1)):  # analyse, score, select
         state = p(state)
     return state
 

@@ -8,6 +8,7 @@ per-group input axis stays as it is and the emitter rewrites ``group``.
 
 from __future__ import annotations
 
+from graphprune.channels.layers import operands
 from graphprune.channels.rules.base import Block, RuleContext, rule
 
 
@@ -19,37 +20,29 @@ def couple_batch_and_bias(ctx: RuleContext, x: str, y: str, out_axis_owner: tupl
         ctx.couple_axes(bias, 0, y, 1)
 
 
-@rule("Conv")
+@rule("Conv", "ConvTranspose")
 def conv(ctx: RuleContext) -> None:
-    """Input C ↔ W[1], W[0] ↔ output C ↔ bias; grouped convs couple whole groups."""
+    """Input C ↔ the weight's input axis (W[1]; ConvTranspose W[0]), its output axis ↔ output C ↔ bias; grouped: whole groups.
+    """
     x, w, y = ctx.node.inputs[0], ctx.node.inputs[1], ctx.node.outputs[0]
+    ops = operands(ctx.node, ctx.rank)
     group = int(ctx.attr("group", 1))
-    couple_batch_and_bias(ctx, x, y, (w, 0))
     if group == 1:
-        ctx.couple_axes(x, 1, w, 1)
+        couple_batch_and_bias(ctx, x, y, (w, ops.w_out))
+        ctx.couple_axes(x, ops.x_axis, w, ops.w_in)
         return
+    if ctx.node.op == "Conv":  # each group's filters are a block of W[0]; W[1] is the per-group input width
+        couple_batch_and_bias(ctx, x, y, (w, ops.w_out))
+        frozen = ops.w_in
+    else:  # each group's input channels are a block of W[0]; W[1] is the per-group output width
+        ctx.couple_axes(x, ops.x_axis, w, ops.w_in)
+        ctx.couple_axes(x, 0, y, 0)
+        if ctx.node.input(2):
+            ctx.couple_axes(ctx.node.input(2), 0, y, 1)
+        frozen = ops.w_out
     cin, cout = ctx.shape(x)[1], ctx.shape(y)[1]
     groups = ctx.virtual("groups", group)
     ctx.couple(groups, ctx.space(x, 1), Block(cin // group))
     ctx.couple(groups, ctx.space(y, 1), Block(cout // group))
-    ctx.freeze_axis(w, 1, "per-group input width of a grouped Conv")
-
-
-@rule("ConvTranspose")
-def conv_transpose(ctx: RuleContext) -> None:
-    """Input C ↔ W[0], W[1] ↔ output C ↔ bias; grouped ones couple whole groups."""
-    x, w, y = ctx.node.inputs[0], ctx.node.inputs[1], ctx.node.outputs[0]
-    group = int(ctx.attr("group", 1))
-    ctx.couple_axes(x, 1, w, 0)
-    if group == 1:
-        couple_batch_and_bias(ctx, x, y, (w, 1))
-        return
-    ctx.couple_axes(x, 0, y, 0)
-    bias = ctx.node.input(2)
-    if bias:
-        ctx.couple_axes(bias, 0, y, 1)
-    cin, cout = ctx.shape(x)[1], ctx.shape(y)[1]
-    groups = ctx.virtual("groups", group)
-    ctx.couple(groups, ctx.space(x, 1), Block(cin // group))
-    ctx.couple(groups, ctx.space(y, 1), Block(cout // group))
-    ctx.freeze_axis(w, 1, "per-group output width of a grouped ConvTranspose")
+    width = "input" if ctx.node.op == "Conv" else "output"
+    ctx.freeze_axis(w, frozen, f"per-group {width} width of a grouped {ctx.node.op}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from graphprune.channels.layers import operands
 from graphprune.channels.rules.base import RuleContext, rule
 from graphprune.channels.rules.elementwise import couple_broadcast
 
@@ -10,10 +11,10 @@ from graphprune.channels.rules.elementwise import couple_broadcast
 def gemm(ctx: RuleContext) -> None:
     """Y = op(A)·op(B) + C: K of A ↔ K of B; M of A ↔ Y[0]; N of B ↔ Y[1]; C broadcast to Y."""
     a, b, y = ctx.node.inputs[0], ctx.node.inputs[1], ctx.node.outputs[0]
-    ta, tb = int(ctx.attr("transA", 0)), int(ctx.attr("transB", 0))
-    ctx.couple_axes(a, 1 - ta, b, tb)
-    ctx.couple_axes(a, ta, y, 0)
-    ctx.couple_axes(b, 1 - tb, y, 1)
+    ops = operands(ctx.node, ctx.rank)
+    ctx.couple_axes(a, ops.x_axis, b, ops.w_in)
+    ctx.couple_axes(a, 1 - ops.x_axis, y, 0)
+    ctx.couple_axes(b, ops.w_out, y, ops.y_axis)
     if ctx.node.input(2):
         couple_broadcast(ctx, [ctx.node.inputs[2]], y)
 

@@ -1,4 +1,4 @@
-"""torch.fx frontend: trace an ``nn.Module``, propagate shapes from example inputs, lower it to the IR.
+"""torch.fx capture: trace an ``nn.Module``, propagate shapes from example inputs, lower it to the IR.
 
 Every fx node falls in one of three kinds:
 
@@ -69,6 +69,7 @@ class TorchSource:
     fixes: Mapping[str, str]
     paths: Mapping[str, tuple[str, ...]]
     traced_only: frozenset[str]  # IR constants that live only in the trace (tensor literals made in forward)
+    frontend: Any = None  # the :class:`graphprune.frontends.base.Frontend` that loaded it (emit, verify, report)
 
     @property
     def model(self) -> nn.Module:

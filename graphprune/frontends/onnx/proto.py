@@ -1,0 +1,108 @@
+"""ONNX proto helpers every layer uses: a model's interface, its weight-free skeleton, shape inference."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import onnx
+
+from graphprune.errors import ModelLoadError
+from graphprune.io import DATA_FIELDS, copy_fields
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def default_opset(model: onnx.ModelProto) -> int | None:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    return None
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Real inputs: graph inputs that are not initializers (old exporters list weights as inputs too)."""
+    inits = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+Signature = Mapping[str, tuple[tuple[str, int, tuple], ...]]  # "input" / "output" → (name, element type, dims)
+
+
+def signature(model: onnx.ModelProto) -> Signature:
+    """A model's interface: its real inputs and its outputs, with element types and declared dims (a dynamic
+    dim as its name, or None; no shape at all as None)."""
+    def sig(vis):
+        return tuple((v.name, v.type.tensor_type.elem_type,
+                      declared_shape(v) if v.type.tensor_type.HasField("shape") else None) for v in vis)
+
+    return {"input": sig(graph_inputs(model)), "output": sig(model.graph.output)}
+
+
+def declared_shape(vi: onnx.ValueInfoProto) -> tuple[int | str | None, ...]:
+    dims = vi.type.tensor_type.shape.dim
+    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims)
+
+
+def with_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]], *,
+                      copy: bool = True) -> onnx.ModelProto:
+    """``model`` with static input shapes and stale intermediate shapes dropped (they may hold dynamic dims): a
+    copy, or with ``copy=False`` ``model`` itself, edited."""
+    if copy:
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+    else:
+        out = model
+    for vi in out.graph.input:
+        if vi.name in shapes:
+            dims = vi.type.tensor_type.shape.dim
+            for d, s in zip(dims, shapes[vi.name]):
+                d.Clear()
+                d.dim_value = s
+    for vi in out.graph.output:  # recomputed from the static inputs
+        vi.type.tensor_type.ClearField("shape")
+    del out.graph.value_info[:]
+    return out
+
+
+SKELETON_MIN_ELEMENTS = 4096
+
+
+def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose large initializers keep their type and dims but not their data.
+
+    Shape inference reads data only from small constants (shapes, axes); dropping the weights saves
+    serialising the whole model for it, which dominated load time on ResNet-50-sized graphs. The copy is built
+    field by field, so the weights are never copied, not even for a moment."""
+    out = onnx.ModelProto()
+    copy_fields(model, out, skip=("graph",))
+    copy_fields(model.graph, out.graph, skip=("initializer",))
+    for init in model.graph.initializer:
+        light = out.graph.initializer.add()
+        if int(np.prod(init.dims, dtype=np.int64)) >= SKELETON_MIN_ELEMENTS:
+            copy_fields(init, light, skip=DATA_FIELDS)
+        else:
+            light.CopyFrom(init)
+    return out
+
+
+def inferred_shapes(model: onnx.ModelProto, *, strict: bool = False) -> onnx.ModelProto:
+    """``model`` (edited in place and returned) with value infos and output shapes from shape inference."""
+    weights = {i.name for i in model.graph.initializer if int(np.prod(i.dims, dtype=np.int64)) >= SKELETON_MIN_ELEMENTS}
+    light = skeleton(model) if weights else model
+    inferred = onnx.shape_inference.infer_shapes(light, strict_mode=strict, data_prop=True)
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(inferred.graph.value_info)
+    del model.graph.output[:]
+    model.graph.output.extend(inferred.graph.output)
+    return model
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return inferred_shapes(model)
+    except Exception as exc:
+        raise ModelLoadError(f"ONNX shape inference failed: {str(exc).splitlines()[0]}") from exc
