@@ -24,7 +24,7 @@ from scipy.sparse.csgraph import connected_components
 
 from graphprune.errors import UsageError
 from graphprune.ir import Graph, Node, is_float
-from graphprune.channels.rules import RULES, Coupling, Freeze, NodeChannels, RuleContext, RuleError, Space
+from graphprune.channels.rules import RULES, Coupling, Freeze, NodeChannels, Renormalised, RuleContext, RuleError, Space
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,6 +70,7 @@ class ChannelGraph:
     group_of: Mapping[Space, int]
     stats: frozenset[str]
     unmapped: tuple[Node, ...]  # nodes with no channel rule
+    renormalised: tuple[Renormalised, ...] = ()  # statistics over spaces that may shrink (normalisations)
 
     @property
     def candidates(self) -> tuple[Group, ...]:
@@ -168,7 +169,8 @@ def analyse_once(graph: Graph, excluded: set[str], choices: dict[str, str]):
     unmapped = tuple(n for n in graph.nodes if n.op not in RULES)
     stats = frozenset(t for s in said for t in s.stats)
     alternatives = [a for s in said for a in s.alternatives]
-    return ChannelGraph(graph, g, groups, MappingProxyType(group_of), stats, unmapped), alternatives
+    renormalised = tuple(r for s in said for r in s.renormalised)
+    return ChannelGraph(graph, g, groups, MappingProxyType(group_of), stats, unmapped, renormalised), alternatives
 
 
 def excluded_nodes(graph: Graph, patterns: list[str]) -> set[str]:
@@ -203,7 +205,8 @@ def node_channels(graph: Graph, node: Node, excluded: bool = False, choices: dic
     said = ctx.result()
     default = tuple(Freeze(s, f"{node.op} does not map this axis", node.name, explicit=False)
                     for s in spaces if s not in ctx.accounted)
-    return NodeChannels(said.couplings, said.freezes + default, said.virtual, said.stats, said.alternatives)
+    return NodeChannels(said.couplings, said.freezes + default, said.virtual, said.stats, said.alternatives,
+                        said.renormalised)
 
 
 def qualified(node: Node) -> str:

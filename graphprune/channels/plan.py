@@ -14,18 +14,21 @@ from typing import Any, Mapping
 import numpy as np
 
 from graphprune.channels.analysis import ChannelGraph
-from graphprune.channels.rules import Space
+from graphprune.channels.rules import Renormalised, Space
 
 
 @dataclass(frozen=True, eq=False)
 class Plan:
     """``removed[g]``: sorted unit ids removed from group g. ``keep[space]``: sorted kept atom indices, for
-    every space that loses at least one atom. ``meta``: the method and its parameters, for the report."""
+    every space that loses at least one atom. ``meta``: the method and its parameters, for the report.
+    ``renormalised``: the normalisations whose statistics now run over fewer channels (node, space, kind): the
+    oracle takes theirs over the kept channels."""
 
     removed: Mapping[int, np.ndarray]
     keep: Mapping[Space, np.ndarray]
     sizes: Mapping[Space, int]
     meta: Mapping[str, Any] = field(default_factory=dict)
+    renormalised: tuple[Renormalised, ...] = ()
 
     @staticmethod
     def from_removed(cg: ChannelGraph, removed: Mapping[int, np.ndarray], meta: Mapping[str, Any] | None = None) -> "Plan":
@@ -38,7 +41,9 @@ class Plan:
                 kept = np.flatnonzero(~np.isin(labels, units))
                 if len(kept) < len(labels):
                     keep[space], sizes[space] = kept, len(labels)
-        return Plan(MappingProxyType(removed), MappingProxyType(keep), MappingProxyType(sizes), MappingProxyType(dict(meta or {})))
+        renormalised = tuple(dict.fromkeys(r for r in cg.renormalised if r.space in keep))
+        return Plan(MappingProxyType(removed), MappingProxyType(keep), MappingProxyType(sizes),
+                    MappingProxyType(dict(meta or {})), renormalised)
 
     @property
     def empty(self) -> bool:
@@ -62,7 +67,10 @@ class Plan:
         spaces = [{"tensor": s.tensor, "axis": s.axis, "virtual": s.virtual, "size": self.sizes[s],
                    "removed": np.flatnonzero(self.removed_mask(s)).tolist()} for s in sorted(self.keep)]
         groups = {str(g): u.tolist() for g, u in self.removed.items()}
-        return json.dumps({"version": 1, "groups": groups, "spaces": spaces, "meta": dict(self.meta)}, default=str)
+        renormalised = [{"node": r.node, "tensor": r.space.tensor, "axis": r.space.axis, "kind": r.kind}
+                        for r in self.renormalised]
+        return json.dumps({"version": 1, "groups": groups, "spaces": spaces, "meta": dict(self.meta),
+                           "renormalised": renormalised}, default=str)
 
     @staticmethod
     def from_json(text: str) -> "Plan":
@@ -74,5 +82,7 @@ class Plan:
             mask[np.asarray(s["removed"], np.int64)] = False
             keep[space], sizes[space] = np.flatnonzero(mask), int(s["size"])
         removed = {int(g): np.asarray(u, np.int64) for g, u in data["groups"].items()}
+        renormalised = tuple(Renormalised(r["node"], Space(r["tensor"], int(r["axis"])), r["kind"])
+                             for r in data.get("renormalised", ()))
         return Plan(MappingProxyType(removed), MappingProxyType(keep), MappingProxyType(sizes),
-                    MappingProxyType(data.get("meta", {})))
+                    MappingProxyType(data.get("meta", {})), renormalised)

@@ -41,6 +41,13 @@ def fix_group(node: gs.Node, ctx: "FixContext") -> None:
         node.attrs["group"] = len(kept)
 
 
+def fix_num_groups(node: gs.Node, ctx: "FixContext") -> None:
+    """GroupNormalization: ``num_groups`` becomes the number of kept groups."""
+    kept = ctx.kept_virtual(f"{node.name}#groups")
+    if kept is not None:
+        node.attrs["num_groups"] = len(kept)
+
+
 def fix_split(node: gs.Node, ctx: "FixContext") -> None:
     """Split: write the new sizes explicitly (input from opset 13, attribute before)."""
     x = node.inputs[0].name
@@ -167,6 +174,7 @@ FIXES: dict[str, Callable[[gs.Node, "FixContext"], None]] = {
     "RNN": fix_hidden_size,
     "Conv": fix_group,
     "ConvTranspose": fix_group,
+    "GroupNormalization": fix_num_groups,
     "Split": fix_split,
     "Slice": fix_slice,
     "Reshape": fix_reshape,

@@ -132,7 +132,11 @@ def fix_norm_base(m: nn.Module, node: str, ctx: FixContext) -> None:
 
 
 def fix_group_norm(m: nn.Module, node: str, ctx: FixContext) -> None:
+    """Whole groups go (the GroupNormalization rule's virtual space): the group count follows them."""
     m.num_channels = channels_in(ctx, node)
+    kept = ctx.kept_virtual(f"{node}#groups")
+    if kept is not None:
+        m.num_groups = len(kept)
 
 
 def fix_layer_norm(m: nn.Module, node: str, ctx: FixContext) -> None:

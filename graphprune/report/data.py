@@ -29,6 +29,7 @@ class GroupSummary:
     frozen_because: tuple[str, ...]
     produced_by: tuple[str, ...] = ()  # weighted layers (node names) whose output channels are this group
     read_by: tuple[str, ...] = ()  # weighted layers that read this group as their input channels
+    renormalised_by: tuple[str, ...] = ()  # normalisations whose statistics now run over its kept channels
 
     @property
     def kept(self) -> int:
@@ -117,12 +118,16 @@ SKIP_STATS = ("notes", "units_removed", "groups_pruned")
 
 def summarise_groups(cg: ChannelGraph, plan: Plan | None) -> tuple[GroupSummary, ...]:
     by_group = nodes_of_groups(cg.graph, cg)
+    renormalised: dict[int, list[str]] = {}
+    for r in plan.renormalised if plan is not None else ():
+        renormalised.setdefault(cg.group_of[r.space], []).append(r.node)
     out = []
     for g in cg.candidates:
         removed = 0 if plan is None else len(plan.removed.get(g.id, ()))
         nodes = by_group.get(g.id, EMPTY_NODES)
         out.append(GroupSummary(g.id, layer_names(g), g.n_units or min(g.sizes.values()), removed, tuple(g.reasons()),
-                                tuple(nodes["produced_by"]), tuple(nodes["read_by"])))
+                                tuple(nodes["produced_by"]), tuple(nodes["read_by"]),
+                                tuple(dict.fromkeys(renormalised.get(g.id, ())))))
     return tuple(out)
 
 
@@ -224,6 +229,12 @@ def stage_lines(report: PruneReport) -> list[str]:
             why = dict.fromkeys(g.frozen_because[0].split(" (")[0] for g in frozen)
             line += f" ({'; '.join(list(why)[:3])})"
         lines.append(line)
+        renormalised = [g for g in report.groups if g.renormalised_by]
+        if renormalised:
+            count = sum(len(g.renormalised_by) for g in renormalised)
+            groups = f"{len(renormalised)} group" + ("s" if len(renormalised) > 1 else "")
+            lines.append(f"renormalised: {count} normalisations in {groups} take their statistics over the kept "
+                         "channels (verified against the original doing the same)")
     for p in report.passes:
         if p.name == "LowRank":
             done, skipped = len(p.stats.get("decomposed", ())), len(p.stats.get("skipped", ()))

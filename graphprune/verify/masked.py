@@ -18,6 +18,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from graphprune.channels.plan import Plan
+from graphprune.errors import InternalError
 from graphprune.frontends.onnx.load import LoadedModel
 from graphprune.frontends.onnx.proto import skeleton
 from graphprune.gsgraph import export_like, reroute
@@ -29,7 +30,8 @@ from graphprune.verify.result import Tolerance, Verification
 
 def masked_model(model: onnx.ModelProto, plan: Plan) -> Stripped:
     """The original with every pruned atom forced to zero right where its tensor is produced: a computed tensor
-    through ``Where(keep, t, 0)``, a constant in its data. Built on the :func:`skeleton` of ``model``, whose
+    through ``Where(keep, t, 0)``, a constant in its data; and every normalisation over a pruned axis taking its
+    statistics over the kept channels (:func:`renormalise`). Built on the :func:`skeleton` of ``model``, whose
     large initializers are read from ``model`` (and masked) one at a time as the oracle is written out, so the
     oracle never holds a second copy of the weights."""
     light = skeleton(model)
@@ -48,8 +50,75 @@ def masked_model(model: onnx.ModelProto, plan: Plan) -> Stripped:
             consumers = list(t.outputs)
             g.nodes.append(mask_node(name, t, keep, t.dtype, masked))
             reroute(consumers, t, masked)
+    renormalise(g, plan, next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), 17))
     g.toposort()
     return Stripped.over(export_like(g, model), model, edits)
+
+
+def renormalise(g: gs.Graph, plan: Plan, opset: int) -> None:
+    """Each statistic the plan renormalises (``plan.renormalised``) taken over the kept channels of its axis: a
+    mean of the masked tensor (removed atoms are zero) times n / k; Layer / RMS normalisation written out so."""
+    nodes = {n.name: n for n in g.nodes}
+    for r in plan.renormalised:
+        node = nodes.get(r.node)
+        if node is None:
+            raise InternalError(f"the plan renormalises '{r.node}', which the model does not have")
+        keep = ~plan.removed_mask(r.space)
+        factor = len(keep) / int(keep.sum())
+        if node.op == "ReduceMean":
+            out = node.outputs[0]
+            scaled = gs.Variable(f"{out.name}::kept_mean", dtype=out.dtype, shape=out.shape)
+            consumers = list(out.outputs)
+            g.nodes.append(gs.Node("Mul", f"{node.name}::kept_count",
+                                   inputs=[out, scalar(f"{node.name}::n_over_k", out.dtype, factor)], outputs=[scaled]))
+            reroute(consumers, out, scaled)
+        else:
+            g.nodes.extend(written_norm(node, keep, factor, r.space.axis, opset))
+            node.inputs.clear()
+            node.outputs.clear()
+
+
+def scalar(name: str, dtype, value: float) -> gs.Constant:
+    return gs.Constant(name, np.asarray(value, dtype=np.dtype(dtype or np.float32)))
+
+
+def written_norm(node: gs.Node, keep: np.ndarray, factor: float, axis: int, opset: int) -> list[gs.Node]:
+    """Layer / RMS normalisation over ``axis`` with its statistics over the kept entries of ``keep``."""
+    x, y = node.inputs[0], node.outputs[0]
+    rank, dtype, name = len(x.shape), x.dtype, node.name
+    counter = iter(range(100))
+
+    def var(label: str) -> gs.Variable:
+        return gs.Variable(f"{name}::{label}{next(counter)}", dtype=dtype)
+
+    def const(value: float) -> gs.Constant:
+        return scalar(f"{name}::c{next(counter)}", dtype, value)
+
+    def op(kind: str, *inputs, **attrs) -> gs.Variable:
+        out = var(kind.lower())
+        nodes.append(gs.Node(kind, out.name, attrs, list(inputs), [out]))
+        return out
+
+    def mean(t: gs.Tensor) -> gs.Variable:
+        if opset >= 18:
+            m = op("ReduceMean", t, gs.Constant(f"{name}::axes{next(counter)}", np.array([axis], np.int64)), keepdims=1)
+        else:
+            m = op("ReduceMean", t, axes=[axis], keepdims=1)
+        return op("Mul", m, const(factor))
+
+    nodes: list[gs.Node] = []
+    shape = [1] * rank
+    shape[axis] = len(keep)
+    kept = gs.Constant(f"{name}::kept", keep.reshape(shape))
+    centred = x
+    if node.op == "LayerNormalization":
+        centred = op("Where", kept, op("Sub", x, mean(x)), const(0.0))
+    spread = op("Sqrt", op("Add", mean(op("Mul", centred, centred)), const(float(node.attrs.get("epsilon", 1e-5)))))
+    out = op("Mul", op("Div", centred, spread), node.inputs[1])
+    if len(node.inputs) > 2 and node.inputs[2].name:
+        out = op("Add", out, node.inputs[2])
+    nodes.append(gs.Node("Identity", f"{name}::out", inputs=[out], outputs=[y]))
+    return nodes
 
 
 def keep_masks(plan: Plan, rank_of: Callable[[str], int]) -> dict[str, np.ndarray]:
@@ -91,6 +160,7 @@ def verify_masked(source: LoadedModel, pruned: onnx.ModelProto, plan: Plan,
     for a failed check (the caller decides), only reports it."""
     feeds = seeded_inputs(source.model, source.input_shapes, tolerance.seed)
     oracle = None if plan.empty else (lambda: masked_model(source.model, plan))
-    return compare_with_oracle(source.model, pruned, oracle, feeds, label="masked_original",
-                               what="pruned - masked original", rtol=tolerance.rtol, atol=tolerance.atol,
+    what = "pruned - masked original" + (" (statistics over the kept channels)" if plan.renormalised else "")
+    return compare_with_oracle(source.model, pruned, oracle, feeds, label="masked_original", what=what,
+                               rtol=tolerance.rtol, atol=tolerance.atol,
                                declared=source.declared)

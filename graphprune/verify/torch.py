@@ -16,13 +16,16 @@ import copy
 import io
 import warnings
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
+from graphprune.errors import InternalError
 from graphprune.frontends.fx.trace import TorchSource, fetch
 from graphprune.channels.plan import Plan
 from graphprune.runtime import run, session
@@ -56,23 +59,57 @@ def removed_axes(plan: Plan) -> dict[str, list[tuple[int, np.ndarray]]]:
     return out
 
 
-class MaskedInterpreter(fx.Interpreter):
-    """Runs a trace, zeroing removed atoms of the listed fx nodes' results right after they are computed."""
+@dataclass(frozen=True, eq=False)
+class Renormalise:
+    """An fx node whose normalisation statistics run over the kept entries ``kept`` of its last axis."""
 
-    def __init__(self, gm: fx.GraphModule, masks: dict[str, torch.Tensor]):
+    kind: str  # ReduceMean, LayerNormalization, RMSNormalization
+    kept: torch.Tensor
+    size: int
+
+
+class MaskedInterpreter(fx.Interpreter):
+    """Runs a trace, zeroing removed atoms of the listed fx nodes' results right after they are computed, and
+    taking the statistics of each ``renormalise`` node over the kept channels only (the renormalised oracle)."""
+
+    def __init__(self, gm: fx.GraphModule, masks: dict[str, torch.Tensor],
+                 renormalise: dict[str, Renormalise] | None = None):
         super().__init__(gm)
-        self.masks = masks
+        self.masks, self.renormalise = masks, renormalise or {}
 
     def run_node(self, n: fx.Node) -> Any:
-        out = super().run_node(n)
+        r = self.renormalise.get(n.name)
+        out = super().run_node(n) if r is None or r.kind == "ReduceMean" else self.kept_norm(n, r)
+        if r is not None and r.kind == "ReduceMean":
+            out = out * (r.size / len(r.kept))
         keep = self.masks.get(n.name)
         if keep is not None and isinstance(out, torch.Tensor):
             out = torch.where(keep, out, torch.zeros((), dtype=out.dtype))
         return out
 
+    def kept_norm(self, n: fx.Node, r: Renormalise) -> torch.Tensor:
+        """The layer / RMS norm of ``n`` over the kept channels of its last axis (zeros elsewhere)."""
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        if n.op == "call_module":
+            m = self.fetch_attr(n.target)
+            x, weight, bias, eps = args[0], m.weight, getattr(m, "bias", None), m.eps
+        else:  # F.layer_norm / F.rms_norm(input, normalized_shape, weight, bias, eps)
+            bound = dict(zip(("input", "normalized_shape", "weight", "bias", "eps"), args)) | kwargs
+            x, weight, bias, eps = bound["input"], bound.get("weight"), bound.get("bias"), bound.get("eps", 1e-5)
+        k = r.kept
+        pick = (lambda p: None if p is None else p[k])
+        if r.kind == "LayerNormalization":
+            y = F.layer_norm(x[..., k], (len(k),), pick(weight), pick(bias), eps)
+        else:
+            y = F.rms_norm(x[..., k], (len(k),), pick(weight), eps)
+        out = torch.zeros_like(x)
+        out[..., k] = y
+        return out
 
-def masked_original(source: TorchSource, plan: Plan) -> tuple[fx.GraphModule, dict[str, torch.Tensor]]:
-    """A copy of the trace with pruned weights masked, and the activation masks keyed by fx node."""
+
+def masked_original(source: TorchSource, plan: Plan) -> tuple[fx.GraphModule, dict[str, torch.Tensor], dict]:
+    """A copy of the trace with pruned weights masked, the activation masks keyed by fx node, and the
+    renormalised statistics (:func:`renormalised`)."""
     gm = copy.deepcopy(source.traced)
     axes = removed_axes(plan)
     with torch.no_grad():
@@ -86,7 +123,19 @@ def masked_original(source: TorchSource, plan: Plan) -> tuple[fx.GraphModule, di
     # activations, and tensors read by get_attr (masked again where they are read)
     masks = {fx_name: keep_mask(source.graph.shape(ir), axes[ir])
              for fx_name, ir in source.tensors.items() if isinstance(ir, str) and ir in axes}
-    return gm, masks
+    return gm, masks, renormalised(source, plan)
+
+
+def renormalised(source: TorchSource, plan: Plan) -> dict[str, Renormalise]:
+    """fx node → how its statistics are renormalised, for every statistic the plan renormalises."""
+    fx_of = {ir: fx_name for fx_name, irs in source.ir_nodes.items() for ir in irs}
+    out = {}
+    for r in plan.renormalised:
+        if r.node not in fx_of:
+            raise InternalError(f"the plan renormalises IR node '{r.node}', which no fx node lowered to")
+        kept = torch.as_tensor(np.flatnonzero(~plan.removed_mask(r.space)))
+        out[fx_of[r.node]] = Renormalise(r.kind, kept, plan.sizes[r.space])
+    return out
 
 
 def flat_tensors(value: Any) -> list[np.ndarray]:
@@ -141,8 +190,8 @@ def verify(source: TorchSource, pruned: nn.Module, plan: Plan, *, rtol: float = 
     if plan.empty:
         expected = reference
     else:
-        gm, masks = masked_original(source, plan)
-        expected = run_eval(gm, inputs, MaskedInterpreter(gm, masks))
+        gm, masks, renorm = masked_original(source, plan)
+        expected = run_eval(gm, inputs, MaskedInterpreter(gm, masks, renorm))
     ok, worst = close(expected, got, rtol, atol)
     checks["masked_original"] = ("ok" if ok else
                                  f"max |pruned - masked original| = {worst:.3g} exceeds rtol {rtol}, atol {atol}")

@@ -83,13 +83,15 @@ def test_depthwise_conv_couples_input_and_output_channels(handbuilt):
     assert ins.channels.group(groups_space).id == ins.channels.group(x).id
 
 
-def test_layernorm_freezes_the_residual_stream_but_not_the_mlp_hidden(exported):
+def test_layernorm_renormalises_the_residual_stream_which_the_graph_input_freezes(exported):
     ins = inspect(exported("transformer_mlp", "legacy_bn"))
     cg = ins.channels
     ln = [n for n in cg.graph.nodes if n.op == "LayerNormalization"]
     assert ln
     stream = cg.group(Space(ln[0].inputs[0], 2))
-    assert stream.frozen and any("LayerNormalization" in r for r in stream.reasons(10))
+    assert {r.node for r in cg.renormalised} >= {n.name for n in ln}  # LayerNorm couples and renormalises the stream
+    assert stream.frozen and all("LayerNormalization" not in r for r in stream.reasons(10))
+    assert any("graph input" in r for r in stream.reasons(10))  # the stream is the model's input here
     assert len(cg.prunable) == 2  # the two MLP hidden layers
 
 

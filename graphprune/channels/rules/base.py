@@ -126,6 +126,19 @@ class NodeChannels:
     virtual: tuple[tuple[Space, int], ...] = ()
     stats: frozenset[str] = frozenset()  # parameter tensors that are statistics, not weights (BN mean/var)
     alternatives: tuple["Alternative", ...] = ()
+    renormalised: tuple["Renormalised", ...] = ()
+
+
+@dataclass(frozen=True)
+class Renormalised:
+    """Node ``node`` takes statistics (a mean, a variance) over ``space``. The space may shrink: the pruned model
+    then takes them over the kept channels, and that is what it is verified against (the renormalised oracle,
+    :func:`graphprune.verify.masked.masked_model`). ``kind``: the op whose statistic it is (``ReduceMean``,
+    ``LayerNormalization`` …)."""
+
+    node: str
+    space: Space
+    kind: str
 
 
 @dataclass(frozen=True)
@@ -154,6 +167,7 @@ class RuleContext:
         self.graph, self.node = graph, node
         self.choices = choices or {}
         self._alternatives: list[Alternative] = []
+        self._renormalised: list[Renormalised] = []
         self._couplings: list[Coupling] = []
         self._freezes: list[Freeze] = []
         self._virtual: list[tuple[Space, int]] = []
@@ -218,12 +232,18 @@ class RuleContext:
                     via: Space | None = None) -> None:
         self._alternatives.append(Alternative(f"{self.node.name}:{label}", chosen, other, option, via))
 
+    def renormalise(self, space: Space) -> None:
+        """This node takes statistics over ``space``, which may shrink (see :class:`Renormalised`): only for
+        normalisations, whose meaning over fewer channels is known."""
+        self._renormalised.append(Renormalised(self.node.name, space, self.node.op))
+        self.accounted.add(space)
+
     def mark_stats(self, *tensors: str | None) -> None:
         self._stats.update(t for t in tensors if t)
 
     def result(self) -> NodeChannels:
         return NodeChannels(tuple(self._couplings), tuple(self._freezes), tuple(self._virtual), frozenset(self._stats),
-                            tuple(self._alternatives))
+                            tuple(self._alternatives), tuple(self._renormalised))
 
 
 # ---- registry ---------------------------------------------------------------------------------------------

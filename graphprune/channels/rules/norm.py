@@ -1,13 +1,16 @@
 """Normalisations and softmax.
 
 Inference BatchNormalization is per-channel affine, so it is element-wise with its four vectors on the
-channel axis. Instance / Group / Layer normalisation, Softmax and LRN compute statistics over some axes:
-removing an entry there would change every other entry, so those axes are frozen.
+channel axis. Layer and RMS normalisation over their last axis take statistics over the channels: that axis is
+coupled through them and **renormalised** (the pruned model takes the mean and variance over the kept channels,
+and is verified against the original doing the same: :class:`graphprune.channels.rules.Renormalised`). Group
+normalisation loses whole groups, whose statistics are their own. Instance normalisation's spatial axes, Softmax
+and LRN mix what they normalise over: those axes are frozen.
 """
 
 from __future__ import annotations
 
-from graphprune.channels.rules.base import RuleContext, rule
+from graphprune.channels.rules.base import Block, RuleContext, RuleError, rule
 
 
 @rule("BatchNormalization")
@@ -51,18 +54,49 @@ def freeze_normalised(ctx: RuleContext, normalised: set[int], why: str) -> None:
                 ctx.couple_axes(x, k, y, k)
 
 
-@rule("LayerNormalization")
+@rule("LayerNormalization", "RMSNormalization")
 def layer_norm(ctx: RuleContext) -> None:
-    """Axes from ``axis`` on are normalised over (frozen, with scale and bias); the leading axes pass."""
-    r = ctx.rank(ctx.node.inputs[0])
+    """Over the last axis: every axis passes, scale (and bias) ↔ the last, which is renormalised; over more axes:
+    those are frozen (with scale and bias)."""
+    x, y = ctx.node.inputs[0], ctx.node.outputs[0]
+    r = ctx.rank(x)
     axis = int(ctx.attr("axis", -1)) % r
-    freeze_normalised(ctx, set(range(axis, r)), "normalised over by LayerNormalization")
+    if axis != r - 1:
+        freeze_normalised(ctx, set(range(axis, r)), f"normalised over by {ctx.node.op} (over several axes)")
+        return
+    if any(ctx.graph.consumers.get(o) for o in ctx.node.outputs[1:] if o):
+        freeze_normalised(ctx, {r - 1}, f"{ctx.node.op}'s mean / inverse deviation outputs are read")
+        return
+    for k in range(r):
+        ctx.couple_axes(x, k, y, k)
+    for p in ctx.node.inputs[1:3]:
+        if p and ctx.rank(p) == 1:
+            ctx.couple_axes(p, 0, y, r - 1)
+        elif p:
+            ctx.freeze_axis(p, ctx.rank(p) - 1, f"{ctx.node.op} affine of rank {ctx.rank(p)}")
+    ctx.renormalise(ctx.space(x, r - 1))
 
 
 @rule("GroupNormalization")
 def group_norm(ctx: RuleContext) -> None:
-    """Channels are normalised in groups (frozen); batch and spatial axes pass."""
-    freeze_normalised(ctx, {1}, "normalised over by GroupNormalization")
+    """Whole groups of channels (a virtual space of ``num_groups``), each normalised over itself; batch and
+    spatial axes pass; scale and bias per channel (opset 21) or per group (opset 18)."""
+    x, y = ctx.node.inputs[0], ctx.node.outputs[0]
+    r, c = ctx.rank(x), ctx.shape(x)[1]
+    g = int(ctx.attr("num_groups"))
+    if g < 1 or c % g:
+        raise RuleError(f"{c} channels do not split into {g} groups")
+    for k in range(r):
+        if k != 1:
+            ctx.couple_axes(x, k, y, k)
+    groups = ctx.virtual("groups", g)
+    ctx.couple(groups, ctx.space(x, 1), Block(c // g))
+    ctx.couple(groups, ctx.space(y, 1), Block(c // g))
+    for p in ctx.node.inputs[1:3]:
+        if p and ctx.shape(p) == (c,):
+            ctx.couple_axes(p, 0, y, 1)
+        elif p and ctx.shape(p) == (g,):
+            ctx.couple(ctx.space(p, 0), groups)
 
 
 @rule("LRN")

@@ -1,7 +1,10 @@
-"""Reductions: the reduced axes are frozen (their size is in the result); the others pass through."""
+"""Reductions: the reduced axes are frozen (their size is in the result); the others pass through. A
+``ReduceMean`` that is a statistic of a normalisation written out of small ops (:mod:`graphprune.channels.norms`)
+renormalises its axis instead (the pruned model takes it over the kept channels)."""
 
 from __future__ import annotations
 
+from graphprune.channels.norms import norm_statistics
 from graphprune.channels.rules.base import RuleContext, rule
 
 REDUCE = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
@@ -36,8 +39,13 @@ def reduce(ctx: RuleContext) -> None:
     if axes is None:
         return  # dynamic axes: nothing mapped, everything the node touches is frozen by default
     keepdims = bool(int(ctx.attr("keepdims", 1)))
+    statistic = norm_statistics(ctx.graph).get(ctx.node.name) if ctx.node.op == "ReduceMean" else None
     j = 0
     for k in range(ctx.rank(x)):
+        if k in axes and k == statistic:
+            ctx.renormalise(ctx.space(x, k))
+            j += 1
+            continue
         if k in axes:
             ctx.freeze_axis(x, k, f"reduced over by {ctx.node.op}")
             j += keepdims

@@ -328,6 +328,26 @@ def flatten(lw, c) -> None:
         lw.emit("Reshape", [x, lw.const("shape", int64(lw.shape(y)))], [y])
 
 
+def embedding_module(lw, c) -> None:
+    """``nn.Embedding``: a Gather of the weight's rows (padding / max-norm options change nothing at inference
+    but ``max_norm``, which rewrites the weight: that one is not lowered)."""
+    if c.module.max_norm is not None:
+        raise Unsupported("Embedding with max_norm")
+    lw.emit("Gather", [lw.param("weight"), lw.input(c.arg("input"))], [lw.out()], axis=0)
+
+
+def embedding_fn(lw, c) -> None:
+    if c.arg("max_norm") is not None:
+        raise Unsupported("embedding with max_norm")
+    lw.emit("Gather", [lw.input(c.arg("weight")), lw.input(c.arg("input"))], [lw.out()], axis=0)
+
+
+def expand(lw, c) -> None:
+    """``Tensor.expand`` / ``expand_as``: an Expand to the propagated output shape (a constant)."""
+    y = lw.out()
+    lw.emit("Expand", [lw.input(c.arg("input")), lw.const("shape", int64(lw.shape(y)))], [y])
+
+
 def transpose(lw, c) -> None:
     x = lw.input(c.arg("input"))
     rank = len(lw.shape(x))
@@ -707,6 +727,9 @@ def build_table() -> dict[Any, Canon]:
         torch.reshape: Canon("Reshape", reshape, ("input", "shape"), fix="view"),
         "unflatten": Canon("Reshape", unflatten, ("input", "dim", "sizes"), fix="unflatten"),
         nn.Unflatten: Canon("Reshape", unflatten),
+        nn.Embedding: Canon("Gather", embedding_module),
+        F.embedding: Canon("Gather", embedding_fn, ("input", "weight", "padding_idx", "max_norm")),
+        "expand": Canon("Expand", expand, ("input", "size")), "expand_as": Canon("Expand", expand, ("input", "other")),
         nn.Flatten: Canon("Flatten", flatten), torch.flatten: Canon("Flatten", flatten, ("input", "start_dim", "end_dim")),
         "flatten": Canon("Flatten", flatten, ("input", "start_dim", "end_dim")),
         "permute": Canon("Transpose", permute, ("input", "dims")),
