@@ -41,6 +41,12 @@ class RMSNorm(nn.Module):
         return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
 
 
+def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Hugging Face's ``repeat_kv``: each KV head once per query head of its group (sizes read off the tensor)."""
+    b, kv_heads, t, d = x.shape
+    return x[:, :, None].expand(b, kv_heads, groups, t, d).reshape(b, kv_heads * groups, t, d)
+
+
 class SelfAttention(nn.Module):
     """``heads`` query heads over ``kv_heads`` key / value heads; rotary embeddings when ``rope``."""
 
@@ -71,9 +77,8 @@ class SelfAttention(nn.Module):
         if self.rope:
             q, k = self.rotate(q), self.rotate(k)
         groups = self.heads // self.kv_heads
-        if groups > 1:  # Hugging Face's repeat_kv
-            k = k[:, :, None].expand(b, self.kv_heads, groups, t, self.head_dim).reshape(b, -1, t, self.head_dim)
-            v = v[:, :, None].expand(b, self.kv_heads, groups, t, self.head_dim).reshape(b, -1, t, self.head_dim)
+        if groups > 1:
+            k, v = repeat_kv(k, groups), repeat_kv(v, groups)
         att = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
         if self.causal:
             att = att.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))

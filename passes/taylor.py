@@ -163,7 +163,8 @@ def signed_sums(source, wanted: dict[str, tuple[str, int | None]], axes: dict[st
     gm = source.traced
     modes = {m: m.training for m in gm.modules()}
     sums: dict[tuple[str, int], np.ndarray] = {}
-    gm.eval()
+    for m in gm.modules():  # (a graph torch.export captured refuses .eval())
+        m.training = False
     try:
         with torch.enable_grad():
             for start in range(0, n, CHUNK):

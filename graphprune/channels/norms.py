@@ -2,9 +2,9 @@
 statistic of a normalisation (and may run over fewer channels, see :class:`graphprune.channels.rules.Renormalised`)
 rather than guessed. The three forms exporters write, each a ``ReduceMean`` over one axis, kept dims:
 
-* **scale statistic** (RMSNorm; LayerNorm's variance): ``s = ReduceMean(b²)`` (``Pow(b, 2)`` or ``Mul(b, b)``), and
-  ``b`` divided by a function of ``s`` (``b / Sqrt(s + ε)``, ``b · Reciprocal(Sqrt(s + ε))``, ``b · (1 / Sqrt(s + ε))``,
-  ``b · Pow(s + ε, -½)``);
+* **scale statistic** (RMSNorm; LayerNorm's variance): ``s = ReduceMean(b²)`` (``Pow(b, 2)`` or ``Mul(b, b)``),
+  and ``b`` divided by a function of ``s`` (``b / Sqrt(s + ε)``, ``b · Reciprocal(Sqrt(s + ε))``,
+  ``b · (1 / Sqrt(s + ε))``, ``b · Pow(s + ε, -½)``);
 * **centering mean** (LayerNorm's mean): ``m = ReduceMean(x)``, ``d = x − m``, and ``d`` normalised by a scale
   statistic over the same axis;
 * **mean normaliser** (ConvNeXt-V2's global response normalisation): ``g / (ReduceMean(g) + ε)``.

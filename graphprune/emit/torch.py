@@ -50,15 +50,18 @@ class EmittedModule:
         return out
 
 
-def emit(source: TorchSource, plan: Plan) -> EmittedModule:
-    """The pruned module; an untouched deep copy of the original when the plan removes nothing."""
+def emit(source: TorchSource, plan: Plan, *, rewrite_calls: bool = True) -> EmittedModule:
+    """The pruned module; an untouched deep copy of the original when the plan removes nothing. With
+    ``rewrite_calls`` (a torch.fx trace), calls whose literal arguments no longer fit the plan make the result the
+    rewritten fx.GraphModule; without (an ATen graph, which is no module to hand back) the module stays the user's
+    class and its verification shows whether ``forward`` still fits."""
     model = copy.deepcopy(source.module)
     if plan.empty:
         return EmittedModule(model, False)
     ctx = FixContext(plan, source.graph, source.graph.opset)
     literals = slice_tensors(model, source, plan)
     fix_modules(model, source, ctx)
-    needed = tuple(rewrites(source, ctx))
+    needed = tuple(rewrites(source, ctx)) if rewrite_calls else ()
     if not needed and not literals:
         return EmittedModule(model, False)
     return EmittedModule(graph_module(model, source, needed, literals), True, needed, tuple(sorted(literals)))
@@ -161,6 +164,10 @@ def fix_rnn(m: nn.Module, node: str, ctx: FixContext) -> None:
     m.input_size = int(m.weight_ih_l0.shape[1])
 
 
+def fix_embedding(m: nn.Module, node: str, ctx: FixContext) -> None:
+    m.num_embeddings, m.embedding_dim = m.weight.shape
+
+
 MODULE_FIXES: dict[type, Callable[[nn.Module, str, FixContext], None]] = {
     nn.modules.conv._ConvNd: fix_conv,
     nn.Linear: fix_linear,
@@ -170,18 +177,19 @@ MODULE_FIXES: dict[type, Callable[[nn.Module, str, FixContext], None]] = {
     nn.PReLU: fix_prelu,
     nn.Unflatten: fix_unflatten,
     nn.RNNBase: fix_rnn,
+    nn.Embedding: fix_embedding,
 }
 
 
 def fix_modules(model: nn.Module, source: TorchSource, ctx: FixContext) -> None:
-    for n in source.traced.graph.nodes:
-        names = source.ir_nodes.get(n.name, ())
-        if n.op != "call_module" or not names or source.graph.node_by_name[names[0]].op.startswith("Unknown:"):
+    """Every module whose call lowered to IR nodes gets its size attributes from its resized tensors."""
+    for path, node in source.module_calls.items():
+        if source.graph.node_by_name[node].op.startswith("Unknown:"):
             continue
-        m = model.get_submodule(n.target)
+        m = model.get_submodule(path)
         fix = next((MODULE_FIXES[c] for c in type(m).__mro__ if c in MODULE_FIXES), None)
         if fix is not None:
-            fix(m, names[0], ctx)
+            fix(m, node, ctx)
 
 
 # ---- the GraphModule fallback ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from graphprune.frontends.base import Frontend
 
 FRONTENDS = (
     ("graphprune.frontends.onnx.frontend", "ONNX", ()),
-    ("graphprune.frontends.fx.frontend", "FX", ("torch",)),  # needs: modules that must already be imported
+    ("graphprune.frontends.fx.frontend", "TORCH", ("torch",)),  # needs: modules that must already be imported
 )
 
 

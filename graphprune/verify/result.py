@@ -26,13 +26,21 @@ class Drift:
 @dataclass(frozen=True)
 class Verification:
     ok: bool
-    checks: Mapping[str, str] = field(default_factory=dict)  # check name -> "ok" or what failed
+    checks: Mapping[str, str] = field(default_factory=dict)  # check name -> "ok", "skipped: why", or what failed
     max_error: float = 0.0  # largest |pruned − masked original|
     drift: Drift | None = None
 
     @property
     def failure(self) -> str:
-        return "; ".join(f"{k}: {v}" for k, v in self.checks.items() if v != "ok")
+        return "; ".join(f"{k}: {v}" for k, v in self.checks.items() if not passed(v))
+
+
+SKIPPED = "skipped: "  # a check that could not run (e.g. a module that does not export to ONNX), said so
+
+
+def passed(status: str) -> bool:
+    """A check's status is no failure: it passed, or it could not run and says why."""
+    return status == "ok" or status.startswith(SKIPPED)
 
 
 def drift(reference: list[np.ndarray], pruned: list[np.ndarray]) -> Drift:

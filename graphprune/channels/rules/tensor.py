@@ -82,3 +82,18 @@ def gather(ctx: RuleContext) -> None:
             ctx.freeze_axis(x, k, "indexed by Gather")
         else:
             ctx.couple_axes(x, k, y, k if k < axis else k - 1 + ri)
+
+
+@rule("Pin")
+def pin(ctx: RuleContext) -> None:
+    """A frontend's marker (torch: the head dimension at every attention): every axis passes, those in ``axes`` are
+    frozen with ``reason``. It computes nothing (an identity); ONNX files do not contain it."""
+    x, y = ctx.node.inputs[0], ctx.node.outputs[0]
+    r = ctx.rank(x)
+    pinned = {int(a) % r for a in ctx.attr("axes", ())}
+    for k in range(r):
+        if k in pinned:
+            ctx.freeze_axis(x, k, str(ctx.attr("reason", "pinned by the frontend")))
+            ctx.freeze_axis(y, k, str(ctx.attr("reason", "pinned by the frontend")))
+        else:
+            ctx.couple_axes(x, k, y, k)

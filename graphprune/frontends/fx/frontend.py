@@ -1,8 +1,15 @@
-"""The torch.fx frontend: an ``nn.Module`` with example inputs in, a smaller ``nn.Module`` out.
+"""The torch frontend: an ``nn.Module`` with example inputs in, a smaller ``nn.Module`` out.
 
-Capture is :mod:`graphprune.frontends.fx.trace` (symbolic trace, shape propagation, the one op table); the surgery
-resizes a deep copy of the module by attribute path (:mod:`graphprune.emit.torch`); the oracle runs the masked
-original over the trace and the pruned module through onnxruntime (:mod:`graphprune.verify.torch`).
+Capture (``capture``): ``"auto"`` (default) traces with torch.fx (:mod:`.trace`) and, where torch.fx cannot (data-
+dependent Python, the Hugging Face models of today), captures with torch.export (:mod:`.export`); ``"fx"`` or
+``"export"`` force one. Both lower through the one op table to the same IR; the report says which was used. The
+surgery resizes a deep copy of the module by qualified attribute name (:mod:`graphprune.emit.torch`); the oracle
+runs the masked original over the captured graph and the pruned module through onnxruntime
+(:mod:`graphprune.verify.torch`).
+
+torch.fx comes first because its graph is the module's own Python, which the emitter can rewrite where ``forward``
+hard-codes a channel count (``baked="graphmodule"``); an ATen graph cannot be handed back as the user's module, so
+from torch.export the result is always the user's class with resized parameters, verified like any other.
 
 ``baked`` says what to do when ``forward`` has literal channel counts (``x.view(1, 256)``, ``torch.split(x, [12,
 20])``, ``x[:, :16]``): ``"graphmodule"`` prunes through them and returns an fx.GraphModule with the literals
@@ -31,14 +38,15 @@ from graphprune.channels.plan import Plan
 from graphprune.emit.torch import emit
 from graphprune.errors import InternalError, UsageError
 from graphprune.frontends.base import Emitted, Finished, Frontend
-from graphprune.frontends.fx.trace import TorchSource, UntraceableModelError, load as trace_module
+from graphprune.frontends.fx.export import ExportError, capture as export_module
+from graphprune.frontends.fx.trace import TorchSource, UntraceableModelError, in_eval_mode, load as trace_module
 from graphprune.methods.cost import Cost, cost
 from graphprune.verify.claims import MaskedOriginal, Unchanged
 from graphprune.verify.result import Drift, Tolerance, Verification, drift
 from graphprune.verify.torch import OPSET, run_eval, seeded_inputs, verify
 
 Baked = Literal["graphmodule", "freeze"]
-__all__ = ["FxFrontend", "TorchPruneResult", "UntraceableModelError", "load"]
+__all__ = ["TorchFrontend", "TorchPruneResult", "UntraceableModelError", "load"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,7 +89,7 @@ def module_cost(source: TorchSource) -> Cost:
 
 def latency_ms(model: nn.Module, inputs: tuple[Any, ...], runs: int = 20, warmup: int = 3) -> float:
     modes = {m: m.training for m in model.modules()}
-    model.eval()
+    in_eval_mode(model)
     times = []
     try:
         with torch.no_grad():
@@ -96,15 +104,20 @@ def latency_ms(model: nn.Module, inputs: tuple[Any, ...], runs: int = 20, warmup
     return float(np.median(times))
 
 
-class FxFrontend(Frontend):
-    name = "torch.fx"
-    kind = "torch"
-    layer_table = False  # fx node names of a rewritten module need not match the original's
+Capture = Literal["auto", "fx", "export"]
 
-    def __init__(self, baked: Baked = "graphmodule"):
+
+class TorchFrontend(Frontend):
+    name = "torch"
+    kind = "torch"
+    layer_table = False  # node names of a rewritten module's graph need not match the original's
+
+    def __init__(self, baked: Baked = "graphmodule", capture: Capture = "auto"):
         if baked not in ("graphmodule", "freeze"):
             raise UsageError(f"baked '{baked}' must be 'graphmodule' or 'freeze'")
-        self.baked = baked
+        if capture not in ("auto", "fx", "export"):
+            raise UsageError(f"capture '{capture}' must be 'auto', 'fx' or 'export'")
+        self.baked, self.capture = baked, capture
 
     def accepts(self, model: Any) -> bool:
         return isinstance(model, nn.Module)
@@ -112,10 +125,21 @@ class FxFrontend(Frontend):
     def load(self, model: Any, *, input_shapes=None, example_inputs=None) -> TorchSource:
         if example_inputs is None:
             raise UsageError("a torch model needs example_inputs (a tensor or a tuple of tensors) to trace its shapes")
-        return replace(trace_module(model, example_inputs), frontend=self)
+        if self.capture == "export":
+            return replace(exported(model, example_inputs), frontend=self)
+        try:
+            return replace(trace_module(model, example_inputs), frontend=self)
+        except UntraceableModelError as traced:
+            if self.capture == "fx":
+                raise
+            try:
+                return replace(export_module(model, example_inputs), frontend=self)
+            except ExportError as exc:
+                raise UntraceableModelError(f"neither torch.fx nor torch.export can capture {type(model).__name__} "
+                                            f"(torch.fx: {traced}; torch.export: {exc})") from exc
 
     def emit(self, source: TorchSource, model: nn.Module, plan: Plan) -> Emitted:
-        emitted = emit(source, plan)
+        emitted = emit(source, plan, rewrite_calls=source.capture == "torch.fx")
         replan: tuple[str, ...] = ()
         if self.baked == "freeze" and emitted.graph_module:
             nodes = [n for rw in emitted.rewrites for n in source.ir_nodes.get(rw.node, ())]
@@ -138,7 +162,10 @@ class FxFrontend(Frontend):
         return drift(run_eval(source.module, inputs), run_eval(model, inputs))
 
     def cost(self, source: TorchSource, model: nn.Module) -> Cost:
-        return module_cost(source if model is source.module else trace_module(model, source.example_inputs))
+        if model is source.module:
+            return module_cost(source)
+        again = export_module if source.capture == "torch.export" else trace_module
+        return module_cost(again(model, source.example_inputs))
 
     def latency(self, source: TorchSource, before, after, seed: int) -> dict[str, Any]:
         inputs = seeded_inputs(source.example_inputs, seed)
@@ -147,16 +174,28 @@ class FxFrontend(Frontend):
     def finish(self, source: TorchSource, run, verification: Verification | None, config) -> Finished:
         """The pruned module; an untouched deep copy of the user's when nothing was removed."""
         model = run.state.model if run.modified else copy.deepcopy(source.module)
-        return Finished(model, extra={"graph_module": isinstance(model, fx.GraphModule)})
+        extra = {"frontend": source.capture, "graph_module": isinstance(model, fx.GraphModule)}
+        return Finished(model, extra=extra)
 
     def result(self, finished: Finished, run, report, channels) -> TorchPruneResult:
         return TorchPruneResult(finished.model, run.state.plan, report, channels, run.state.source)
 
 
-FX = FxFrontend()
+def exported(module: nn.Module, example_inputs: Any) -> TorchSource:
+    try:
+        return export_module(module, example_inputs)
+    except ExportError as exc:
+        raise UntraceableModelError(f"torch.export cannot capture {type(module).__name__} ({exc}); export it with "
+                                    "torch.onnx.export and prune the .onnx file instead: "
+                                    "graphprune.prune('model.onnx', ...)") from exc
 
 
-def load(module: nn.Module, example_inputs: Any) -> TorchSource:
-    """Trace and lower ``module`` through the fx frontend (raises :class:`UntraceableModelError` when torch.fx
-    cannot trace it)."""
-    return FX.load(module, example_inputs=example_inputs)
+TORCH = TorchFrontend()
+FX = TorchFrontend(capture="fx")
+EXPORT = TorchFrontend(capture="export")
+
+
+def load(module: nn.Module, example_inputs: Any, capture: Capture = "fx") -> TorchSource:
+    """Capture and lower ``module`` (``capture``: ``"fx"``, ``"export"`` or ``"auto"``); raises
+    :class:`UntraceableModelError` when it cannot."""
+    return {"fx": FX, "export": EXPORT, "auto": TORCH}[capture].load(module, example_inputs=example_inputs)

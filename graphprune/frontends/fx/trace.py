@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
@@ -31,7 +31,8 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from graphprune.errors import ModelLoadError, UsageError
-from graphprune.frontends.fx.ops import OPSET, Unsupported, lookup
+from graphprune.frontends.fx.lowering import OPSET, Unsupported
+from graphprune.frontends.fx.ops import lookup
 from graphprune.ir import Graph, Node, Tensor
 
 
@@ -69,6 +70,8 @@ class TorchSource:
     fixes: Mapping[str, str]
     paths: Mapping[str, tuple[str, ...]]
     traced_only: frozenset[str]  # IR constants that live only in the trace (tensor literals made in forward)
+    module_calls: Mapping[str, str] = field(default_factory=dict)  # module path → the first IR node of its call
+    capture: str = "torch.fx"  # how the graph was captured: "torch.fx" (symbolic trace) or "torch.export"
     frontend: Any = None  # the :class:`graphprune.frontends.base.Frontend` that loaded it (emit, verify, report)
 
     @property
@@ -107,6 +110,17 @@ def as_inputs(example_inputs: Any) -> tuple[Any, ...]:
     raise UsageError(f"example_inputs must be a tensor or a tuple of tensors, got {type(example_inputs).__name__}")
 
 
+def returns_nothing(n: fx.Node) -> bool:
+    """An ATen op with no results (``_assert_tensor_metadata``, ``_assert_scalar``): a check, not a computation."""
+    schema = getattr(n.target, "_schema", None)
+    return n.op == "call_function" and schema is not None and not schema.returns
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def trace(module: nn.Module) -> fx.GraphModule:
     try:
         return fx.symbolic_trace(module)
@@ -135,7 +149,7 @@ def propagate(traced: fx.GraphModule, inputs: tuple[Any, ...], what: str) -> dic
     """Run the trace once in eval mode without gradients (BN statistics untouched), restoring training flags."""
     modes = {m: m.training for m in traced.modules()}
     inputs = tuple(x.clone() if isinstance(x, torch.Tensor) else x for x in inputs)
-    traced.eval()
+    in_eval_mode(traced)
     try:
         with torch.no_grad():
             rec = _Record(traced)
@@ -148,6 +162,13 @@ def propagate(traced: fx.GraphModule, inputs: tuple[Any, ...], what: str) -> dic
         for m, training in modes.items():
             m.training = training
     return rec.values
+
+
+def in_eval_mode(module: nn.Module) -> None:
+    """Every submodule in eval mode, flag by flag: a graph captured by torch.export refuses ``.eval()`` (it was
+    captured in a mode already), and setting the flags is what ``.eval()`` does for the others."""
+    for m in module.modules():
+        m.training = False
 
 
 def summarise(value: Any) -> Any:
@@ -220,8 +241,16 @@ SHAPE_ATTRS = {"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "
 class Lowering:
     """Walks the trace once and builds the IR. The table's lowerings call the helpers below."""
 
-    def __init__(self, module: nn.Module, traced: fx.GraphModule, values: Mapping[str, Any]):
+    def __init__(self, module: nn.Module, traced: fx.GraphModule, values: Mapping[str, Any], *,
+                 fold_constants: bool = False, capture: str = "torch.fx"):
+        """``fold_constants``: a call computed from literals and non-persistent buffers only (a causal mask, a
+        rotary table, position ids) becomes a constant produced by a ``Constant`` node, which has no rule: what
+        it touches is frozen, and no weight the module computes at run time is ever sliced (torch.export)."""
         self.module, self.gm, self.values = module, traced, values
+        self.fold, self.capture = fold_constants, capture
+        self.folded: dict[str, Any] = {}
+        state = module.state_dict(keep_vars=True)  # parameters and persistent buffers: the module's weights
+        self.persistent = {id(t) for t in state.values()} | set(state)
         self.nodes: list[Node] = []
         self.tensors: dict[str, Tensor] = {}
         self.kinds: dict[str, str] = {}
@@ -250,7 +279,23 @@ class Lowering:
             values=MappingProxyType(dict(self.values)), kinds=MappingProxyType(self.kinds),
             tensors=MappingProxyType(self.alias), ir_nodes=MappingProxyType(self.ir_nodes),
             fixes=MappingProxyType(self.fixes), paths=MappingProxyType(self.paths),
-            traced_only=frozenset(self.traced_only))
+            traced_only=frozenset(self.traced_only), module_calls=MappingProxyType(self.module_calls()),
+            capture=self.capture)
+
+    def module_calls(self) -> dict[str, str]:
+        """Module path → the first IR node lowered from a call of it: the ``call_module`` nodes of a symbolic
+        trace, the innermost ``nn_module_stack`` entry of an ATen graph's nodes."""
+        out: dict[str, str] = {}
+        for n in self.gm.graph.nodes:
+            names = self.ir_nodes.get(n.name)
+            if not names:
+                continue
+            if n.op == "call_module":
+                out.setdefault(n.target, names[0])
+            elif n.meta.get("nn_module_stack"):
+                path = list(n.meta["nn_module_stack"].values())[-1][0]
+                out.setdefault(path, names[0])
+        return out
 
     def visit(self, n: fx.Node) -> None:
         value = self.values.get(n.name)
@@ -265,8 +310,15 @@ class Lowering:
         elif n.op == "get_attr":
             obj = fetch(self.gm, n.target)
             self.kinds[n.name] = "tensor" if isinstance(obj, torch.Tensor) else "value"
-            if isinstance(obj, torch.Tensor):
+            if isinstance(obj, torch.Tensor) and self.fold and not {id(obj), n.target} & self.persistent:
+                self.constant_node(n, obj)  # a lifted constant or a non-persistent buffer: not a weight
+            elif isinstance(obj, torch.Tensor):
                 self.alias[n.name] = self.constant(obj, n.target)
+        elif (n.op == "call_module" and n.target == "_guards_fn") or returns_nothing(n):
+            self.kinds[n.name] = "value"  # torch.export's input guards and metadata asserts: checks, no data
+        elif self.fold and n.op == "call_function" and has_tensor(value) and self.foldable(n):
+            self.kinds[n.name] = "tensor"
+            self.fold_node(n)
         elif has_tensor(value):
             self.kinds[n.name] = "tensor"
             self.lower(n)
@@ -276,6 +328,33 @@ class Lowering:
             self.unknown(n, outputs=[n.name])
         else:
             self.kinds[n.name] = "value"
+
+    def foldable(self, n: fx.Node) -> bool:
+        """Computed from literals, shape values and folded constants only (not from an input or a weight)."""
+        args = flat_nodes((n.args, n.kwargs))
+        return all(a.name in self.folded or self.kinds.get(a.name) == "value" for a in args)
+
+    def fold_node(self, n: fx.Node) -> None:
+        """The result of ``n`` as a constant (see ``fold_constants``), made by a ``Constant`` node."""
+        def concrete(a):
+            return self.folded[a.name] if a.name in self.folded else self.values.get(a.name)
+
+        args, kwargs = fx.node.map_arg((n.args, n.kwargs), concrete)
+        with torch.no_grad():
+            result = n.target(*args, **kwargs)
+        if not isinstance(result, torch.Tensor):
+            self.kinds[n.name] = "value"
+            return
+        self.constant_node(n, result)
+
+    def constant_node(self, n: fx.Node, result: torch.Tensor) -> None:
+        """``n``'s tensor as the output of a ``Constant`` node (no rule: what it touches stays as it is)."""
+        self.folded[n.name] = result
+        value = to_numpy(result)
+        self.tensors[n.name] = Tensor(n.name, tuple(value.shape), value.dtype)
+        self.alias[n.name] = n.name
+        self.emit("Constant", [], [n.name], value=value)
+        self.ir_nodes[n.name] = tuple(self._emitted)
 
     def is_data_value(self, n: fx.Node) -> bool:
         """A non-tensor result computed from tensor contents rather than from shapes."""
