@@ -40,7 +40,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("prune", help="prune channels and write a smaller, verified model")
     p.add_argument("model", help="input ONNX file (never modified), or a torch model as FILE.py:FUNCTION")
     p.add_argument("--example-input", action="append", metavar="D0,D1,...",
-                   help="torch model: shape of a seeded example input (repeat per forward argument)")
+                   help="torch model: shape of a seeded example input (repeat per forward argument); not needed when "
+                        "FUNCTION returns (module, example_inputs)")
     p.add_argument("--weights", metavar="FILE", help="torch model: a state_dict checkpoint (read weights-only)")
     p.add_argument("-o", "--output", help="output file (default: MODEL.pruned.onnx next to the input)")
     p.add_argument("--report", metavar="FILE", help="write the JSON report here")
@@ -58,8 +59,10 @@ def command(args) -> int:
         if target:
             io.check_output(Path(target), model_path)
     if torch_model:
-        model = pyfile.load_module(args.model, args.weights)
-        extra = {"example_inputs": pyfile.example_inputs(args.example_input, args.seed)}
+        model, inputs = pyfile.load_with_inputs(args.model, args.weights)
+        if args.example_input or inputs is None:
+            inputs = pyfile.example_inputs(args.example_input, args.seed)
+        extra = {"example_inputs": inputs}
     else:
         if args.example_input or args.weights:
             raise UsageError("--example-input and --weights are for torch models (FILE.py:FUNCTION)")

@@ -22,6 +22,13 @@ def is_torch_spec(text: str) -> bool:
 
 def load_module(spec: str, weights: str | None = None):
     """Call ``function`` from ``file.py`` and return the ``nn.Module`` it builds (eval mode), weights loaded."""
+    return load_with_inputs(spec, weights)[0]
+
+
+def load_with_inputs(spec: str, weights: str | None = None):
+    """``(module, example_inputs)``: ``function`` may return a module, or a module and its example inputs (a
+    tensor or a tuple: token ids, say, which ``--example-input`` shapes cannot give); ``example_inputs`` is None
+    when it returned only the module."""
     import torch
 
     m = SPEC.match(spec)
@@ -44,11 +51,14 @@ def load_module(spec: str, weights: str | None = None):
         model = build()
     except Exception as exc:
         raise ModelLoadError(f"{spec}() failed: {type(exc).__name__}: {exc}") from exc
+    inputs = None
+    if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], torch.nn.Module):
+        model, inputs = model
     if not isinstance(model, torch.nn.Module):
         raise UsageError(f"{spec}() returned {type(model).__name__}, not a torch.nn.Module")
     if weights:
         load_weights(model, Path(weights))
-    return model.eval()
+    return model.eval(), inputs
 
 
 def load_weights(model, path: Path) -> None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
+import sys
 import io
 import warnings
 from collections import defaultdict
@@ -167,7 +169,7 @@ def exported(model: nn.Module, inputs: tuple[Any, ...], names: list[str]) -> onn
         for dynamo in (False, True):
             buffer = io.BytesIO()
             try:
-                with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                with torch.no_grad(), warnings.catch_warnings(), silenced():
                     warnings.simplefilter("ignore")
                     torch.onnx.export(model, inputs, buffer, input_names=names, opset_version=OPSET if not dynamo
                                       else 18, dynamo=dynamo)
@@ -179,6 +181,26 @@ def exported(model: nn.Module, inputs: tuple[Any, ...], names: list[str]) -> onn
         for m, training in modes.items():
             m.training = training
     raise ExportFailed("; ".join(reasons))
+
+
+@contextlib.contextmanager
+def silenced():
+    """File descriptors 1 and 2 to the null device for a while: the exporters print graph dumps and registry
+    warnings from C++ and logging, which must not reach a pipeline's stdout (a JSON report may be there)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(fd) for fd in (1, 2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in (1, 2):
+            os.dup2(null, fd)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        for fd, copy_of in zip((1, 2), saved):
+            os.dup2(copy_of, fd)
+            os.close(copy_of)
+        os.close(null)
 
 
 class ExportFailed(Exception):

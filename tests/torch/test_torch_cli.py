@@ -96,3 +96,26 @@ def test_api_dispatches_modules_and_plans(user_model, tmp_path):
     assert plan.units_removed == 8
     with pytest.raises(graphprune.UsageError, match="example_inputs"):
         graphprune.prune(model, ratio=0.5)
+
+
+def test_cli_takes_example_inputs_from_the_build_function_and_captures_with_torch_export(tmp_path):
+    """A decoder LM needs token ids, which --example-input shapes cannot give: FUNCTION returns (module, inputs);
+    torch.fx cannot trace it (a mask built from a traced size), so torch.export captures it."""
+    import json
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    (tmp_path / "lm.py").write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(repo)!r})
+        from models.llm import TRANSFORMER_MODELS
+
+        def build():
+            spec = TRANSFORMER_MODELS["llama_like"]
+            return spec.build(), (spec.example(),)
+    """))
+    r = cli("lm.py:build", "--round-to", "1", "-o", "small.pt", "--report", "report.json", "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["frontend"] == "torch.export" and report["verification"]["ok"]
+    assert report["params"]["ratio"] < 0.4

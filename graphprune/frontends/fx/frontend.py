@@ -35,6 +35,7 @@ from torch import fx, nn
 from graphprune import io
 from graphprune.channels.analysis import ChannelGraph
 from graphprune.channels.plan import Plan
+from graphprune.emit import hf
 from graphprune.emit.torch import emit
 from graphprune.errors import InternalError, UsageError
 from graphprune.frontends.base import Emitted, Finished, Frontend
@@ -140,13 +141,14 @@ class TorchFrontend(Frontend):
 
     def emit(self, source: TorchSource, model: nn.Module, plan: Plan) -> Emitted:
         emitted = emit(source, plan, rewrite_calls=source.capture == "torch.fx")
+        notes = emitted.notes if emitted.graph_module else emitted.notes + hf.adapt(emitted.model)
         replan: tuple[str, ...] = ()
         if self.baked == "freeze" and emitted.graph_module:
             nodes = [n for rw in emitted.rewrites for n in source.ir_nodes.get(rw.node, ())]
             nodes += [n.name for t in emitted.traced_only for name, paths in source.paths.items() if paths[0] == t
                       for n in source.graph.consumers.get(name, ())]
             replan = tuple(dict.fromkeys(nodes))
-        return Emitted(emitted.model, emitted.notes, replan)
+        return Emitted(emitted.model, notes, replan)
 
     def check(self, claim, source: TorchSource, before, after, tolerance: Tolerance) -> Verification:
         if isinstance(claim, Unchanged):
@@ -175,7 +177,13 @@ class TorchFrontend(Frontend):
         """The pruned module; an untouched deep copy of the user's when nothing was removed."""
         model = run.state.model if run.modified else copy.deepcopy(source.module)
         extra = {"frontend": source.capture, "graph_module": isinstance(model, fx.GraphModule)}
-        return Finished(model, extra=extra)
+        notes = ()
+        if run.modified and hasattr(getattr(model, "config", None), "save_pretrained"):
+            problem = hf.rebuild_problem(model, source.example_inputs)
+            notes = (f"save_pretrained -> from_pretrained will not rebuild this model: {problem}",) if problem else (
+                "Hugging Face: the class built from the updated config with these weights computes the same "
+                "(save_pretrained -> from_pretrained round-trips)",)
+        return Finished(model, notes, extra)
 
     def result(self, finished: Finished, run, report, channels) -> TorchPruneResult:
         return TorchPruneResult(finished.model, run.state.plan, report, channels, run.state.source)

@@ -1,0 +1,169 @@
+"""Hugging Face modules after the resize: the size attributes their ``forward`` reads, and the config fields that
+describe the new sizes, so the pruned model runs, generates, and ``save_pretrained`` → ``from_pretrained`` builds
+the same model again. Duck-typed on what a module or config holds (no transformers import).
+
+* **Module attributes**: ``Conv1D.nf`` (GPT-2's transposed linear); GPT-2 attention's ``split_size``, ``embed_dim``
+  and ``num_heads``; the head counts decoder and BERT-style attention keep (``num_heads``, ``num_key_value_heads``,
+  ``num_key_value_groups``, ``num_attention_heads``, ``all_head_size``), from the resized projections and the
+  unchanged head dimension.
+* **Config**: the hidden width, heads, KV heads, head dimension and MLP width, measured on the resized module, under
+  whichever of each family's names the config has (``hidden_size`` / ``n_embd`` / ``d_model`` …). A config holds
+  one size per kind: when layers differ (``scope="global"``), or the family derives the head dimension from the
+  hidden width and heads and that no longer holds, the config is left and the report says why.
+* **Rebuild check** (:func:`rebuild_problem`): the model class built from the updated config, with the pruned
+  weights loaded, must compute what the pruned model computes; where it does not (Gemma scales its embeddings by
+  the square root of the hidden width it is built with), the report says ``from_pretrained`` will not rebuild it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+CONFIG_FIELDS = {
+    "hidden": ("hidden_size", "n_embd", "d_model", "dim"),
+    "heads": ("num_attention_heads", "n_head", "num_heads", "encoder_attention_heads"),
+    "kv_heads": ("num_key_value_heads",),
+    "head_dim": ("head_dim", "d_kv"),
+    "intermediate": ("intermediate_size", "n_inner", "d_ff", "encoder_ffn_dim", "hidden_dim"),
+}
+
+
+def out_features(m: nn.Module) -> int:
+    """Output width of a Linear or of GPT-2's Conv1D (weight stored (in, out))."""
+    w = m.weight
+    return int(w.shape[1] if type(m).__name__ == "Conv1D" else w.shape[0])
+
+
+def fix_modules(model: nn.Module) -> None:
+    """The size attributes ``forward`` reads, from the resized weights (see the module docstring)."""
+    for m in model.modules():
+        if type(m).__name__ == "Conv1D" and hasattr(m, "nf"):
+            m.nf = int(m.weight.shape[1])
+            if hasattr(m, "nx"):
+                m.nx = int(m.weight.shape[0])
+    for m in model.modules():
+        heads = attention_heads(m)
+        if heads is None:
+            continue
+        q, kv, head_dim = heads
+        if hasattr(m, "c_attn") and hasattr(m, "split_size"):  # GPT-2: q, k and v in one Conv1D
+            m.split_size, m.embed_dim = q * head_dim, out_features(m.c_proj)
+        for name, value in (("num_heads", q), ("num_attention_heads", q), ("num_key_value_heads", kv),
+                            ("num_key_value_groups", q // max(kv, 1)), ("all_head_size", q * head_dim)):
+            if isinstance(getattr(m, name, None), int):
+                setattr(m, name, value)
+
+
+def attention_heads(m: nn.Module) -> tuple[int, int, int] | None:
+    """(query heads, key / value heads, head dimension) of an attention module, from its projections."""
+    head_dim = getattr(m, "head_dim", None) or getattr(m, "attention_head_size", None)
+    if not isinstance(head_dim, int) or head_dim < 1:
+        return None
+    if all(hasattr(m, p) for p in ("q_proj", "k_proj")):
+        return out_features(m.q_proj) // head_dim, out_features(m.k_proj) // head_dim, head_dim
+    if all(hasattr(m, p) for p in ("query", "key")):
+        return out_features(m.query) // head_dim, out_features(m.key) // head_dim, head_dim
+    if hasattr(m, "c_attn") and not getattr(m, "is_cross_attention", False):
+        q = out_features(m.c_attn) // 3 // head_dim
+        return q, q, head_dim
+    return None
+
+
+def mlp_widths(model: nn.Module) -> Iterator[int]:
+    """The MLP width of every layer: the up / first projection of each MLP block."""
+    for name, m in model.named_modules():
+        for attr in ("up_proj", "fc1", "c_fc", "wi"):
+            if isinstance(getattr(m, attr, None), nn.Module) and hasattr(getattr(m, attr), "weight"):
+                yield out_features(getattr(m, attr))
+                break
+        else:
+            if name.endswith("intermediate") and isinstance(getattr(m, "dense", None), nn.Linear):
+                yield out_features(m.dense)
+
+
+def hidden_width(model: nn.Module) -> int | None:
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if isinstance(embeddings, nn.Embedding):
+        return int(embeddings.weight.shape[1])
+    conv = next((m for m in (embeddings.modules() if embeddings is not None else ()) if isinstance(m, nn.Conv2d)), None)
+    return int(conv.out_channels) if conv is not None else None
+
+
+def measured(model: nn.Module) -> dict[str, set[int]]:
+    sizes: dict[str, set[int]] = {kind: set() for kind in CONFIG_FIELDS}
+    for m in model.modules():
+        heads = attention_heads(m)
+        if heads is not None:
+            sizes["heads"].add(heads[0])
+            sizes["kv_heads"].add(heads[1])
+            sizes["head_dim"].add(heads[2])
+    sizes["intermediate"].update(mlp_widths(model))
+    hidden = hidden_width(model)
+    if hidden is not None:
+        sizes["hidden"].add(hidden)
+    return sizes
+
+
+def adapt(model: nn.Module) -> tuple[str, ...]:
+    """A resized Hugging Face model made whole again (:func:`fix_modules`, :func:`update_config`); the report
+    lines. Any other module is left as it is."""
+    if not hasattr(getattr(model, "config", None), "save_pretrained"):
+        return ()
+    fix_modules(model)
+    return update_config(model)
+
+
+def update_config(model: nn.Module) -> tuple[str, ...]:
+    """``model.config`` with the pruned sizes (one per kind); the report lines for what it could not say."""
+    config: Any = model.config
+    notes, written = [], []
+    for kind, values in measured(model).items():
+        fields = [f for f in CONFIG_FIELDS[kind] if getattr(config, f, None) is not None or
+                  (kind == "head_dim" and f == "head_dim" and hasattr(config, f))]
+        if not values or not fields:
+            continue
+        if len(values) > 1:
+            notes.append(f"the config cannot describe per-layer sizes ({kind}: {sorted(values)}); "
+                         "save_pretrained -> from_pretrained will not rebuild this model (prune with scope='local')")
+            continue
+        value = values.pop()
+        for f in fields:
+            if getattr(config, f) != value:
+                setattr(config, f, value)
+                written.append(f"{f}={value}")
+    heads, head_dim, hidden = (getattr(config, f, None) for f in ("num_attention_heads", "head_dim", "hidden_size"))
+    if heads and hidden and not hasattr(config, "head_dim") and hidden % heads == 0:
+        derived = hidden // heads
+        sizes = measured(model)["head_dim"]
+        if sizes and derived not in sizes:
+            notes.append(f"the config derives the head dimension as hidden_size / num_attention_heads = {derived}, "
+                         f"but the heads are {sorted(sizes)} wide: from_pretrained will not rebuild this model")
+    if written:
+        notes.insert(0, f"Hugging Face config updated: {', '.join(written)}")
+    return tuple(notes)
+
+
+def rebuild_problem(model: nn.Module, inputs: tuple[Any, ...]) -> str | None:
+    """Why ``type(model)(model.config)`` with ``model``'s weights does not compute what ``model`` does on
+    ``inputs`` (what ``from_pretrained`` of a ``save_pretrained`` would give), or None when it does."""
+    try:
+        with torch.no_grad():
+            again = type(model)(model.config).to(next(model.parameters()).dtype)
+            again.load_state_dict(model.state_dict(), strict=True)
+            again.eval()
+            was = model.training
+            model.eval()
+            a, b = model(*inputs), again(*inputs)
+            model.train(was)
+    except Exception as exc:  # a config the class cannot be built from, missing or unexpected weights
+        text = str(exc).strip().splitlines()
+        return f"{type(exc).__name__}: {text[0] if text else ''}"
+    first = (lambda out: out.logits if hasattr(out, "logits") else out[0] if isinstance(out, (tuple, list)) else
+             next(iter(out.values())) if isinstance(out, dict) else out)
+    x, y = first(a), first(b)
+    if not torch.allclose(x, y, rtol=1e-4, atol=1e-5):
+        return f"the model rebuilt from the config computes something else (max difference {float((x - y).abs().max()):.3g})"
+    return None
