@@ -167,8 +167,10 @@ def signed_sums(source, wanted: dict[str, tuple[str, int | None]], axes: dict[st
         m.training = False
     try:
         with torch.enable_grad():
-            for start in range(0, n, CHUNK):
-                stop = min(n, start + CHUNK)
+            chunk = chunk_size(source)
+            n -= n % chunk if n >= chunk else 0  # whole chunks only where the graph holds its batch size
+            for start in range(0, n, chunk):
+                stop = min(n, start + chunk)
                 xs = tuple(x[start:stop].clone() for x in inputs)
                 xs = tuple(x.requires_grad_() if x.is_floating_point() else x for x in xs)
                 rec = Record(gm)
@@ -191,6 +193,14 @@ def signed_sums(source, wanted: dict[str, tuple[str, int | None]], axes: dict[st
         for m, training in modes.items():
             m.training = training
     return sums
+
+
+def chunk_size(source) -> int:
+    """Points per forward: :data:`CHUNK`; a graph torch.export captured runs only at its example batch size (its
+    guards and its reshapes hold that size)."""
+    if getattr(source, "capture", "") == "torch.export":
+        return int(source.example_inputs[0].shape[0])
+    return CHUNK
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -54,7 +54,7 @@ from torch import nn
 from graphprune import api
 from graphprune.emit.torch import emit
 from graphprune.errors import UsageError, VerificationError
-from graphprune.frontends.fx.trace import load
+from graphprune.frontends.fx.frontend import load
 from graphprune.verify.torch import verify as verify_module
 
 Schedule = Literal["paper", "fast"]
@@ -309,12 +309,12 @@ class TPP:
         if zero:
             self.zero_pruned()
         inputs = to_device(inputs, next(self.model.parameters()).device)
-        source = load(self.model, inputs)
+        source = load(self.model, inputs, capture="auto")  # torch.fx, else torch.export
         missing = sorted({s.tensor for s in self.plan.keep if not s.virtual} - set(source.graph.tensors))
         if missing:
             raise UsageError(f"the plan names tensors this module's trace does not have ({', '.join(missing[:3])}): "
                              "it was made from another module")
-        emitted = emit(source, self.plan)
+        emitted = emit(source, self.plan, rewrite_calls=source.capture == "torch.fx")
         self.emitted = emitted
         if verify:
             v = verify_module(source, emitted.model, self.plan, rtol=rtol, atol=atol, onnx_export=False)

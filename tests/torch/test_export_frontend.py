@@ -95,3 +95,21 @@ def test_an_uncapturable_module_is_one_line_naming_both_captures():
 def test_capture_is_checked():
     with pytest.raises(UsageError, match="capture"):
         prune_module(torch.nn.Linear(2, 2), (torch.randn(1, 2),), capture="jit")
+
+
+def test_taylor_and_tpp_run_on_a_graph_torch_export_captured():
+    from graphprune.torch import TPP
+
+    spec = TRANSFORMER_MODELS["llama_like"]
+    g = torch.Generator().manual_seed(1)
+    ids, targets = torch.randint(0, 64, (6, 8), generator=g), torch.randint(0, 64, (6, 8), generator=g)
+
+    def loss(out, t):
+        return torch.nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), t.reshape(-1))
+
+    result = graphprune.prune(spec.build(), example_inputs=(spec.example(),), method="taylor", calib=(ids, targets),
+                              loss=loss, ratio=0.5, round_to=1)
+    assert result.report.extra["frontend"] == "torch.export" and result.report.verification.ok
+    tpp = TPP(spec.build(), example_inputs=(spec.example(),), ratio=0.5)
+    small = tpp.finish()
+    assert tpp.verification.ok and type(small).__name__ == "LlamaLike"
