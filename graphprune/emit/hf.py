@@ -37,18 +37,15 @@ def out_features(m: nn.Module) -> int:
     return int(w.shape[1] if type(m).__name__ == "Conv1D" else w.shape[0])
 
 
-def fix_modules(model: nn.Module) -> None:
-    """The size attributes ``forward`` reads, from the resized weights (see the module docstring)."""
+def fix_modules(model: nn.Module, heads_of: dict[nn.Module, tuple[int, int, int]]) -> None:
+    """The size attributes ``forward`` reads, from the resized weights and each attention module's heads
+    (measured before any attribute changed: see the module docstring)."""
     for m in model.modules():
         if type(m).__name__ == "Conv1D" and hasattr(m, "nf"):
             m.nf = int(m.weight.shape[1])
             if hasattr(m, "nx"):
                 m.nx = int(m.weight.shape[0])
-    for m in model.modules():
-        heads = attention_heads(m)
-        if heads is None:
-            continue
-        q, kv, head_dim = heads
+    for m, (q, kv, head_dim) in heads_of.items():
         if hasattr(m, "c_attn") and hasattr(m, "split_size"):  # GPT-2: q, k and v in one Conv1D
             m.split_size, m.embed_dim = q * head_dim, out_features(m.c_proj)
         for name, value in (("num_heads", q), ("num_attention_heads", q), ("num_key_value_heads", kv),
@@ -69,12 +66,20 @@ def attention_heads(m: nn.Module) -> tuple[int, int, int] | None:
     if hasattr(m, "c_attn") and not getattr(m, "is_cross_attention", False):
         q = out_features(m.c_attn) // 3 // head_dim
         return q, q, head_dim
+    if hasattr(m, "qkv_proj") and isinstance(getattr(m, "num_key_value_heads", None), int):
+        # Phi-3: [q | k | v] in one projection; whole KV groups go, so each keeps its share of query heads
+        rep = m.config.num_attention_heads // m.num_key_value_heads
+        kv = out_features(m.qkv_proj) // head_dim // (rep + 2)
+        return rep * kv, kv, head_dim
     return None
 
 
 def mlp_widths(model: nn.Module) -> Iterator[int]:
     """The MLP width of every layer: the up / first projection of each MLP block."""
     for name, m in model.named_modules():
+        if isinstance(getattr(m, "gate_up_proj", None), nn.Linear):  # Phi-3: gate and up in one projection
+            yield out_features(m.gate_up_proj) // 2
+            continue
         for attr in ("up_proj", "fc1", "c_fc", "wi"):
             if isinstance(getattr(m, attr, None), nn.Module) and hasattr(getattr(m, attr), "weight"):
                 yield out_features(getattr(m, attr))
@@ -92,14 +97,12 @@ def hidden_width(model: nn.Module) -> int | None:
     return int(conv.out_channels) if conv is not None else None
 
 
-def measured(model: nn.Module) -> dict[str, set[int]]:
+def measured(model: nn.Module, heads_of: dict[nn.Module, tuple[int, int, int]]) -> dict[str, set[int]]:
     sizes: dict[str, set[int]] = {kind: set() for kind in CONFIG_FIELDS}
-    for m in model.modules():
-        heads = attention_heads(m)
-        if heads is not None:
-            sizes["heads"].add(heads[0])
-            sizes["kv_heads"].add(heads[1])
-            sizes["head_dim"].add(heads[2])
+    for q, kv, head_dim in heads_of.values():
+        sizes["heads"].add(q)
+        sizes["kv_heads"].add(kv)
+        sizes["head_dim"].add(head_dim)
     sizes["intermediate"].update(mlp_widths(model))
     hidden = hidden_width(model)
     if hidden is not None:
@@ -112,15 +115,17 @@ def adapt(model: nn.Module) -> tuple[str, ...]:
     lines. Any other module is left as it is."""
     if not hasattr(getattr(model, "config", None), "save_pretrained"):
         return ()
-    fix_modules(model)
-    return update_config(model)
+    heads_of = {m: heads for m in model.modules() if (heads := attention_heads(m)) is not None}
+    sizes = measured(model, heads_of)
+    fix_modules(model, heads_of)
+    return update_config(model, sizes)
 
 
-def update_config(model: nn.Module) -> tuple[str, ...]:
-    """``model.config`` with the pruned sizes (one per kind); the report lines for what it could not say."""
+def update_config(model: nn.Module, sizes: dict[str, set[int]]) -> tuple[str, ...]:
+    """``model.config`` with the pruned ``sizes`` (one per kind); the report lines for what it could not say."""
     config: Any = model.config
     notes, written = [], []
-    for kind, values in measured(model).items():
+    for kind, values in {k: set(v) for k, v in sizes.items()}.items():
         fields = [f for f in CONFIG_FIELDS[kind] if getattr(config, f, None) is not None or
                   (kind == "head_dim" and f == "head_dim" and hasattr(config, f))]
         if not values or not fields:
@@ -137,10 +142,10 @@ def update_config(model: nn.Module) -> tuple[str, ...]:
     heads, head_dim, hidden = (getattr(config, f, None) for f in ("num_attention_heads", "head_dim", "hidden_size"))
     if heads and hidden and not hasattr(config, "head_dim") and hidden % heads == 0:
         derived = hidden // heads
-        sizes = measured(model)["head_dim"]
-        if sizes and derived not in sizes:
+        if sizes["head_dim"] and derived not in sizes["head_dim"]:
             notes.append(f"the config derives the head dimension as hidden_size / num_attention_heads = {derived}, "
-                         f"but the heads are {sorted(sizes)} wide: from_pretrained will not rebuild this model")
+                         f"but the heads are {sorted(sizes['head_dim'])} wide: from_pretrained will not rebuild this "
+                         "model")
     if written:
         notes.insert(0, f"Hugging Face config updated: {', '.join(written)}")
     return tuple(notes)

@@ -71,7 +71,7 @@ def test_gemma_multi_query_attention_keeps_its_heads_whole():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["qwen3", "mistral", "bert", "vit"])
+@pytest.mark.parametrize("name", ["qwen3", "mistral", "phi3", "bert", "vit", "gpt2"])
 def test_more_families_prune_and_verify(name):
     _, _, result = pruned(name)
     assert result.report.after.params < 0.6 * result.report.before.params
