@@ -5,6 +5,12 @@
   ``ratio`` of all units, never more than ``max_group_ratio`` of one group;
 * threshold: remove every unit whose raw score is ≤ ``threshold``.
 
+With ``budget="params"`` or ``"macs"`` the ratio is the fraction of the whole model's parameters (MACs) to remove,
+as for sampling: local scope removes one uniform fraction f of every group, global scope the n lowest-ranked
+units, with f (n) found by bisection on the predicted cost (:class:`graphprune.methods.budget.BudgetModel`, the
+rounding below included) and the side of the step nearer the target taken. A target below what every group at
+its limit gives is met as closely as possible and the stats say "budget unreachable".
+
 Then the kept count of each group is rounded to the nearest multiple of ``round_to`` (hardware likes aligned
 channel counts), and every space keeps at least one channel, so no tensor becomes empty.
 """
@@ -19,6 +25,7 @@ import numpy as np
 
 from graphprune.channels.analysis import ChannelGraph, Group
 from graphprune.channels.plan import Plan
+from graphprune.methods.budget import BudgetModel, cost_of_sizes, plan_cost
 from graphprune.pipeline.state import PruneState
 
 from graphprune.pipeline.base import Pass, PassResult
@@ -52,6 +59,7 @@ def keep_one_per_space(group: Group, scores: np.ndarray, removed: np.ndarray) ->
 @dataclass(frozen=True, kw_only=True)
 class Select(Pass):
     ratio: float = 0.5
+    budget: Literal["channels", "params", "macs"] = "channels"
     scope: Literal["local", "global"] = "local"
     threshold: float | None = None
     round_to: int = 1
@@ -61,7 +69,9 @@ class Select(Pass):
 
     def call(self, state: PruneState) -> PassResult:
         cg, scores = state.channels, state.scores
-        counts = self.removal_counts(cg, scores)
+        budgeted = self.budget != "channels" and self.threshold is None
+        search = BudgetSearch(self, cg, scores) if budgeted else None
+        counts = search.counts() if search else self.removal_counts(cg, scores)
         removed = {}
         for gid, count in counts.items():
             group = cg.groups[gid]
@@ -71,6 +81,12 @@ class Select(Pass):
         meta = {"ratio": self.ratio, "scope": self.scope, "threshold": self.threshold, "round_to": self.round_to}
         plan = Plan.from_removed(cg, removed, meta)
         stats = {"units_removed": plan.units_removed, "groups_pruned": len(plan.removed)}
+        if search:
+            achieved = search.achieved(plan)
+            meta = dict(meta, budget=self.budget, achieved=achieved)
+            plan = Plan.from_removed(cg, removed, meta)
+            stats |= {"budget": self.budget, "target_kept": 1.0 - self.ratio, "achieved_kept": achieved[self.budget],
+                      "budget_error": achieved[self.budget] - (1.0 - self.ratio), "search": search.how}
         return PassResult(state.with_(plan=plan), modified=False, stats=stats)
 
     def removal_counts(self, cg: ChannelGraph, scores: Mapping[int, np.ndarray]) -> dict[int, int]:
@@ -80,7 +96,8 @@ class Select(Pass):
             return {g: int(math.floor(self.ratio * len(s) + 1e-9)) for g, s in scores.items()}
         return self.global_counts(scores)
 
-    def global_counts(self, scores: Mapping[int, np.ndarray]) -> dict[int, int]:
+    def global_counts(self, scores: Mapping[int, np.ndarray], total: int | None = None) -> dict[int, int]:
+        """The ``total`` (default: ``ratio`` of all) lowest normalised scores across groups, per group."""
         gids = list(scores)
         if not gids:
             return {}
@@ -90,8 +107,60 @@ class Select(Pass):
         eligible = np.concatenate([r < c for r, c in zip(within_rank, caps)])
         flat = np.concatenate(normalised)
         owner = np.repeat(np.arange(len(gids)), [len(s) for s in normalised])
-        total = int(math.floor(self.ratio * len(flat) + 1e-9))
+        total = int(math.floor(self.ratio * len(flat) + 1e-9)) if total is None else total
         candidates = np.flatnonzero(eligible)
         chosen = candidates[np.argsort(flat[candidates], kind="stable")[:total]]
         per_group = np.bincount(owner[chosen], minlength=len(gids))
         return {g: int(n) for g, n in zip(gids, per_group)}
+
+
+class BudgetSearch:
+    """Per-group removal counts that meet a params / MACs budget (see the module docstring)."""
+
+    def __init__(self, select: Select, cg: ChannelGraph, scores: Mapping[int, np.ndarray]):
+        self.select, self.cg, self.scores = select, cg, scores
+        self.which = 0 if select.budget == "params" else 1
+        orders = {g: np.argsort(s, kind="stable")[::-1] for g, s in scores.items()}  # best first: kept = a prefix
+        self.model = BudgetModel(cg, orders)
+        self.full = cost_of_sizes(cg, {})
+        self.target = (1.0 - select.ratio) * self.full[self.which]
+        self.how = ""
+
+    def cost(self, counts: Mapping[int, int]) -> float:
+        s, n = self.select, {g: len(v) for g, v in self.scores.items()}
+        kept = {g: n[g] - round_kept(n[g], c, s.round_to) for g, c in counts.items()}
+        return self.model.cost(kept)[self.which]
+
+    def counts(self) -> dict[int, int]:
+        if self.select.ratio <= 0 or not self.scores:
+            self.how = "nothing to prune"
+            return {g: 0 for g in self.scores}
+        at = self.local_counts if self.select.scope == "local" else self.global_counts
+        lo, hi = 0.0, 1.0 if self.select.scope == "local" else float(self.eligible())
+        if self.cost(at(hi)) > self.target:
+            self.how = "budget unreachable: every group is at its limit"
+            return at(hi)
+        for _ in range(60 if self.select.scope == "local" else int(hi).bit_length() + 1):
+            mid = (lo + hi) / 2 if self.select.scope == "local" else float((int(lo) + int(hi)) // 2)
+            if self.cost(at(mid)) <= self.target:
+                hi = mid
+            else:
+                lo = mid
+            if self.select.scope == "global" and int(hi) - int(lo) <= 1:
+                break
+        best = min((lo, hi), key=lambda x: abs(self.cost(at(x)) - self.target))
+        self.how = "bisection"
+        return at(best)
+
+    def local_counts(self, fraction: float) -> dict[int, int]:
+        return {g: min(len(s) - 1, int(math.floor(fraction * len(s) + 1e-9))) for g, s in self.scores.items()}
+
+    def eligible(self) -> int:
+        return sum(int(math.floor(self.select.max_group_ratio * len(s))) for s in self.scores.values())
+
+    def global_counts(self, total: float) -> dict[int, int]:
+        return self.select.global_counts(self.scores, int(total))
+
+    def achieved(self, plan: Plan) -> dict[str, float]:
+        after = plan_cost(self.cg, plan)
+        return {"params": after[0] / max(self.full[0], 1), "macs": after[1] / max(self.full[1], 1)}

@@ -86,18 +86,26 @@ class Layer:
 
     def rows(self, a: np.ndarray, rng: np.random.Generator | None = None, max_patches: int | None = None) -> np.ndarray:
         """Input rows (R, groups, D) of one batch of activations; at most ``max_patches`` patches per point."""
+        return self.rows_at(a, rng, max_patches)[0]
+
+    def rows_at(self, a: np.ndarray, rng: np.random.Generator | None = None,
+                max_patches: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`rows` and the patch positions it drew (None: every patch), so outputs can be taken at the same."""
         a = np.asarray(a, np.float32)
         if self.op == "Gemm":
             r = a.T if self.trans_a else a
-            return r.reshape(r.shape[0], 1, -1)
+            return r.reshape(r.shape[0], 1, -1), None
         if self.op == "MatMul":
             k = a.shape[-1]
             per_point = a.reshape(a.shape[0], -1, k)
-            per_point = pick_patches(per_point, rng, max_patches)
-            return per_point.reshape(-1, 1, k)
-        return self.conv_rows(a, rng, max_patches)
+            pos = pick(per_point.shape[1], rng, max_patches)
+            if pos is not None:
+                per_point = per_point[:, pos]
+            return per_point.reshape(-1, 1, k), pos
+        pos = pick(int(np.prod(self.out_spatial, dtype=np.int64)), rng, max_patches)
+        return self.conv_rows(a, pos), pos
 
-    def conv_rows(self, a: np.ndarray, rng, max_patches) -> np.ndarray:
+    def conv_rows(self, a: np.ndarray, pos: np.ndarray | None) -> np.ndarray:
         nd = len(self.kernel)
         b, c = a.shape[:2]
         xp = np.pad(a, [(0, 0), (0, 0), *self.pads])
@@ -106,10 +114,8 @@ class Layer:
         steps = tuple(slice(0, o * s, s) for o, s in zip(self.out_spatial, self.strides))
         dil = tuple(slice(None, None, d) for d in self.dilations)
         v = v[(slice(None), slice(None)) + steps + dil]  # (B, C, *O, *k), a view
-        n_pos = int(np.prod(self.out_spatial, dtype=np.int64))
-        pos = np.arange(n_pos)
-        if max_patches is not None and n_pos > max_patches:
-            pos = np.sort((rng or np.random.default_rng(0)).choice(n_pos, max_patches, replace=False))
+        if pos is None:
+            pos = np.arange(int(np.prod(self.out_spatial, dtype=np.int64)))
         idx = np.unravel_index(pos, self.out_spatial)
         picked = v[(slice(None), slice(None)) + tuple(idx)]  # (B, C, n, *k): only the chosen patches are copied
         picked = np.moveaxis(picked, 2, 1)  # (B, n, C, *k)
@@ -117,12 +123,11 @@ class Layer:
         return np.ascontiguousarray(picked).reshape(b * len(pos), g, (c // g) * self.kappa)
 
 
-def pick_patches(per_point: np.ndarray, rng, max_patches) -> np.ndarray:
-    n = per_point.shape[1]
+def pick(n: int, rng: np.random.Generator | None, max_patches: int | None) -> np.ndarray | None:
+    """``max_patches`` of ``n`` patch positions drawn without replacement (sorted), or None to take all ``n``."""
     if max_patches is None or n <= max_patches:
-        return per_point
-    pos = np.sort((rng or np.random.default_rng(0)).choice(n, max_patches, replace=False))
-    return per_point[:, pos]
+        return None
+    return np.sort((rng or np.random.default_rng(0)).choice(n, max_patches, replace=False))
 
 
 def conv_pads(node: Node, in_spatial: tuple[int, ...], kernel, strides, dilations) -> tuple[tuple[int, int], ...]:

@@ -3,6 +3,7 @@ and API keywords, with their help and validation) and builds the explicit list o
 
     magnitude / random / bn_scale / taylor:  AnalyseChannels → <score> → Select → RemoveChannels
     sampling:  Calibrate → AnalyseChannels → SensitivityScore → SamplingSelect → RemoveChannels (→ Reweight)
+    --reconstruct (channel methods on ONNX):  Calibrate first, Reconstruct after RemoveChannels
     sipp:      Calibrate → SiPPSparsify
     lowrank:   LowRank
 
@@ -17,6 +18,7 @@ reads it (for options whose presence changes what the user expects; others are i
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -25,11 +27,13 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 from graphprune.errors import UsageError
 from graphprune.methods.calib import CalibInput
 from graphprune.methods.lowrank import check_rank_options
+from graphprune.methods.reconstruct import RIDGE
 from graphprune.methods.sensitivity import DELTA
 from graphprune.passes import AnalyseChannels, FoldBatchNorm, MagnitudeScore, RandomScore, RemoveChannels, Select
 from graphprune.passes.bn_scale import BNScaleScore
 from graphprune.passes.calibrate import Calibrate
 from graphprune.passes.lowrank import LowRank
+from graphprune.passes.reconstruct import Reconstruct
 from graphprune.passes.reweight import Reweight
 from graphprune.passes.sampling import SamplingSelect
 from graphprune.passes.sensitivity import SensitivityScore
@@ -60,9 +64,27 @@ class Options:
     """Base of the method option records; ``__post_init__`` validates (a :class:`UsageError`, one line)."""
 
 
+BUDGETS = ("channels", "params", "macs")
+
+
+def budget_option():
+    """``--budget``, shared by every channel method (one field, one default, so the CLI flag means one thing)."""
+    return option(None, "what --ratio is a fraction of: 'channels' (of each group's channels), 'params' or 'macs' "
+                  "(of the whole model; magnitude / random / bn_scale / taylor meet it with one uniform fraction "
+                  "per group, or with --global one ranking across groups; sampling with one ε). Default: channels "
+                  "for the score methods, params for sampling", choices=BUDGETS)
+
+
+def check_budget(budget: str | None, allowed: tuple[str, ...] = BUDGETS) -> None:
+    if budget is not None and budget not in allowed:
+        raise UsageError(f"budget '{budget}' must be one of {', '.join(allowed)}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class SelectOptions(Options):
     """Selection by score (:class:`graphprune.passes.Select`)."""
+
+    budget: Literal["channels", "params", "macs"] | None = budget_option()
 
     scope: Literal["local", "global"] = option(
         "local", "rank units across all groups (default: the ratio applies to each group)",
@@ -71,20 +93,11 @@ class SelectOptions(Options):
     max_group_ratio: float = option(0.9, "with --global: most any group may lose", type=float)
 
     def __post_init__(self) -> None:
+        check_budget(self.budget)
         if self.scope not in ("local", "global"):
             raise UsageError(f"scope '{self.scope}' must be 'local' or 'global'")
         if not 0.0 < self.max_group_ratio < 1.0:
             raise UsageError(f"max group ratio {self.max_group_ratio} must be in (0, 1)")
-
-
-@dataclass(frozen=True, kw_only=True)
-class NormOptions(SelectOptions):
-    norm: Literal[1, 2] = option(1, "magnitude norm (default 1)", type=int, choices=(1, 2))
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.norm not in (1, 2):
-            raise UsageError(f"norm {self.norm} must be 1 or 2")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,14 +108,59 @@ class CalibOptions(Options):
                         "points) or .npy (one input); without it, seeded random inputs (data-free); taylor "
                         "(FILE.py:FUNCTION only): .npz with the inputs and 'labels'", metavar="FILE",
                         unused="--calib is read by the data-informed methods ({readers}), not by '{method}'")
-    max_points: int = option(256, "sampling / sipp: use at most N calibration points (default 256)", type=int,
-                             metavar="N")
+    max_points: int = option(256, "sampling / sipp / --reconstruct: use at most N calibration points (default 256)",
+                             type=int, metavar="N")
 
     def __post_init__(self) -> None:
         if int(self.max_points) != self.max_points or self.max_points < 1:
             raise UsageError(f"max points {self.max_points} must be a positive integer")
         if self.calib is not None and not isinstance(self.calib, (str, os.PathLike, CalibInput)):
             object.__setattr__(self, "calib", CalibInput(self.calib))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconstructOptions(CalibOptions):
+    """Layer-wise reconstruction after channel removal (passes/reconstruct.py), for every channel method that
+    runs on ONNX models."""
+
+    reconstruct: bool = option(False, "after removing channels, refit every layer that lost input channels so its "
+                               "output matches the original's on the calibration inputs (--calib; without it, seeded "
+                               "random inputs), by ridge least squares; verified against the masked original with "
+                               "the refitted weights", action="store_true")
+    ridge: float = option(RIDGE, "--reconstruct: ridge λ relative to each layer's mean input variance (default 1e-3)",
+                          type=float, unused="--ridge is read by --reconstruct only")
+
+    def __post_init__(self) -> None:
+        CalibOptions.__post_init__(self)
+        if not (math.isfinite(self.ridge) and self.ridge >= 0):
+            raise UsageError(f"ridge {self.ridge} must be a finite number >= 0")
+
+
+def calib_needs_reconstruct(method: str) -> Callable[[ReconstructOptions], ReconstructOptions]:
+    """A score-only method reads calibration data only to reconstruct."""
+    def check(opts: ReconstructOptions) -> ReconstructOptions:
+        if opts.calib is not None and not opts.reconstruct:
+            raise UsageError(f"--calib is read by the data-informed methods (sampling, sipp, taylor) and by "
+                             f"--reconstruct, not by '{method}' alone: add --reconstruct")
+        return opts
+    return check
+
+
+@dataclass(frozen=True, kw_only=True)
+class RandomOptions(SelectOptions, ReconstructOptions):
+    def __post_init__(self) -> None:
+        SelectOptions.__post_init__(self)
+        ReconstructOptions.__post_init__(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NormOptions(RandomOptions):
+    norm: Literal[1, 2] = option(1, "magnitude norm (default 1)", type=int, choices=(1, 2))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.norm not in (1, 2):
+            raise UsageError(f"norm {self.norm} must be 1 or 2")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,20 +175,20 @@ class DeltaOptions(CalibOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SamplingOptions(DeltaOptions):
-    budget: Literal["params", "macs"] = option(
-        "params", "sampling: --ratio is the fraction of parameters or of MACs to remove, met by one ε shared by all "
-        "layers (default params)", choices=("params", "macs"))
+class SamplingOptions(DeltaOptions, ReconstructOptions):
+    budget: Literal["params", "macs"] | None = budget_option()
     sampling: Literal["deterministic", "randomized"] = option(
         "deterministic", "sampling: keep the top channels by sensitivity (default), or draw them (--seed) and "
         "reweight the kept ones by count/(m·p)", choices=("deterministic", "randomized"))
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.budget not in ("params", "macs"):
-            raise UsageError(f"budget '{self.budget}' must be 'params' or 'macs'")
+        check_budget(self.budget)
         if self.sampling not in ("deterministic", "randomized"):
             raise UsageError(f"sampling '{self.sampling}' must be 'deterministic' or 'randomized'")
+        if self.reconstruct and self.sampling == "randomized":
+            raise UsageError("--reconstruct refits the layers randomized sampling reweights: use it with "
+                             "deterministic sampling")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,9 +250,12 @@ class LowRankOptions(Options):
 
 
 def channel_pipeline(score: Pass, cfg: "PruneConfig", opts: SelectOptions, exclude: tuple[str, ...]) -> list[Pass]:
-    select = Select(ratio=cfg.ratio, scope=opts.scope, threshold=opts.threshold, round_to=cfg.round_to,
-                    max_group_ratio=opts.max_group_ratio)
-    return [analyse(cfg, exclude), score, select, RemoveChannels()]
+    select = Select(ratio=cfg.ratio, budget=opts.budget or "channels", scope=opts.scope, threshold=opts.threshold,
+                    round_to=cfg.round_to, max_group_ratio=opts.max_group_ratio)
+    passes = [analyse(cfg, exclude), score, select, RemoveChannels()]
+    if getattr(opts, "reconstruct", False):
+        return [calibrate(cfg, opts), *passes, Reconstruct(ridge=opts.ridge, seed=cfg.seed)]
+    return passes
 
 
 def analyse(cfg: "PruneConfig", exclude: tuple[str, ...]) -> AnalyseChannels:
@@ -210,7 +271,7 @@ def magnitude(cfg: "PruneConfig", opts: NormOptions, exclude) -> list[Pass]:
     return channel_pipeline(MagnitudeScore(norm=opts.norm), cfg, opts, exclude)
 
 
-def random(cfg: "PruneConfig", opts: SelectOptions, exclude) -> list[Pass]:
+def random(cfg: "PruneConfig", opts: RandomOptions, exclude) -> list[Pass]:
     """Random scores: the baseline every criterion must beat."""
     return channel_pipeline(RandomScore(seed=cfg.seed), cfg, opts, exclude)
 
@@ -228,10 +289,15 @@ def taylor(cfg: "PruneConfig", opts: TaylorOptions, exclude) -> list[Pass]:
 
 def sampling(cfg: "PruneConfig", opts: SamplingOptions, exclude) -> list[Pass]:
     """PFP: data-informed channel sensitivity, one ε for a params / MACs budget (passes/sampling.py)."""
-    select = SamplingSelect(ratio=cfg.ratio, budget=opts.budget, sampling=opts.sampling, delta=opts.delta,
+    if opts.budget == "channels":
+        raise UsageError("sampling meets a params or macs budget with one ε for all groups: --budget channels "
+                         "applies to the score methods (magnitude, random, bn_scale, taylor)")
+    select = SamplingSelect(ratio=cfg.ratio, budget=opts.budget or "params", sampling=opts.sampling, delta=opts.delta,
                             round_to=cfg.round_to, seed=cfg.seed)
     passes = [calibrate(cfg, opts), analyse(cfg, exclude),
               SensitivityScore(max_points=opts.max_points, seed=cfg.seed), select, RemoveChannels()]
+    if opts.reconstruct:
+        passes.append(Reconstruct(ridge=opts.ridge, seed=cfg.seed))
     return passes + ([Reweight()] if opts.sampling == "randomized" else [])
 
 
@@ -269,12 +335,12 @@ class Method:
 
 
 METHODS: Mapping[str, Method] = {m.name: m for m in (
-    Method("magnitude", NormOptions, magnitude),
-    Method("random", SelectOptions, random),
+    Method("magnitude", NormOptions, magnitude, require=calib_needs_reconstruct("magnitude")),
+    Method("random", RandomOptions, random, require=calib_needs_reconstruct("random")),
     Method("lowrank", LowRankOptions, lowrank, then=True, sizes="rank"),
     Method("sampling", SamplingOptions, sampling, sizes="budget", calibrated=True),
     Method("sipp", SiPPOptions, sipp, sizes="weights", calibrated=True),
-    Method("bn_scale", NormOptions, bn_scale),
+    Method("bn_scale", NormOptions, bn_scale, require=calib_needs_reconstruct("bn_scale")),
     Method("taylor", TaylorOptions, taylor, require=require_labelled),
 )}
 THEN_METHODS = tuple(m.name for m in METHODS.values() if m.then)  # methods that may follow another one with --then

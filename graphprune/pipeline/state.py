@@ -36,6 +36,7 @@ class PruneState:
     history: tuple[PassRecord, ...] = ()
     calib: Any = None  # graphprune.methods.calib.Calibration: the points data-informed passes read (Calibrate sets it)
     weight_edits: Mapping[str, Any] | None = None  # initializer → WeightEdit of the last value-only pass
+    refitted: tuple[str, ...] = ()  # initializers whose values reconstruction replaced (Reconstruct sets it)
 
     @staticmethod
     def start(source: Any) -> "PruneState":

@@ -188,6 +188,7 @@ ORACLES = {  # verification check name -> what it compares (verify.py, verify_lo
     "masked_original": "pruned - masked original",
     "truncated_original": "decomposed - truncated original",
     "edited_original": "pruned - original with the same weights edited",
+    "refitted_masked_original": "reconstructed - masked original with the refitted weights",
 }
 
 
@@ -208,9 +209,11 @@ def method_line(report: PruneReport) -> str:
         if opts.get("threshold") is not None:
             parts.insert(0, f"threshold={fmt_param(opts['threshold'])}")
         else:
-            parts.insert(0, f"ratio={fmt_param(opts.get('ratio'))}, {opts.get('scope', 'local')}")
+            budget = opts.get("budget") or "channels"
+            of = "" if budget == "channels" else f" of {budget}"
+            parts.insert(0, f"ratio={fmt_param(opts.get('ratio'))}{of}, {opts.get('scope', 'local')}")
     elif "SamplingSelect" in report.pass_names:
-        parts.insert(0, f"ratio={fmt_param(opts.get('ratio'))} of {opts.get('budget', 'params')}")
+        parts.insert(0, f"ratio={fmt_param(opts.get('ratio'))} of {opts.get('budget') or 'params'}")
     elif "SiPPSparsify" in report.pass_names:
         parts.insert(0, f"ratio={fmt_param(opts.get('ratio'))} of weights")
     chain = " → ".join((report.method, *opts.get("then", ())))
@@ -243,11 +246,29 @@ def stage_lines(report: PruneReport) -> list[str]:
         elif p.name == "SiPPSparsify" and "weights" in p.stats:
             lines.append(f"weights zeroed: {p.stats['zeroed']} of {p.stats['weights']} ({p.stats['sparsity']:.1%}) in "
                          f"{p.stats.get('layers', '?')} layers; shapes unchanged (params and MACs count dense weights)")
+        elif p.name == "Reconstruct" and "layers" in p.stats:
+            lines.append(reconstruct_line(p.stats))
         elif p.name == "Reweight":
             lines.append(f"reweighted: {p.stats.get('scaled_weights', 0)} consumer weights scaled")
     if not report.channel_stage and not lines:
         lines.append("nothing changed")
     return lines
+
+
+def reconstruct_line(s: Mapping[str, Any]) -> str:
+    """What reconstruction refitted, on which data, and the output cosine to the original before / after."""
+    calib = s.get("calibration", {})
+    data = "data-free random inputs" if calib.get("data_free") else "calibration inputs"
+    line = (f"reconstructed: {s['refitted']} of {s['layers']} layers refitted"
+            + (f", {s['bias_only']} bias-compensated" if s.get("bias_only") else "")
+            + (f", {s['rejected']} left as pruned (no better fit)" if s.get("rejected") else "")
+            + f" on {calib.get('points', '?')} {data}")
+    cos = s.get("output_cosine")
+    if cos:
+        line += f"; output cosine to the original {cos['before']:.4f} → {cos['after']:.4f}"
+    if s.get("applied") is False:
+        line += " (not applied: it lowered the cosine)"
+    return line
 
 
 def verification_line(v: Verification) -> str:

@@ -504,7 +504,7 @@ def prunability(model, data, *, tolerance: float = 0.1, method: str = "magnitude
     if alpha is not None and sizes == "channels" and scope == "global":
         notes.append("kept is the fraction of channels kept (global ranking); params kept is what that realises")
     if sizes == "budget":
-        notes.append(f"kept is the fraction of {prune_kw.get('budget', 'params')} kept (sampling budget)")
+        notes.append(f"kept is the fraction of {prune_kw.get('budget') or 'params'} kept (sampling budget)")
     if sizes == "rank":
         notes.append("kept is each layer's rank fraction (rank_ratio); the ratio column is 1 - kept")
     floor = min(p.params_fraction for p in measured.values())

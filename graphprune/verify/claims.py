@@ -7,6 +7,7 @@ the oracle needs (the plan, the edited weights, the decomposed layers), so a ver
 | :class:`Unchanged` | its input | :func:`graphprune.verify.masked.verify_masked` with an empty plan |
 | :class:`MaskedOriginal` | the original with the plan's removed units masked to zero where produced | :mod:`graphprune.verify.masked` |
 | :class:`EditedWeights` | its input with these weight entries zeroed / scaled | :mod:`graphprune.verify.edits` |
+| :class:`Refitted` | the original with the plan's removed units masked and these initializers holding its values | :mod:`graphprune.verify.refit` |
 | :class:`TruncatedLayers` | its input with each decomposed weight replaced by its rank-r approximation | :mod:`graphprune.verify.lowrank` |
 | :class:`SameFunction` | its input, within a (looser) tolerance: a value-preserving rewrite | :mod:`graphprune.verify.compare` |
 """
@@ -43,6 +44,14 @@ class MaskedOriginal(Claim):
 @dataclass(frozen=True, eq=False)
 class EditedWeights(Claim):
     edits: Mapping[str, WeightEdit]
+
+
+@dataclass(frozen=True, eq=False)
+class Refitted(Claim):
+    """The masked original of ``plan`` with the initializers ``names`` holding the output's (refitted) values."""
+
+    plan: Plan
+    names: tuple[str, ...]
 
 
 @dataclass(frozen=True, eq=False)

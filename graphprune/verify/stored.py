@@ -9,6 +9,9 @@ The stages are rebuilt from the record (:mod:`graphprune.verify.metadata`), neve
 * **SiPP**: the masks are read off the pruned weights (zeros); for deterministic SiPP every other entry must equal
   the original, for randomized / hybrid SiPP the scales are read off too, so only the rest of the model (other
   weights, graph, shapes) is checked there;
+* **reconstruction**: the file against the masked original with the refitted initializers it names holding the
+  file's values, placed at the kept channels (:mod:`graphprune.verify.refit`); after low rank the refitted
+  weights are decomposed, so that pair cannot be rebuilt from the file;
 * **low rank** (last): against the truncated model before decomposition, and the full-rank decomposition
   against it (SiPP followed by low rank cannot be rebuilt: the decomposed weights no longer show the edit);
 * nothing else recorded: the file against the masked original of its plan (the source itself without one).
@@ -31,6 +34,7 @@ from graphprune.verify import metadata
 from graphprune.verify.edits import verify_edits
 from graphprune.verify.lowrank import verify_lowrank
 from graphprune.verify.masked import verify_masked
+from graphprune.verify.refit import verify_refit
 from graphprune.verify.result import Drift, Tolerance, Verification, combine, drift
 
 
@@ -38,7 +42,7 @@ def verify_recorded(source: LoadedModel, pruned: onnx.ModelProto, tolerance: Tol
     """Every stage ``pruned``'s metadata records, each against its own oracle (see the module docstring)."""
     record = metadata.read(pruned)
     plan = record.channel_plan
-    edited = record.edits is not None or bool(plan.meta.get("reweight"))
+    edited = record.edits is not None or bool(plan.meta.get("reweight")) or record.refit is not None
     if not record.lowrank and not edited:
         return verify_masked(source, pruned, plan, tolerance)
     opts = dict(rtol=tolerance.rtol, atol=tolerance.atol, seed=tolerance.seed)
@@ -53,6 +57,12 @@ def verify_recorded(source: LoadedModel, pruned: onnx.ModelProto, tolerance: Tol
         results.append(("Reweight", verify_edits(before, reweighted if record.lowrank else pruned, edits,
                                                  source.input_shapes, interface=source.model, **opts)))
         before = reweighted
+    if record.refit is not None:
+        if record.lowrank:
+            results.append(("Reconstruct", Verification(False, {"rebuilt": "reconstruction followed by low rank "
+                                                                           "cannot be verified from the file alone"})))
+        else:
+            results.append(("Reconstruct", verify_refit(source, pruned, plan, record.refit["weights"], tolerance)))
     if record.edits is not None:
         if record.lowrank:  # the edited weights were decomposed: the file no longer shows them
             results.append(("SiPP", Verification(False, {"rebuilt": "SiPP followed by low rank cannot be verified "

@@ -7,6 +7,7 @@ import pytest
 from onnx_builder import G
 
 import graphprune
+import graphprune.errors
 from graphprune.api import load
 from graphprune.passes import AnalyseChannels, MagnitudeScore, Select
 from graphprune.passes.select import round_kept
@@ -89,3 +90,39 @@ def test_magnitude_scores_sum_over_coupled_slices():
         w = np.abs(cg.graph.value(space.tensor))
         expected += np.moveaxis(w, space.axis, 0).reshape(16, -1).sum(1)
     np.testing.assert_allclose(s.scores[group.id], expected, rtol=1e-6)
+
+
+# ---- --budget params / macs for the score methods ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("budget", ["params", "macs"])
+@pytest.mark.parametrize("scope", ["local", "global"])
+@pytest.mark.parametrize("ratio", [0.3, 0.5, 0.7])
+def test_a_params_or_macs_budget_is_met_like_sampling(exported, budget, scope, ratio):
+    path = exported("resnet_basic", "legacy_bn")
+    result = graphprune.prune(path, ratio=ratio, budget=budget, scope=scope, round_to=1)
+    rep = result.report
+    achieved = (rep.after.params / rep.before.params) if budget == "params" else (rep.after.macs / rep.before.macs)
+    select = next(p.stats for p in rep.passes if p.name == "Select")
+    assert select["achieved_kept"] == pytest.approx(achieved)  # the budget model predicts the emitted cost
+    assert abs(achieved - (1 - ratio)) < 0.05
+    assert result.plan.meta["budget"] == budget and rep.verification.ok
+
+
+def test_the_same_ratio_means_the_same_size_for_magnitude_and_sampling(exported):
+    path = exported("resnet_basic", "legacy_bn")
+    sizes = {m: graphprune.prune(path, method=m, ratio=0.5, budget="params", round_to=1, verify="off").report
+             for m in ("magnitude", "random", "sampling")}
+    kept = [r.after.params / r.before.params for r in sizes.values()]
+    assert max(kept) - min(kept) < 0.05
+
+
+def test_budget_channels_is_the_score_methods_default_and_refused_by_sampling(exported):
+    path = exported("plain_cnn")
+    default = graphprune.prune(path, ratio=0.5, verify="off")
+    explicit = graphprune.prune(path, ratio=0.5, budget="channels", verify="off")
+    assert {k: v.tolist() for k, v in default.plan.keep.items()} == {k: v.tolist() for k, v in explicit.plan.keep.items()}
+    with pytest.raises(graphprune.errors.UsageError, match="--budget channels"):
+        graphprune.prune(path, method="sampling", budget="channels")
+    with pytest.raises(graphprune.errors.UsageError, match="budget 'flops'"):
+        graphprune.prune(path, budget="flops")

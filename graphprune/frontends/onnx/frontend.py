@@ -26,12 +26,13 @@ from graphprune.ir import Graph
 from graphprune.methods.cost import Cost, cost
 from graphprune.runtime import check_model, latency_ms, run, runnable, seeded_inputs, session
 from graphprune.verify import metadata
-from graphprune.verify.claims import EditedWeights, MaskedOriginal, SameFunction, TruncatedLayers, Unchanged
+from graphprune.verify.claims import EditedWeights, MaskedOriginal, Refitted, SameFunction, TruncatedLayers, Unchanged
 from graphprune.verify.compare import verify_same
 from graphprune.verify.dynamic import dynamic_axes, restore
 from graphprune.verify.edits import verify_edits
 from graphprune.verify.lowrank import verify_lowrank
 from graphprune.verify.masked import verify_masked
+from graphprune.verify.refit import verify_refit
 from graphprune.verify.result import Drift, Tolerance, Verification, drift
 
 
@@ -75,11 +76,16 @@ def check_same(claim: SameFunction, source, before, after, tol: Tolerance) -> Ve
                        rtol=max(tol.rtol, claim.rtol), atol=max(tol.atol, claim.atol), seed=tol.seed)
 
 
+def check_refitted(claim: Refitted, source, before, after, tol: Tolerance) -> Verification:
+    return verify_refit(source, after, claim.plan, claim.names, tol)
+
+
 ORACLES: Mapping[type, Callable[..., Verification]] = {
     Unchanged: check_unchanged,
     MaskedOriginal: check_masked,
     EditedWeights: check_edited,
     TruncatedLayers: check_truncated,
+    Refitted: check_refitted,
     SameFunction: check_same,
 }
 
