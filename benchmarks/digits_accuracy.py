@@ -6,7 +6,8 @@ Trains ``digits_resnet`` and ``digits_vgg`` (models/digits.py; seeded, BatchNorm
 then for ratios 0.1 … 0.9 prunes each with graphprune's Python API and measures test accuracy in
 onnxruntime against the kept params and MACs (counted by graphprune on the emitted graph):
 
-* channel methods: ``magnitude`` (L1), ``random`` (mean of 3 seeds), ``bn_scale``, ``sampling`` (PFP,
+* channel methods: ``magnitude`` (L1), ``random`` (mean of 3 seeds), ``bn_scale`` (these three with
+  ``budget="channels"``: the ratio of each group's channels), ``sampling`` (PFP,
   deterministic, ``budget="macs"``) and ``sampling_rand`` (PFP randomized with reweighting, seed 0);
   all with ``round_to=1`` (no channel-count rounding, so the methods are compared at their own choices);
 * ``sipp`` (weight level, shapes unchanged): accuracy against sparsity for the three modes, next to global
@@ -38,9 +39,9 @@ import numpy as np  # noqa: E402
 
 RATIOS = [round(0.1 * i, 1) for i in range(1, 10)]
 CHANNEL_METHODS = {
-    "magnitude": dict(method="magnitude"),
-    "random": dict(method="random"),
-    "bn_scale": dict(method="bn_scale"),
+    "magnitude": dict(method="magnitude", budget="channels"),  # ratio of each group's channels, as measured
+    "random": dict(method="random", budget="channels"),
+    "bn_scale": dict(method="bn_scale", budget="channels"),
     "sampling": dict(method="sampling", budget="macs"),
     "sampling_rand": dict(method="sampling", budget="macs", sampling="randomized"),
 }

@@ -105,7 +105,7 @@ def main() -> None:
                     key = method + ("+reconstruct" if rec else "")
                     row[key] = graphprune_point(path, data, calib, method, ratio=1.0 - target, budget="params",
                                                 reconstruct=rec)
-            row["magnitude_channels"] = graphprune_point(path, data, calib, "magnitude", ratio=ratio)
+            row["magnitude_channels"] = graphprune_point(path, data, calib, "magnitude", ratio=ratio, budget="channels")
             res["points"].append(row)
             print(name, ratio, {k: (round(v["accuracy"], 3), round(v["kept_params"], 3)) for k, v in row.items()
                                 if isinstance(v, dict)}, flush=True)

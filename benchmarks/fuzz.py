@@ -140,7 +140,7 @@ def run_case(data: bytes, mutation: str, folder: Path) -> Outcome:
     escaped = False
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
-            code = main([str(src), "-o", str(out), "-q", "--ratio", "0.5"])
+            code = main([str(src), "-o", str(out), "-q", "--ratio", "0.5", "--budget", "channels"])
         except BaseException as exc:  # noqa: BLE001 - that is what we count
             code, escaped = None, True
             err.write(f"{type(exc).__name__}: {exc}")

@@ -1,6 +1,7 @@
 """Hugging Face families on the torch path: each small random-init model (models/hf.py, built from its config) is
-pruned at ratio 0.5 with ``graphprune.prune(module, example_inputs=...)``; per family: the capture used, seconds,
-params and MACs ratios, whether it verified (or the one-line reason it did not), and the top freeze reasons.
+pruned at ratio 0.5 of each group's channels with ``graphprune.prune(module, example_inputs=..., budget="channels")``;
+per family: the capture used, seconds, params and MACs ratios, whether it verified (or the one-line reason it did
+not), and the top freeze reasons.
 
     python benchmarks/hf_families.py [--out benchmarks/results/hf_families.json] [--only llama gemma ...]
 
@@ -28,7 +29,7 @@ def one(name: str, ratio: float) -> dict:
     model, inputs = build(name)
     t0 = time.perf_counter()
     try:
-        result = graphprune.prune(model, example_inputs=inputs, ratio=ratio, round_to=1)
+        result = graphprune.prune(model, example_inputs=inputs, ratio=ratio, budget="channels", round_to=1)
     except graphprune.GraphPruneError as exc:
         return {"verified": False, "reason": str(exc)[:300], "seconds": round(time.perf_counter() - t0, 1)}
     r = result.report

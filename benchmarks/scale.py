@@ -151,7 +151,7 @@ def child(kind: str, layers: int, verify: str, folder: str) -> dict:
     if verify == "pipeline":
         return pipeline_only(kind, layers, src, n_nodes, weight_bytes, base_rss)
     t0 = time.perf_counter()
-    result = graphprune.prune(src, ratio=0.5, verify=verify)
+    result = graphprune.prune(src, ratio=0.5, budget="channels", verify=verify)
     t1 = time.perf_counter()
     result.save(Path(folder) / f"{kind}_{layers}.{verify}.pruned.onnx")
     t2 = time.perf_counter()
@@ -180,7 +180,7 @@ def pipeline_only(kind, layers, src, n_nodes, weight_bytes, base_rss) -> dict:
     t = time.perf_counter()
     state = PruneState.start(load(src))
     stages["load"] = time.perf_counter() - t
-    for p in (AnalyseChannels(), MagnitudeScore(), Select(ratio=0.5), RemoveChannels()):
+    for p in (AnalyseChannels(), MagnitudeScore(), Select(ratio=0.5, budget="channels"), RemoveChannels()):
         t = time.perf_counter()
         state = p(state)
         stages[p.name] = time.perf_counter() - t

@@ -95,7 +95,7 @@ def main() -> None:
             continue
         for ratio in args.ratios:
             for rt in args.round_to:
-                r = graphprune.prune(path, ratio=ratio, round_to=rt, verify="end")
+                r = graphprune.prune(path, ratio=ratio, budget="channels", round_to=rt, verify="end")
                 folded, stats = fold_model(r.model)
                 fv = verify_same(r.model, folded, r.source.input_shapes, label="equals_unfolded", what="folded - unfolded")
                 base_folded, _ = fold_model(r.source.model)  # the same post-pass on the unpruned model

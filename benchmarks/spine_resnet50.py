@@ -71,12 +71,13 @@ def main() -> None:
             if batch == args.batches[0]:
                 # the spine timing: load + analyse + prune + save, with and without verification
                 for verify in ("off", "end"):
-                    r = timed_prune(src, folder / f"t_{verify}.onnx", ratio=args.ratio, verify=verify)
+                    r = timed_prune(src, folder / f"t_{verify}.onnx", ratio=args.ratio, budget="channels",
+                                    verify=verify)
                     timing[f"verify_{verify}"] = {"prune_s": round(r["prune_s"], 3), "save_s": round(r["save_s"], 3),
                                                   "passes_s": r["passes_s"]}
             for rt in args.round_to:
                 out = folder / f"p_{batch}_{rt}.onnx"
-                r = timed_prune(src, out, ratio=args.ratio, round_to=rt, verify="off")
+                r = timed_prune(src, out, ratio=args.ratio, budget="channels", round_to=rt, verify="off")
                 rep = r["result"].report
                 lat = latency(out, batch, args.runs, threads)
                 rows.append({"batch": batch, "round_to": rt, "params_ratio": rep.after.params / rep.before.params,

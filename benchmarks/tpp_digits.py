@@ -74,7 +74,7 @@ def run_seed(seed: int) -> list[dict]:
         # TPP: regularise a copy, then remove
         t0 = time.perf_counter()
         reg = copy.deepcopy(base)
-        tpp = TPP(reg, example_inputs=x0, ratio=ratio, schedule="fast")
+        tpp = TPP(reg, example_inputs=x0, ratio=ratio, budget="channels", schedule="fast")
         steps_per_epoch = len(loader(data, seed))
         reg_epochs = math.ceil(tpp.total_steps / steps_per_epoch)
         torch.manual_seed(seed)
@@ -86,7 +86,8 @@ def run_seed(seed: int) -> list[dict]:
         tpp_removed = accuracy(tpp_small, data.x_test, data.y_test)
         reg_seconds = time.perf_counter() - t0
         # L1: the same plan rule on the trained model
-        l1_small = graphprune.prune(base, example_inputs=x0, method="magnitude", ratio=ratio, round_to=1).model
+        l1_small = graphprune.prune(base, example_inputs=x0, method="magnitude", ratio=ratio, budget="channels",
+                                    round_to=1).model
         l1_removed = accuracy(l1_small, data.x_test, data.y_test)
         params = (sum(p.numel() for p in base.parameters()), sum(p.numel() for p in l1_small.parameters()))
         assert params[1] == sum(p.numel() for p in tpp_small.parameters())

@@ -9,8 +9,8 @@ where the theory puts a double-descent peak of the pruned model's error. For eve
 1. train the dense net (seeded, Adam + cosine, ``--epochs``, no weight decay and no augmentation, so the wide
    nets interpolate the training set);
 2. prune its hidden units with graphprune (``graphprune.prune(module, method="magnitude", scope="global",
-   round_to=1)``) to the parameter count of the smallest net (``TARGET`` hidden units), verified against the
-   masked original; record test error with no retraining;
+   budget="channels", round_to=1)``) to the parameter count of the smallest net (``TARGET`` hidden units),
+   verified against the masked original; record test error with no retraining;
 3. fine-tune the pruned net for ``--finetune-epochs`` (short) and record test error again; also for
    ``--long-finetune-epochs`` (a full training budget) unless 0;
 
@@ -92,7 +92,8 @@ def run_seed(data, seed: int, noise: float, args) -> dict:
             row["small_matched_test_error"] = error(small, x_te, y_te)
         else:
             result = graphprune.prune(dense, example_inputs=torch.zeros(1, 1, 8, 8), method="magnitude",
-                                      ratio=(w - TARGET) / w, scope="global", round_to=1, max_group_ratio=0.999)
+                                      ratio=(w - TARGET) / w, budget="channels", scope="global", round_to=1,
+                                      max_group_ratio=0.999)
             pruned = result.model
             assert params(pruned) == target_params, (w, params(pruned), target_params)
             row["pruned_params"] = params(pruned)
@@ -188,7 +189,8 @@ def main(argv=None) -> int:
                "n_test": int(len(data.y_test)), "seeds": args.seeds, "label_noise": args.label_noise,
                "epochs": args.epochs, "lr": args.lr, "finetune_epochs": args.finetune_epochs,
                "finetune_lr": args.finetune_lr, "long_finetune_epochs": args.long_finetune_epochs,
-               "pruning": "graphprune.prune(module, method='magnitude', scope='global', round_to=1), verified",
+               "pruning": "graphprune.prune(module, method='magnitude', scope='global', budget='channels', "
+                          "round_to=1), verified",
                "runs": [], "summary": {}, "small_direct": {}}
     for noise in args.label_noise:
         runs = []

@@ -33,7 +33,7 @@ def one(path: str, ratio: float, runs: int) -> dict:
 
     t0 = time.perf_counter()
     try:
-        result = graphprune.prune(path, ratio=ratio, verify="end")
+        result = graphprune.prune(path, ratio=ratio, budget="channels", verify="end")
     except graphprune.GraphPruneError as exc:
         return {"verified": False, "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"[:400],
                 "seconds": round(time.perf_counter() - t0, 2)}

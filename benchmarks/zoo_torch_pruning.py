@@ -71,7 +71,7 @@ def gp_side(path: Path, repeat: int) -> dict:
         t1 = time.perf_counter()
         state = AnalyseChannels()(state)
         t2 = time.perf_counter()
-        for p in (MagnitudeScore(), Select(ratio=0.5), RemoveChannels()):
+        for p in (MagnitudeScore(), Select(ratio=0.5, budget="channels"), RemoveChannels()):
             state = p(state)
         t3 = time.perf_counter()
         row = {"ok": True, "load_s": t1 - t0, "graph_s": t2 - t1, "prune_s": t3 - t2, "total_s": t3 - t0}

@@ -27,7 +27,8 @@ class PruneConfig:
 
     method: str = option("magnitude", "scoring method (default: magnitude); 'sipp' zeroes individual weights and "
                          "does NOT shrink shapes (unstructured sparsity)", choices=tuple(sorted(METHODS)))
-    ratio: float = option(0.5, "fraction of channels to remove, in [0, 1) (default 0.5)", type=float)
+    ratio: float = option(0.5, "fraction to remove, in [0, 1) (default 0.5): of the model's params unless --budget "
+                          "says macs or channels", type=float)
     round_to: int = option(16, "keep a multiple of N channels per group (default 16, measured: misaligned counts lose "
                            "much of the onnxruntime speed-up; groups of at most N channels are not rounded)",
                            type=int, metavar="N")

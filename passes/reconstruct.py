@@ -12,10 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import onnx
-from onnx import numpy_helper
-
-from graphprune.methods.reconstruct import COSINE_POINTS, RIDGE, output_cosine, reconstruct, summary
+from graphprune.errors import VerificationError
+from graphprune.methods.reconstruct import COSINE_POINTS, RIDGE, output_cosine, reconstruct, summary, with_values
 from graphprune.pipeline.base import Pass, PassResult
 from graphprune.pipeline.state import PruneState
 from graphprune.verify import metadata
@@ -24,9 +22,11 @@ from graphprune.verify.claims import Claim, Refitted
 
 @dataclass(frozen=True, kw_only=True)
 class Reconstruct(Pass):
-    """``ridge``: λ relative to the mean input variance of each layer."""
+    """``ridge``: λ relative to the mean input variance of each layer; ``inputs``: "sequential" (wave by wave on the
+    model refitted so far), "original" (every layer at once from the original's activations) or "auto"."""
 
     ridge: float = RIDGE
+    inputs: str = "auto"
     seed: int = 0
     requires = ("channels", "plan", "calib")
     mutates = True
@@ -36,11 +36,15 @@ class Reconstruct(Pass):
         plan, source = state.plan, state.source
         if plan.empty:
             return PassResult(state, modified=False, stats={"layers": 0})
-        refits = reconstruct(source.graph, source.model, state.model, plan, state.calib, source.input_shapes,
-                             ridge=self.ridge, seed=self.seed)
+        try:
+            refits, inputs = reconstruct(source.graph, source.model, state.model, plan, state.calib,
+                                         source.input_shapes, inputs=self.inputs, ridge=self.ridge, seed=self.seed)
+        except VerificationError as exc:  # onnxruntime cannot run the calibration points (an input without a batch axis)
+            note = f"reconstruction skipped: the calibration points do not run through the model ({exc})"
+            return PassResult(state, modified=False, stats={"layers": 0, "applied": False, "notes": [note]})
         values = {name: v for r in refits for name, v in r.values.items()}
         calib = state.calib
-        stats = summary(refits) | {"ridge": self.ridge, "calibration": calib.describe()}
+        stats = summary(refits) | {"ridge": self.ridge, "inputs": inputs, "calibration": calib.describe()}
         if not values:
             return PassResult(state, modified=False, stats=stats)
         model = with_values(state.model, values)
@@ -57,13 +61,3 @@ class Reconstruct(Pass):
 
     def claim(self, before: PruneState, after: PruneState) -> Claim:
         return Refitted(after.plan, after.refitted)
-
-
-def with_values(model: onnx.ModelProto, values) -> onnx.ModelProto:
-    """A copy of ``model`` whose initializers named in ``values`` hold those arrays (same shapes)."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    for init in out.graph.initializer:
-        if init.name in values:
-            init.CopyFrom(numpy_helper.from_array(values[init.name], init.name))
-    return out

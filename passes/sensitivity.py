@@ -42,7 +42,7 @@ class SensitivityScore(Pass):
 
     max_points: int = 256
     batch_size: int = 32
-    max_patches: int = 64
+    max_patches: int = 16  # patches per point and layer; 64 measured alike on digits at 4x the time (benchmarks/sampling_speed.py)
     delta_s: float = DELTA_S
     seed: int = 0
     progress: bool | None = None

@@ -29,7 +29,9 @@ def add_parser(sub) -> None:
     p.add_argument("--data", required=True, metavar="NPZ", help="training inputs and integer 'labels'")
     p.add_argument("--val", metavar="NPZ", help="validation data for the accuracy report (default: --data)")
     p.add_argument("--method", default="tpp", help="tpp (default) or any pruning method of 'graphprune prune'")
-    p.add_argument("--ratio", type=float, default=0.5, help="fraction of channels to remove per group")
+    p.add_argument("--ratio", type=float, default=0.5, help="fraction of the model's params to remove (--budget)")
+    p.add_argument("--budget", choices=("params", "macs", "channels"), default=None,
+                   help="what --ratio is a fraction of (default params; channels: of each group's channels)")
     p.add_argument("--round-to", type=int, default=1, metavar="N")
     p.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs after removal")
     p.add_argument("--lr", type=float, default=1e-2, help="fine-tuning learning rate (SGD, momentum 0.9)")
@@ -93,14 +95,14 @@ def command(args: argparse.Namespace) -> int:
     val = loader_from(args.val or args.data, source, 256, args.seed, shuffle=False)
     before = accuracy(model, val)
     if args.method == "tpp":
-        tpp = TPP(model, example_inputs=x0, ratio=args.ratio, schedule="fast")
+        tpp = TPP(model, example_inputs=x0, ratio=args.ratio, schedule="fast", budget=args.budget)
         reg_epochs = math.ceil(tpp.total_steps / max(len(train), 1))
         finetune(model, train, epochs=reg_epochs, lr=1e-3, schedule="constant", hooks=tpp, progress=not args.quiet)
         small = tpp.finish(x0)
     else:
         try:
-            small = api.prune(model, example_inputs=x0, method=args.method, ratio=args.ratio,
-                                     round_to=args.round_to).model
+            small = api.prune(model, example_inputs=x0, method=args.method, ratio=args.ratio, budget=args.budget,
+                              round_to=args.round_to).model
         except TypeError as exc:
             raise UsageError(f"method '{args.method}': {exc}") from exc
     pruned = accuracy(small, val)

@@ -10,11 +10,14 @@ per conv group, in closed form from centred moments accumulated over chunks of r
 calibration points, one ``(D × D)`` solve per group, batched over groups). ``x`` are the rows (im2col patches) of
 the layer's *kept* input channels, ``y`` its original output at its kept output channels.
 
-* **the inputs** are the original model's activations restricted to the kept channels, so one run of the
-  original gives every layer its inputs and targets, and each layer learns to reproduce its own output from clean
-  inputs. (Fitting every layer at once on the *pruned* model's activations is wrong: each layer learns to undo
-  its predecessors' error, which their own refits then remove, and the corrections add up; measured on digits:
-  0.1 test accuracy where the original inputs give 0.99.)
+* **the inputs** (``inputs="sequential"``, He et al.; ``"auto"``, the default, up to ``MAX_WAVES`` waves): layers are refitted in waves along the graph, each on
+  the activations of the model as refitted so far, so a layer also absorbs what removal and the refits before it
+  changed upstream (renormalised norms, the residual stream). A wave holds the layers that read nothing another
+  refit changes (parallel branches), so the cost is two calibration runs per wave. ``"original"``: every
+  layer at once from one run of the original, on its activations restricted to the kept channels: faster,
+  weaker when much is removed (digits_resnet at 10 % of its params: 0.45 test accuracy against 0.92). Fitting all
+  layers at once on the *pruned* model's activations is wrong (each learns to undo its predecessors' error, which
+  their own refits then remove; measured 0.1 against 0.99), so that is not offered.
 * **the intercept** goes where the model already has a place for it: the layer's bias input, else the
   BatchNormalization it feeds alone (``β += γ b / √(σ² + ε)``), else a constant ``Add`` it feeds alone. Without
   one, the weights are refitted without intercept (uncentred moments).
@@ -36,6 +39,8 @@ from dataclasses import dataclass
 from typing import Iterable, Literal, Mapping
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
 
 from graphprune import progress as bars
 from graphprune.channels.plan import Plan
@@ -295,28 +300,86 @@ def summary(refits: Iterable[Refit]) -> dict:
 
 
 def reconstruct(original: Graph, original_model, pruned_model, plan: Plan, calib, input_shapes, *,
-                ridge: float = RIDGE, seed: int = 0,
-                progress: bool | None = None) -> list[Refit]:
+                inputs: Literal["auto", "sequential", "original"] = "auto", ridge: float = RIDGE, seed: int = 0,
+                progress: bool | None = None) -> tuple[list[Refit], str]:
     """Refit every consumer of removed channels of ``pruned_model`` (see the module docstring). ``calib``: a
-    :class:`graphprune.methods.calib.Calibration`; the returned refits hold the new values, nothing is applied."""
+    :class:`graphprune.methods.calib.Calibration`; the returned refits hold the new values, nothing is applied.
+    ``inputs``: "sequential" (wave by wave on the model refitted so far), "original" (all at once from the
+    original's activations), "auto": sequential up to ``MAX_WAVES`` waves. Also returns the inputs used."""
     pruned = to_ir(pruned_model)
     todo = targets(original, pruned, plan)
     if not todo:
-        return []
+        return [], inputs
     weights = {name: t.value for name, t in pruned.params.items()}
-    accs = [Accumulator(t, weights[t.layer.weight], seed + i) for i, t in enumerate(todo)]
-    wanted = [n for t in todo for n in (t.layer.x, t.y)]
+    waves = dependency_waves(pruned, todo)
+    if inputs == "auto":
+        inputs = "sequential" if len(waves) <= MAX_WAVES else "original"
+    sequential = inputs == "sequential"
+    if not sequential:
+        waves = [todo]
+    model, refits = pruned_model, []
+    for k, wave in enumerate(bars.track(waves, "reconstructing", total=len(waves), progress=progress)):
+        accs = [Accumulator(t, weights[t.layer.weight], seed + len(refits) + i) for i, t in enumerate(wave)]
+        feed(accs, original, original_model, model if sequential else None, calib, input_shapes)
+        done = [solve(acc, weights, original, ridge) for acc in accs]
+        values = {name: v for r in done for name, v in r.values.items()}
+        weights.update(values)
+        if sequential and k + 1 < len(waves):
+            model = with_values(model, values)
+        refits += done
+    return refits, inputs
+
+
+def feed(accs: list[Accumulator], original: Graph, original_model, current_model, calib, input_shapes) -> None:
+    """Every calibration batch into ``accs``: the original's outputs (targets) and inputs (for bias compensation);
+    the layers' inputs from ``current_model`` (the model refitted so far), or the original's restricted to the
+    kept channels when it is None."""
+    wanted = [n for acc in accs for n in (acc.target.layer.x, acc.target.y)]
     runner = ActivationRunner(original_model, wanted, input_shapes)
-    size = batch_for(original, wanted, 64)
-    total = -(-calib.n_points // size)
-    for batch in bars.track(calib.batches(size), "reconstructing", total=total, progress=progress):
+    current = None
+    if current_model is not None:
+        current = ActivationRunner(current_model, [acc.target.layer.x for acc in accs], input_shapes)
+    for batch in calib.batches(batch_for(original, wanted, 64)):
         seen = runner.run(batch)
+        now = current.run(batch) if current is not None else None
         for acc in accs:
-            full = seen[acc.target.layer.x]
-            acc.add(np.take(full, acc.target.kept_x, axis=acc.target.layer.x_axis), seen[acc.target.y], full)
-    return [solve(acc, weights, original, ridge) for acc in accs]
+            t = acc.target
+            full = seen[t.layer.x]
+            x = now[t.layer.x] if now is not None else np.take(full, t.kept_x, axis=t.layer.x_axis)
+            acc.add(x, seen[t.y], full)
 
 
+def dependency_waves(g: Graph, todo: list[Target]) -> list[list[Target]]:
+    """``todo`` in waves: a layer's wave is one past the latest wave of any target upstream of its input, so the
+    layers of one wave read nothing another of them changes (parallel branches, q / k / v share one). One pass
+    over the nodes in order."""
+    by_node = {t.layer.node: t for t in todo}
+    depth: dict[str, int] = {}
+    wave_of: dict[str, int] = {}
+    for node in g.nodes:
+        level = max((depth.get(i, 0) for i in node.inputs if i), default=0)
+        if node.name in by_node:
+            wave_of[node.name] = depth.get(by_node[node.name].layer.x, 0)
+            level = max(level, wave_of[node.name] + 1)
+        for o in node.outputs:
+            depth[o] = level
+    waves: list[list[Target]] = [[] for _ in range(max(wave_of.values(), default=-1) + 1)]
+    for t in todo:
+        waves[wave_of[t.layer.node]].append(t)
+    return [w for w in waves if w]
+
+
+def with_values(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy of ``model`` whose initializers named in ``values`` hold those arrays."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for init in out.graph.initializer:
+        if init.name in values:
+            init.CopyFrom(numpy_helper.from_array(np.asarray(values[init.name]), init.name))
+    return out
+
+
+MAX_WAVES = 24  # "auto": sequential up to this many waves (two calibration runs each), else from the original
 COSINE_POINTS = 64  # calibration points the before / after output cosine is measured on
 
 

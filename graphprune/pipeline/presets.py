@@ -65,14 +65,15 @@ class Options:
 
 
 BUDGETS = ("channels", "params", "macs")
+DEFAULT_BUDGET = "params"  # what --ratio is a fraction of, unless --budget says otherwise (every channel method)
 
 
 def budget_option():
     """``--budget``, shared by every channel method (one field, one default, so the CLI flag means one thing)."""
-    return option(None, "what --ratio is a fraction of: 'channels' (of each group's channels), 'params' or 'macs' "
-                  "(of the whole model; magnitude / random / bn_scale / taylor meet it with one uniform fraction "
-                  "per group, or with --global one ranking across groups; sampling with one ε). Default: channels "
-                  "for the score methods, params for sampling", choices=BUDGETS)
+    return option(None, "what --ratio is a fraction of, for every channel method: 'params' (default) or 'macs' of "
+                  "the whole model (magnitude / random / bn_scale / taylor meet it with one uniform fraction per "
+                  "group, or with --global one ranking across groups; sampling with one ε), or 'channels': each "
+                  "group loses that fraction of its channels (score methods only)", choices=BUDGETS)
 
 
 def check_budget(budget: str | None, allowed: tuple[str, ...] = BUDGETS) -> None:
@@ -129,9 +130,16 @@ class ReconstructOptions(CalibOptions):
                                "the refitted weights", action="store_true")
     ridge: float = option(RIDGE, "--reconstruct: ridge λ relative to each layer's mean input variance (default 1e-3)",
                           type=float, unused="--ridge is read by --reconstruct only")
+    reconstruct_inputs: Literal["auto", "sequential", "original"] = option(
+        "auto", "--reconstruct: 'sequential' refits the layers wave by wave on the activations of the model refitted "
+        "so far (two calibration runs per wave); 'original' all at once from one run of the original, on its "
+        "activations restricted to the kept channels (faster, weaker when much is removed); 'auto' (default): "
+        "sequential up to 24 waves", choices=("auto", "sequential", "original"))
 
     def __post_init__(self) -> None:
         CalibOptions.__post_init__(self)
+        if self.reconstruct_inputs not in ("auto", "sequential", "original"):
+            raise UsageError(f"reconstruct inputs '{self.reconstruct_inputs}' must be auto, sequential or original")
         if not (math.isfinite(self.ridge) and self.ridge >= 0):
             raise UsageError(f"ridge {self.ridge} must be a finite number >= 0")
 
@@ -250,12 +258,16 @@ class LowRankOptions(Options):
 
 
 def channel_pipeline(score: Pass, cfg: "PruneConfig", opts: SelectOptions, exclude: tuple[str, ...]) -> list[Pass]:
-    select = Select(ratio=cfg.ratio, budget=opts.budget or "channels", scope=opts.scope, threshold=opts.threshold,
+    select = Select(ratio=cfg.ratio, budget=opts.budget or DEFAULT_BUDGET, scope=opts.scope, threshold=opts.threshold,
                     round_to=cfg.round_to, max_group_ratio=opts.max_group_ratio)
     passes = [analyse(cfg, exclude), score, select, RemoveChannels()]
     if getattr(opts, "reconstruct", False):
-        return [calibrate(cfg, opts), *passes, Reconstruct(ridge=opts.ridge, seed=cfg.seed)]
+        return [calibrate(cfg, opts), *passes, reconstruct_pass(cfg, opts)]
     return passes
+
+
+def reconstruct_pass(cfg: "PruneConfig", opts: ReconstructOptions) -> Reconstruct:
+    return Reconstruct(ridge=opts.ridge, inputs=opts.reconstruct_inputs, seed=cfg.seed)
 
 
 def analyse(cfg: "PruneConfig", exclude: tuple[str, ...]) -> AnalyseChannels:
@@ -292,12 +304,12 @@ def sampling(cfg: "PruneConfig", opts: SamplingOptions, exclude) -> list[Pass]:
     if opts.budget == "channels":
         raise UsageError("sampling meets a params or macs budget with one ε for all groups: --budget channels "
                          "applies to the score methods (magnitude, random, bn_scale, taylor)")
-    select = SamplingSelect(ratio=cfg.ratio, budget=opts.budget or "params", sampling=opts.sampling, delta=opts.delta,
+    select = SamplingSelect(ratio=cfg.ratio, budget=opts.budget or DEFAULT_BUDGET, sampling=opts.sampling, delta=opts.delta,
                             round_to=cfg.round_to, seed=cfg.seed)
     passes = [calibrate(cfg, opts), analyse(cfg, exclude),
               SensitivityScore(max_points=opts.max_points, seed=cfg.seed), select, RemoveChannels()]
     if opts.reconstruct:
-        passes.append(Reconstruct(ridge=opts.ridge, seed=cfg.seed))
+        passes.append(reconstruct_pass(cfg, opts))
     return passes + ([Reweight()] if opts.sampling == "randomized" else [])
 
 

@@ -195,7 +195,7 @@ ORACLES = {  # verification check name -> what it compares (verify.py, verify_lo
 def method_line(report: PruneReport) -> str:
     """The method and the parameters it used, e.g. ``method: sampling (ε=0.41, δ=1e-16, budget=params)``."""
     names = {"epsilon": "ε", "delta": "δ"}
-    wanted = ("norm", "seed", "epsilon", "delta", "budget", "sampling", "mode", "rule", "scheme", "points_used",
+    wanted = ("norm", "seed", "epsilon", "delta", "sampling", "mode", "rule", "scheme", "points_used",
               "data_free", "groups_magnitude_fallback")
     parts = []
     for name, stats in report.method_parameters.items():
@@ -209,7 +209,7 @@ def method_line(report: PruneReport) -> str:
         if opts.get("threshold") is not None:
             parts.insert(0, f"threshold={fmt_param(opts['threshold'])}")
         else:
-            budget = opts.get("budget") or "channels"
+            budget = report.method_parameters.get("Select", {}).get("budget") or "channels"
             of = "" if budget == "channels" else f" of {budget}"
             parts.insert(0, f"ratio={fmt_param(opts.get('ratio'))}{of}, {opts.get('scope', 'local')}")
     elif "SamplingSelect" in report.pass_names:
@@ -246,7 +246,7 @@ def stage_lines(report: PruneReport) -> list[str]:
         elif p.name == "SiPPSparsify" and "weights" in p.stats:
             lines.append(f"weights zeroed: {p.stats['zeroed']} of {p.stats['weights']} ({p.stats['sparsity']:.1%}) in "
                          f"{p.stats.get('layers', '?')} layers; shapes unchanged (params and MACs count dense weights)")
-        elif p.name == "Reconstruct" and "layers" in p.stats:
+        elif p.name == "Reconstruct" and "refitted" in p.stats:
             lines.append(reconstruct_line(p.stats))
         elif p.name == "Reweight":
             lines.append(f"reweighted: {p.stats.get('scaled_weights', 0)} consumer weights scaled")

@@ -458,6 +458,8 @@ def prunability(model, data, *, tolerance: float = 0.1, method: str = "magnitude
     if 1.0 not in points:
         points.append(1.0)
     prune_kw = dict(scope=scope, round_to=round_to, verify=verify, **options)
+    if METHODS[method].sizes == "channels":  # kept is a fraction of channels (the α grid is laid out so)
+        prune_kw.setdefault("budget", "channels")
     if METHODS[method].sizes != "rank":
         prune_kw.setdefault("max_group_ratio", default("max_group_ratio"))
     PruneConfig.make(method=method, **{k: v for k, v in prune_kw.items() if k != "calib"})  # options checked once

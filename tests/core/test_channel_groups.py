@@ -137,5 +137,5 @@ def test_a_head_reading_both_the_outputs_and_the_final_state_of_a_bidirectional_
     path = export_preserving_names(Head(), (2, 7, 6), tmp_path / "lstm_head.onnx")
     hidden = [g for g in inspect(path).channels.groups if any(s.virtual and s.tensor.endswith("#hidden") for s in g.spaces)]
     assert hidden and all(g.prunable and g.n_units == 16 for g in hidden)
-    r = graphprune.prune(str(path), ratio=0.5, round_to=1)
+    r = graphprune.prune(str(path), ratio=0.5, budget="channels", round_to=1)
     assert r.report.verification.ok and r.report.units_removed == 8

@@ -141,7 +141,7 @@ def test_a_reshape_that_copies_the_batch_with_0_keeps_copying_it(tmp_path):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
-    r = graphprune.prune(model, ratio=0.5, input_shapes={"x": (1, 3, 8, 8)}, round_to=1)
+    r = graphprune.prune(model, ratio=0.5, budget="channels", input_shapes={"x": (1, 3, 8, 8)}, round_to=1)
     assert r.report.verification.ok and r.report.units_removed > 0
     shape = next(numpy_helper.to_array(t) for t in r.model.graph.initializer if t.data_type == TensorProto.INT64)
     assert shape.tolist() == [0, 16, 64]

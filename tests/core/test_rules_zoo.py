@@ -23,7 +23,10 @@ SHAPE = (1, 4, 8, 8)
 
 
 def prune_ok(model, **kw):
-    result = graphprune.prune(model, ratio=kw.pop("ratio", 0.5), round_to=kw.pop("round_to", 1), **kw)
+    """Prune with full verification; ``--ratio`` of each group's channels (``budget="channels"``), since these tests
+    assert per-group kept counts."""
+    result = graphprune.prune(model, ratio=kw.pop("ratio", 0.5), round_to=kw.pop("round_to", 1),
+                              budget=kw.pop("budget", "channels"), **kw)
     assert result.report.verification.ok, result.report.verification.failure
     return result
 

@@ -117,11 +117,12 @@ def test_the_same_ratio_means_the_same_size_for_magnitude_and_sampling(exported)
     assert max(kept) - min(kept) < 0.05
 
 
-def test_budget_channels_is_the_score_methods_default_and_refused_by_sampling(exported):
+def test_budget_params_is_the_default_of_every_channel_method_and_channels_is_refused_by_sampling(exported):
     path = exported("plain_cnn")
     default = graphprune.prune(path, ratio=0.5, verify="off")
-    explicit = graphprune.prune(path, ratio=0.5, budget="channels", verify="off")
+    explicit = graphprune.prune(path, ratio=0.5, budget="params", verify="off")
     assert {k: v.tolist() for k, v in default.plan.keep.items()} == {k: v.tolist() for k, v in explicit.plan.keep.items()}
+    assert default.plan.meta["budget"] == "params"
     with pytest.raises(graphprune.errors.UsageError, match="--budget channels"):
         graphprune.prune(path, method="sampling", budget="channels")
     with pytest.raises(graphprune.errors.UsageError, match="budget 'flops'"):

@@ -14,7 +14,8 @@ torch = pytest.importorskip("torch")
 import graphprune  # noqa: E402
 from models.llm import TRANSFORMER_MODELS  # noqa: E402
 
-MAX_PARAMS = 0.40  # at ratio 0.5 with every width pruned about 0.25 is left; the hidden width alone frozen gave 0.5-0.6
+# budget="channels", ratio 0.5: with every width pruned about 0.25 is left; the hidden width alone frozen gave 0.5-0.6
+MAX_PARAMS = 0.40
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def params_ratio(result) -> float:
 @pytest.mark.parametrize("flavour", ["legacy", "dynamo"])
 @pytest.mark.parametrize("name", list(TRANSFORMER_MODELS))
 def test_every_width_prunes_and_verifies(onnx_file, name, flavour):
-    result = graphprune.prune(onnx_file(name, flavour), ratio=0.5, round_to=1)
+    result = graphprune.prune(onnx_file(name, flavour), ratio=0.5, budget="channels", round_to=1)
     assert result.report.verification.ok
     assert params_ratio(result) <= MAX_PARAMS, [g.frozen_because for g in result.report.groups if g.frozen_because]
     assert result.plan.renormalised  # the hidden width runs through normalisations
@@ -52,7 +53,7 @@ def test_every_width_prunes_and_verifies(onnx_file, name, flavour):
 
 @pytest.mark.parametrize("flavour", ["legacy", "dynamo"])
 def test_llama_loses_whole_kv_groups_hidden_width_and_mlp_width(onnx_file, flavour):
-    result = graphprune.prune(onnx_file("llama_like", flavour), ratio=0.5, round_to=1)
+    result = graphprune.prune(onnx_file("llama_like", flavour), ratio=0.5, budget="channels", round_to=1)
     kept = {r["weight"]: (r["in"]["after"], r["out"]["after"]) for r in result.report.layers}
     shapes = sorted(kept.values())
     assert shapes.count((16, 8)) == 4  # k and v of both layers: one of 2 KV groups (8 = one head of 8)
@@ -90,7 +91,8 @@ def test_group_norm_loses_whole_groups_on_the_torch_path():
     with torch.no_grad():
         net[1].weight.uniform_(0.5, 1.5)
         net[1].bias.normal_(0, 0.1)
-    result = graphprune.prune(net, example_inputs=(torch.randn(1, 3, 8, 8),), ratio=0.5, round_to=1)
+    result = graphprune.prune(net, example_inputs=(torch.randn(1, 3, 8, 8),), ratio=0.5, budget="channels",
+                              round_to=1)
     assert result.report.verification.ok and not result.plan.renormalised  # whole groups: their own statistics
     small = result.model
     assert small[0].out_channels == 8 and small[1].num_groups == 2 and small[1].weight.shape == (8,)

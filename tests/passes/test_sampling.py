@@ -257,3 +257,19 @@ def test_graphprune_verify_rebuilds_the_reweighting(exported, tmp_path):
     v = graphprune.verify_files(path, result.save(tmp_path / "pfp.onnx"))
     assert v.ok, v.failure
     assert v.checks["masked_original"] == "ok" and v.checks["Reweight/edited_original"] == "ok"
+
+
+@pytest.mark.parametrize("shape", [(700, 1, 64, 40, 1), (300, 2, 48, 36, 9), (256, 1, 9, 30, 1), (50, 3, 16, 8, 1)])
+def test_fast_channel_sensitivity_equals_the_definition(shape):
+    # the bounded max-product (passes/..., methods/sensitivity.max_product) against the (rows, G, F, D) tensor
+    from graphprune.methods.sensitivity import channel_sensitivity_direct, split_signs
+
+    rows_n, g, f, d, kappa = shape
+    rng = np.random.default_rng(sum(shape))
+    rows = rng.normal(size=(rows_n, g, d)).astype(np.float32)
+    rows[rows < -0.5] = 0
+    w = rng.normal(size=(g, f, d)).astype(np.float32)
+    w[np.abs(w) < 0.3] = 0  # exact zeros: neither W+ nor W- contributes
+    fast = channel_sensitivity(rows, w, kappa)
+    direct = channel_sensitivity_direct(split_signs(rows), w, kappa)
+    np.testing.assert_allclose(fast, direct, rtol=1e-5, atol=1e-7)

@@ -273,7 +273,7 @@ def test_bfloat16_model(tmp_path):
 def test_bfloat16_model_prunes_unverified():
     """onnxruntime's CPU provider cannot run these bf16 ops, so this prunes unverified: bf16 weights count."""
     model = _mlp((32, 64, 64, 8), TensorProto.BFLOAT16)
-    r = graphprune.prune(model, ratio=0.5, round_to=1, verify="off")
+    r = graphprune.prune(model, ratio=0.5, budget="channels", round_to=1, verify="off")
     assert r.report.units_removed > 0
     assert [i.data_type for i in r.model.graph.initializer] == [TensorProto.BFLOAT16] * 3
     assert [tuple(i.dims) for i in r.model.graph.initializer] == [(32, 32), (32, 32), (32, 8)]
@@ -302,7 +302,7 @@ def test_real_model_over_2gb(tmp_path, request):
     onnx.save(model, str(src), save_as_external_data=True, all_tensors_to_one_file=True, location="big.onnx.data")
     del model
     t_build = time.perf_counter() - t0
-    r = graphprune.prune(src, ratio=0.5)
+    r = graphprune.prune(src, ratio=0.5, budget="channels")
     assert r.report.verification.ok and r.report.units_removed > 0
     t_prune = time.perf_counter() - t0 - t_build
     out = r.save(tmp_path / "small.onnx")  # 0.8 GB after pruning: one file again

@@ -12,7 +12,7 @@ def pruned_pair(exported, tmp_path_factory):
 
     src = exported("resnet_basic")
     out = tmp_path_factory.mktemp("see") / "resnet_basic.small.onnx"
-    graphprune.prune(src, ratio=0.5).save(out)
+    graphprune.prune(src, ratio=0.5, budget="channels").save(out)
     return src, out
 
 

@@ -16,7 +16,7 @@ def prune(src, tmp_path, *args):
 
 
 def test_magnitude_report_has_every_section(exported, tmp_path, capsys, wide):
-    r = prune(exported("resnet_basic"), tmp_path, "--ratio", "0.5", "--latency")
+    r = prune(exported("resnet_basic"), tmp_path, "--ratio", "0.5", "--budget", "channels", "--latency")
     out = capsys.readouterr().out
     assert r["method_parameters"]["MagnitudeScore"] == {"norm": 1}
     detail = r["groups"]["detail"]
@@ -35,6 +35,14 @@ def test_magnitude_report_has_every_section(exported, tmp_path, capsys, wide):
     assert "channels removed: 112 of 224 in 6 groups; 2 of 8 channel groups frozen" in out
     assert "verification: passed (max |pruned - masked original|" in out
     assert "latency p10–p90" in out and "layers changed" in out
+
+
+def test_the_default_ratio_is_reported_as_a_fraction_of_params(exported, tmp_path, capsys, wide):
+    r = prune(exported("resnet_basic"), tmp_path, "--ratio", "0.5")
+    out = capsys.readouterr().out
+    assert "method: magnitude (ratio=0.5 of params, local, norm=1" in out
+    assert r["method_parameters"]["Select"]["budget"] == "params"
+    assert abs(r["params"]["after"] / r["params"]["before"] - 0.5) < 0.05
 
 
 def test_lowrank_wording_is_about_layers_not_channels(exported, tmp_path, capsys, wide):

@@ -22,7 +22,7 @@ def test_what_fx_cannot_trace_is_captured_by_export_and_verifies(name):
     module = spec.build()
     with pytest.raises(UntraceableModelError):
         load(module, spec.example())  # torch.fx: torch.ones(t, t) of a traced size
-    result = graphprune.prune(module, example_inputs=(spec.example(),), ratio=0.5, round_to=1)
+    result = graphprune.prune(module, example_inputs=(spec.example(),), ratio=0.5, budget="channels", round_to=1)
     report = result.report
     assert report.extra["frontend"] == "torch.export" and report.verification.ok
     assert report.after.params / report.before.params <= 0.40 and result.plan.renormalised
@@ -35,7 +35,8 @@ def test_what_fx_cannot_trace_is_captured_by_export_and_verifies(name):
 
 def test_gqa_loses_whole_kv_groups_with_their_query_heads():
     spec = TRANSFORMER_MODELS["llama_like"]
-    small = graphprune.prune(spec.build(), example_inputs=(spec.example(),), ratio=0.5, round_to=1).model
+    small = graphprune.prune(spec.build(), example_inputs=(spec.example(),), ratio=0.5, budget="channels",
+                             round_to=1).model
     attn = small.layers[0].attn
     assert attn.k.weight.shape[0] == attn.v.weight.shape[0] == 8  # one KV head of 8 left of 2
     assert attn.q.weight.shape[0] == attn.o.weight.shape[1] == 16  # its two query heads

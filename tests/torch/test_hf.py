@@ -15,8 +15,9 @@ from models.hf import build  # noqa: E402
 
 
 def pruned(name: str):
+    """Half of every group's channels (``budget="channels"``): the tests count whole heads and widths."""
     model, inputs = build(name)
-    result = graphprune.prune(model, example_inputs=inputs, ratio=0.5, round_to=1)
+    result = graphprune.prune(model, example_inputs=inputs, ratio=0.5, budget="channels", round_to=1)
     assert result.report.extra["frontend"] == "torch.export" and result.report.verification.ok
     return model, inputs, result
 

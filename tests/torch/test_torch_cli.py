@@ -52,7 +52,7 @@ def test_cli_prunes_a_torch_model_to_pt_and_onnx(user_model, tmp_path):
 
     torch.save(usermodel.build().state_dict(), tmp_path / "w.pt")
     r = cli(f"{user_model.name}:build", "--example-input", "1,3,16,16", "--weights", "w.pt", "--ratio", "0.5",
-            "-o", "small.pt", cwd=tmp_path)
+            "--budget", "channels", "-o", "small.pt", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "verification: passed" in r.stdout
     small = torch.load(tmp_path / "small.pt", weights_only=False)
@@ -90,9 +90,9 @@ def test_api_dispatches_modules_and_plans(user_model, tmp_path):
     import usermodel
 
     model, x = usermodel.build().eval(), torch.randn(1, 3, 16, 16)
-    result = graphprune.prune(model, example_inputs=(x,), ratio=0.5, round_to=1)
+    result = graphprune.prune(model, example_inputs=(x,), ratio=0.5, budget="channels", round_to=1)
     assert result.report.verification.ok and result.model.a.out_channels == 8
-    plan = graphprune.plan(model, example_inputs=x, ratio=0.5, round_to=1)
+    plan = graphprune.plan(model, example_inputs=x, ratio=0.5, budget="channels", round_to=1)
     assert plan.units_removed == 8
     with pytest.raises(graphprune.UsageError, match="example_inputs"):
         graphprune.prune(model, ratio=0.5)
@@ -114,7 +114,8 @@ def test_cli_takes_example_inputs_from_the_build_function_and_captures_with_torc
             spec = TRANSFORMER_MODELS["llama_like"]
             return spec.build(), (spec.example(),)
     """))
-    r = cli("lm.py:build", "--round-to", "1", "-o", "small.pt", "--report", "report.json", "-q", cwd=tmp_path)
+    r = cli("lm.py:build", "--budget", "channels", "--round-to", "1", "-o", "small.pt", "--report", "report.json",
+            "-q", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["frontend"] == "torch.export" and report["verification"]["ok"]

@@ -128,7 +128,7 @@ def user_net() -> UserNet:
 
 def test_user_defined_module():
     original = user_net()
-    result = prune_module(original, torch.randn(1, 3, 16, 16), ratio=0.5, round_to=1)
+    result = prune_module(original, torch.randn(1, 3, 16, 16), ratio=0.5, budget="channels", round_to=1)
     small = result.model
     assert type(small) is UserNet and result.report.verification.ok, result.report.verification.failure
     # one group: the residual stream (stem, bn, the depthwise conv a whole group per channel, pw) and the branch,
@@ -161,13 +161,13 @@ class LiteralView(nn.Module):
 def test_literal_sizes_give_a_graph_module_or_freeze():
     torch.manual_seed(0)
     m, x = LiteralView().eval(), torch.randn(1, 3, 8, 8)
-    result = prune_module(m, x, ratio=0.5, round_to=1)
+    result = prune_module(m, x, ratio=0.5, budget="channels", round_to=1)
     assert isinstance(result.model, fx.GraphModule) and result.report.verification.ok
     assert type(result.model).__name__ == "LiteralViewGraphModule"
     assert any("reshape" in note and "would be 32, must be 16" in note for note in result.report.notes)
     assert result.model.fc.in_features == 16 and result.model.conv.out_channels == 8
     assert set(result.model.state_dict()) == set(m.state_dict())
-    frozen = prune_module(m, x, ratio=0.5, round_to=1, baked="freeze")
+    frozen = prune_module(m, x, ratio=0.5, budget="channels", round_to=1, baked="freeze")
     assert type(frozen.model) is LiteralView and frozen.report.verification.ok
     assert frozen.model.conv2.out_channels == 8 and frozen.model.conv.out_channels == 8  # only the free group
     assert any("frozen" in note for note in frozen.report.notes)

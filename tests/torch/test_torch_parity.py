@@ -119,8 +119,9 @@ def summary(state: PruneState, names: dict[str, list[Piece]]) -> dict:
 
 def run(source, ratio: float) -> PruneState:
     state = PruneState.start(source)
-    # round_to=1: exact unit counts (with the default 8, shufflenet_unit's 16-unit group keeps all at ratio 0.3)
-    for p in presets.planning(PruneConfig(ratio=ratio, round_to=1)):  # analyse, score, select
+    # round_to=1: exact unit counts (with the default 8, shufflenet_unit's 16-unit group keeps all at ratio 0.3);
+    # budget="channels": each group loses `ratio` of its units, whatever each frontend counts as parameters
+    for p in presets.planning(PruneConfig(ratio=ratio, budget="channels", round_to=1)):  # analyse, score, select
         state = p(state)
     return state
 

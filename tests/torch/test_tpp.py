@@ -171,7 +171,7 @@ def test_schedules():
 
 def test_coupled_residual_unit_is_regularised_in_every_layer():
     model = Residual()
-    tpp = TPP(model, example_inputs=X0, ratio=0.5)
+    tpp = TPP(model, example_inputs=X0, ratio=0.5, budget="channels")
     assert [layer.name for layer in tpp.layers] == ["conv1", "conv2"]
     k1, k2 = (layer.keep for layer in tpp.layers)
     assert torch.equal(k1, k2) and int(k1.sum()) == 4
@@ -180,7 +180,7 @@ def test_coupled_residual_unit_is_regularised_in_every_layer():
 
 def test_plan_given_or_from_another_module():
     model = Net()
-    plan = graphprune.plan(model, example_inputs=X0, method="magnitude", ratio=0.25, round_to=1)
+    plan = graphprune.plan(model, example_inputs=X0, method="magnitude", ratio=0.25, budget="channels", round_to=1)
     tpp = TPP(model, plan)
     assert all(int((~layer.keep).sum()) == 2 for layer in tpp.layers)
     with pytest.raises(UsageError, match="example_inputs"):
@@ -211,11 +211,11 @@ def test_removal_after_tpp_changes_outputs_far_less_than_before():
             a, b = m.eval()(x), small.eval()(x)
         return float((a - b).norm() / a.norm())
 
-    l1 = graphprune.prune(model, example_inputs=X0, method="magnitude", ratio=0.5, round_to=1).model
+    l1 = graphprune.prune(model, example_inputs=X0, method="magnitude", ratio=0.5, budget="channels", round_to=1).model
     before = relative_change(model, l1)
     reg = copy.deepcopy(model)
-    tpp = TPP(reg, example_inputs=X0, ratio=0.5, schedule="fast", delta=0.05, every=1, stabilise=20,
-              zero_in_stabilisation=False)
+    tpp = TPP(reg, example_inputs=X0, ratio=0.5, budget="channels", schedule="fast", delta=0.05, every=1,
+              stabilise=20, zero_in_stabilisation=False)
     regularise(reg, tpp, seed=2)
     assert tpp.done
     small = tpp.finish(zero=False, verify=False)  # the removal alone, on the weights as TPP left them

@@ -47,7 +47,12 @@ def test_train_prunes_finetunes_and_writes(tmp_path, method):
     assert "params" in r.stdout and "accuracy" in r.stdout
     sys.path.insert(0, str(tmp_path))
     small = torch.load(tmp_path / "small.pt", weights_only=False)
-    assert small.c1.out_channels == 4 and small(torch.randn(2, 1, 8, 8)).shape == (2, 3)
+    assert small(torch.randn(2, 1, 8, 8)).shape == (2, 3)
+    # train has no --budget: --ratio 0.5 is half the model's params (the default budget), met by one fraction of the
+    # one channel group (c1 and c2, joined by the residual add)
+    assert small.c1.out_channels == small.c2.out_channels == small.c2.in_channels < 8
+    params = [sum(p.numel() for p in m.parameters()) for m in (sys.modules["net"].build(), small)]
+    assert abs(params[1] / params[0] - 0.5) < 0.05
 
 
 def test_train_needs_labels(tmp_path):

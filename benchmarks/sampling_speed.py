@@ -1,0 +1,84 @@
+"""Sampling's wall time against magnitude's, the same models, one after the other (issue: ≤ 3× magnitude).
+
+    python benchmarks/sampling_speed.py [--out benchmarks/results] [--points 256]
+
+Models: the reference CNNs / transformers of ``models/`` (legacy export) and, when ``transformers`` is installed
+(the ``hf`` extra), two Hugging Face exports with random weights built from their configs: BERT (hidden 256, 4
+layers, sequence 128) and MobileViT (image 128, 4.9M params). Each is pruned at ratio 0.5 (params) with
+verification off, so the time is analysis + scoring + selection + removal; sampling runs data-free on
+``--points`` seeded points. Writes ``sampling_speed.json`` (seconds per method, the ratio, the median ratio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+
+def hf_exports(folder: Path) -> dict[str, Path]:
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(0)
+    out = {}
+    bert = tf.BertForSequenceClassification(tf.BertConfig(
+        vocab_size=8000, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
+        max_position_embeddings=256, num_labels=5)).eval()
+    vit = tf.MobileViTForImageClassification(tf.MobileViTConfig(image_size=128, num_labels=10)).eval()
+    for name, model, x, names in (("hf_bert", bert, torch.randint(3, 8000, (1, 128)), ["input_ids"]),
+                                  ("hf_mobilevit", vit, torch.randn(1, 3, 128, 128), ["pixel_values"])):
+        path = folder / f"{name}.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (x,), str(path), input_names=names, output_names=["logits"], opset_version=17,
+                              dynamo=False)
+        out[name] = path
+    return out
+
+
+def timed(path: Path, method: str, points: int) -> float:
+    import graphprune
+
+    kw = dict(max_points=points) if method == "sampling" else {}
+    t0 = time.perf_counter()
+    graphprune.prune(path, method=method, ratio=0.5, verify="off", **kw)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    import graphprune
+    from models import REFERENCE_MODELS, export_onnx
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--points", type=int, default=256)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="sampling_speed_"))
+    paths = {name: export_onnx(spec, tmp / f"{name}.onnx") for name, spec in REFERENCE_MODELS.items()}
+    if importlib.util.find_spec("transformers") is not None:
+        paths |= hf_exports(tmp)
+    rows = []
+    for name, path in paths.items():
+        mag, samp = timed(path, "magnitude", args.points), timed(path, "sampling", args.points)
+        rows.append({"model": name, "magnitude_s": mag, "sampling_s": samp, "ratio": samp / mag})
+        print(f"{name:20} magnitude {mag:6.2f}s  sampling {samp:6.2f}s  × {samp / mag:.1f}", flush=True)
+    result = {"benchmark": "sampling_speed", "graphprune": graphprune.__version__, "machine": platform.platform(),
+              "points": args.points, "rows": rows, "median_ratio": float(np.median([r["ratio"] for r in rows]))}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "sampling_speed.json").write_text(json.dumps(result, indent=2))
+    print(f"median sampling / magnitude: {result['median_ratio']:.2f}; wrote {args.out / 'sampling_speed.json'}")
+
+
+if __name__ == "__main__":
+    main()
