@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from graphprune.errors import VerificationError
-from graphprune.methods.reconstruct import COSINE_POINTS, RIDGE, output_cosine, reconstruct, summary, with_values
+from graphprune.methods.edits import with_values
+from graphprune.methods.reconstruct import COSINE_POINTS, RIDGE, output_cosine, reconstruct, summary
 from graphprune.pipeline.base import Pass, PassResult
 from graphprune.pipeline.state import PruneState
 from graphprune.verify import metadata

@@ -17,7 +17,9 @@ channel counts), and every space keeps at least one channel, so no tensor become
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from types import MappingProxyType
 from dataclasses import dataclass
 from typing import Literal, Mapping
 
@@ -83,8 +85,7 @@ class Select(Pass):
         stats = {"units_removed": plan.units_removed, "groups_pruned": len(plan.removed)}
         if search:
             achieved = search.achieved(plan)
-            meta = dict(meta, budget=self.budget, achieved=achieved)
-            plan = Plan.from_removed(cg, removed, meta)
+            plan = dataclasses.replace(plan, meta=MappingProxyType(dict(meta, budget=self.budget, achieved=achieved)))
             stats |= {"budget": self.budget, "target_kept": 1.0 - self.ratio, "achieved_kept": achieved[self.budget],
                       "budget_error": achieved[self.budget] - (1.0 - self.ratio), "search": search.how}
         return PassResult(state.with_(plan=plan), modified=False, stats=stats)

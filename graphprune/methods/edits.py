@@ -56,6 +56,16 @@ def apply_to_values(model: onnx.ModelProto, edits: Mapping[str, WeightEdit]) -> 
     return out
 
 
+def with_values(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy of ``model`` whose initializers named in ``values`` hold those arrays (reconstruction's refits)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for init in out.graph.initializer:
+        if init.name in values:
+            init.CopyFrom(numpy_helper.from_array(np.asarray(values[init.name]), init.name))
+    return out
+
+
 def sparsity(model: onnx.ModelProto, names) -> tuple[int, int]:
     """(zero entries, total entries) over the initializers ``names`` of ``model``."""
     names = set(names)

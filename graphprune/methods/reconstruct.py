@@ -39,15 +39,13 @@ from dataclasses import dataclass
 from typing import Iterable, Literal, Mapping
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
-
 from graphprune import progress as bars
 from graphprune.channels.plan import Plan
 from graphprune.channels.rules import Space
 from graphprune.frontends.onnx.lower import to_ir
 from graphprune.ir import Graph
 from graphprune.methods.calib import ActivationRunner, batch_for
+from graphprune.methods.edits import with_values
 from graphprune.methods.sensitivity import Layer, layer_of
 
 RIDGE = 1e-3  # λ relative to the mean input variance: enough to make a rank-deficient fit well posed
@@ -91,9 +89,8 @@ class Refit:
     how: str
 
 
-def targets(original: Graph, pruned: Graph, plan: Plan, shared: Iterable[str] = ()) -> list[Target]:
+def targets(original: Graph, pruned: Graph, plan: Plan) -> list[Target]:
     """Every layer of ``pruned`` that lost input channels, with what its refit needs."""
-    shared = set(shared)
     by_node = {n.name: n for n in original.nodes}
     uses: dict[str, int] = {}
     for n in pruned.nodes:
@@ -114,7 +111,7 @@ def targets(original: Graph, pruned: Graph, plan: Plan, shared: Iterable[str] = 
         scaled = node.op == "Gemm" and (float(node.attr("alpha", 1.0)) != 1.0 or float(node.attr("beta", 1.0)) != 1.0)
         if layer.trans_a or scaled:
             continue  # Gemm with transA / alpha / beta: rows and intercept mean something else; left as pruned
-        refit = uses.get(layer.weight, 0) == 1 and layer.weight not in shared
+        refit = uses.get(layer.weight, 0) == 1  # a weight shared with another node: bias compensation only
         out.append(Target(layer, y, kept_x, plan.kept(Space(y, y_axis)), bias_slot(pruned, node, uses), refit,
                           removed))
     return out
@@ -367,16 +364,6 @@ def dependency_waves(g: Graph, todo: list[Target]) -> list[list[Target]]:
     for t in todo:
         waves[wave_of[t.layer.node]].append(t)
     return [w for w in waves if w]
-
-
-def with_values(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> onnx.ModelProto:
-    """A copy of ``model`` whose initializers named in ``values`` hold those arrays."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    for init in out.graph.initializer:
-        if init.name in values:
-            init.CopyFrom(numpy_helper.from_array(np.asarray(values[init.name]), init.name))
-    return out
 
 
 MAX_WAVES = 24  # "auto": sequential up to this many waves (two calibration runs each), else from the original
