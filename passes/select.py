@@ -3,7 +3,8 @@
 * local (default): remove the ``ratio`` lowest-scored units of every prunable group;
 * global: rank all units by their score divided by their group's mean score and remove the lowest
   ``ratio`` of all units, never more than ``max_group_ratio`` of one group;
-* threshold: remove every unit whose raw score is ≤ ``threshold``.
+* threshold: remove every unit whose raw score is ≤ ``threshold``, and never one scoring above it: the kept count
+  is rounded *up* to a multiple of ``round_to`` (the best-scored of the units at or below T are kept back).
 
 With ``budget="params"`` or ``"macs"`` the ratio is the fraction of the whole model's parameters (MACs) to remove,
 as for sampling: local scope removes one uniform fraction f of every group, global scope the n lowest-ranked
@@ -11,7 +12,7 @@ units, with f (n) found by bisection on the predicted cost (:class:`graphprune.m
 rounding below included) and the side of the step nearer the target taken. A target below what every group at
 its limit gives is met as closely as possible and the stats say "budget unreachable".
 
-Then the kept count of each group is rounded to the nearest multiple of ``round_to`` (hardware likes aligned
+Then the kept count of each group is rounded to the nearest multiple of ``round_to`` (up, for a threshold) (hardware likes aligned
 channel counts), and every space keeps at least one channel, so no tensor becomes empty.
 """
 
@@ -38,13 +39,15 @@ def lowest(scores: np.ndarray, count: int) -> np.ndarray:
     return np.argsort(scores, kind="stable")[:count]
 
 
-def round_kept(n_units: int, n_remove: int, round_to: int) -> int:
+def round_kept(n_units: int, n_remove: int, round_to: int, up: bool = False) -> int:
     """Units to remove once the kept count is rounded to the nearest multiple of ``round_to`` (at least one
-    multiple; halves round up). Groups of at most ``round_to`` units are left as they are."""
+    multiple; halves round up), or with ``up`` to the next multiple, so never more than ``n_remove`` go. Groups
+    of at most ``round_to`` units are left as they are."""
     if round_to <= 1 or n_units <= round_to:
         return n_remove
     kept = n_units - n_remove
-    rounded = max(round_to, int(math.floor(kept / round_to + 0.5)) * round_to)
+    multiples = math.ceil(kept / round_to) if up else math.floor(kept / round_to + 0.5)
+    rounded = max(round_to, int(multiples) * round_to)
     return n_units - min(n_units, rounded)
 
 
@@ -77,7 +80,7 @@ class Select(Pass):
         removed = {}
         for gid, count in counts.items():
             group = cg.groups[gid]
-            count = round_kept(group.n_units, count, self.round_to)
+            count = round_kept(group.n_units, count, self.round_to, up=self.threshold is not None)
             chosen = lowest(scores[gid], count)
             removed[gid] = keep_one_per_space(group, scores[gid], chosen)
         meta = {"ratio": self.ratio, "scope": self.scope, "threshold": self.threshold, "round_to": self.round_to}

@@ -207,7 +207,9 @@ def method_line(report: PruneReport) -> str:
     opts = report.options
     if report.channel_stage and "SamplingSelect" not in report.pass_names:
         if opts.get("threshold") is not None:
-            parts.insert(0, f"threshold={fmt_param(opts['threshold'])}")
+            step = int(opts.get("round_to") or 1)
+            up = f", kept counts rounded up to multiples of {step}" if step > 1 else ""
+            parts.insert(0, f"threshold={fmt_param(opts['threshold'])}{up}")
         else:
             budget = report.method_parameters.get("Select", {}).get("budget") or "channels"
             of = "" if budget == "channels" else f" of {budget}"

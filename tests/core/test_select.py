@@ -127,3 +127,16 @@ def test_budget_params_is_the_default_of_every_channel_method_and_channels_is_re
         graphprune.prune(path, method="sampling", budget="channels")
     with pytest.raises(graphprune.errors.UsageError, match="budget 'flops'"):
         graphprune.prune(path, budget="flops")
+
+
+@pytest.mark.parametrize("n,remove,to,expected", [(64, 30, 8, 24), (64, 27, 8, 24), (64, 32, 8, 32), (16, 5, 8, 0), (10, 9, 4, 6)])
+def test_round_kept_up_never_removes_more(n, remove, to, expected):
+    assert round_kept(n, remove, to, up=True) == expected <= remove
+
+
+def test_threshold_rounds_the_kept_count_up():
+    s = state_with_scores(two_layer_model(), {16: np.r_[np.zeros(5), np.ones(11)], 8: np.ones(8)})
+    s = Select(threshold=0.0, round_to=4)(s)
+    assert removed_counts(s) == {16: 4}  # 11 kept → 12; the nearest multiple (12) happens to agree
+    s = Select(threshold=0.0, round_to=8)(state_with_scores(two_layer_model(), {16: np.r_[np.zeros(5), np.ones(11)], 8: np.ones(8)}))
+    assert removed_counts(s) == {}  # 11 kept → 16, where the nearest multiple (8) would remove 3 units scoring 1
