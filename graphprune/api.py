@@ -22,6 +22,7 @@ from graphprune import progress
 from graphprune.channels.analysis import ChannelGraph, analyse
 from graphprune.channels.plan import Plan
 from graphprune.config import PruneConfig
+from graphprune.errors import NothingRemovedError
 from graphprune.frontends.base import Frontend
 from graphprune.frontends.onnx.frontend import ONNX, PruneResult
 from graphprune.frontends.onnx.load import LoadedModel, read_model
@@ -81,6 +82,8 @@ def run(frontend: Frontend, model, cfg: PruneConfig, *, example_inputs=None):
         notes = (f"kept as a plain module: channels touched by {len(frozen)} node(s) with literal channel counts "
                  f"were frozen ({', '.join(frozen[:5])}{' …' if len(frozen) > 5 else ''})",)
     report = make_report(cfg, done, finished, verification, notes)
+    if cfg.require_removal and report.changed_nothing:
+        raise NothingRemovedError(f"nothing was removed: {report.nothing_removed_reason()}; nothing written")
     return frontend.result(finished, done, report, done.state.channels)
 
 

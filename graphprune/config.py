@@ -38,8 +38,11 @@ class PruneConfig:
     verify: VerifyMode = option("end", "verification (default: end)", choices=("off", "end", "each"))
     input_shapes: Mapping[str, tuple[int, ...]] = option({}, "static input shapes", cli=None)
     seed: int = option(0, "seed for verification inputs and random choices", type=int)
-    rtol: float = option(1e-4, "relative tolerance of every equality check", cli=None)
-    atol: float = option(1e-5, "absolute tolerance (scaled by the largest output) of every equality check", cli=None)
+    rtol: float = option(1e-4, "relative tolerance of every equality check (default 1e-4)", type=float, metavar="R")
+    atol: float = option(1e-5, "absolute tolerance, scaled by the largest output, of every equality check (default "
+                         "1e-5)", type=float, metavar="A")
+    require_removal: bool = option(False, "fail (exit 5, nothing written) when the run removes nothing, e.g. every "
+                                   "channel group frozen", action="store_true")
     latency: bool = option(False, "measure latency before and after", action="store_true")
     then: tuple[str, ...] = option((), "run this method after --method in the same pipeline (e.g. --then lowrank)",
                                    action="append", choices=THEN_METHODS)
@@ -69,6 +72,10 @@ class PruneConfig:
             raise UsageError(f"ratio {self.ratio} is out of range; it must be in [0, 1)")
         if int(self.round_to) != self.round_to or self.round_to < 1:
             raise UsageError(f"round-to {self.round_to} must be a positive integer")
+        for name in ("rtol", "atol"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 <= value < float("inf")):
+                raise UsageError(f"{name} {value} must be a non-negative number")
         if self.verify not in ("off", "end", "each"):
             raise UsageError(f"verify '{self.verify}' must be off, end or each")
 

@@ -1,7 +1,8 @@
 """Typed errors. Each carries the process exit code the CLI returns for it.
 
 Exit codes (documented in the README): 0 ok, 1 verification failed, 2 bad input or usage,
-3 unsupported model under ``--strict``, 4 internal error (a bug: please report with ``-v``).
+3 unsupported model under ``--strict``, 4 internal error (a bug: please report with ``-v``), 5 nothing removed
+under ``--require-removal``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ class UnsupportedModelError(GraphPruneError):
     """Under ``--strict``: some channel spaces are frozen because an op has no channel rule."""
 
     exit_code = 3
+
+
+class NothingRemovedError(GraphPruneError):
+    """Under ``--require-removal``: the run changed nothing (every group frozen, or too little to remove)."""
+
+    exit_code = 5
 
 
 class VerificationError(GraphPruneError):

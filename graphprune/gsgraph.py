@@ -8,7 +8,15 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter, dtype_to_onnx
 from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
+from onnx_graphsurgeon.logger import G_LOGGER
 
+
+# graphsurgeon prints its log with print(), to stdout: its constant-folding warnings ("Inference failed …") and a
+# note that the colored module is missing landed before the JSON of `inspect --json` and broke pipelines. Its
+# warnings are about its own fallbacks, which graphprune checks for itself (shapes, verification), so only its
+# critical messages (which raise) are left; colours off so it never asks for a module.
+G_LOGGER.colors = False
+G_LOGGER.severity = G_LOGGER.CRITICAL
 
 LEAN_MIN_ELEMENTS = 4096  # smaller constants (shapes, axes, biases) go through graphsurgeon's export as they are
 

@@ -1,11 +1,13 @@
 """The ``graphprune`` command. Every subcommand (one module each here) calls the Python API.
 
 Exit codes: 0 ok, 1 verification failed, 2 bad input or usage, 3 unsupported model under --strict,
-4 internal error, 130 interrupted. Errors are one line on stderr; ``-v`` adds the traceback.
+4 internal error, 5 nothing removed under --require-removal, 130 interrupted, 141 stdout closed by its reader
+(e.g. ``| head``: stop quietly). Errors are one line on stderr; ``-v`` adds the traceback.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import traceback
@@ -54,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"graphprune: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)  # so the interpreter's final flush does not raise again
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("graphprune: interrupted; nothing written", file=sys.stderr)
         return 130

@@ -16,12 +16,16 @@ def add_parser(sub) -> None:
     p.add_argument("original")
     p.add_argument("pruned")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--rtol", type=float, default=1e-4, metavar="R", help="relative tolerance (default 1e-4)")
+    p.add_argument("--atol", type=float, default=1e-5, metavar="A",
+                   help="absolute tolerance, scaled by the largest output (default 1e-5)")
     add_common(p)
 
 
 def command(args) -> int:
     with progress.task("verifying"):
-        v = api.verify_files(Path(args.original), Path(args.pruned), parse_input_shapes(args.input_shape))
+        v = api.verify_files(Path(args.original), Path(args.pruned), parse_input_shapes(args.input_shape),
+                             rtol=args.rtol, atol=args.atol)
     if args.json:
         print(json.dumps(asdict(v), indent=2))
     elif not args.quiet:

@@ -83,10 +83,21 @@ class PruneReport:
     def groups_frozen(self) -> int:
         return sum(1 for g in self.groups if g.frozen_because)
 
+    @property
+    def changed_nothing(self) -> bool:
+        """No pass changed the model: nothing removed, decomposed, zeroed or refitted."""
+        return not any(p.modified for p in self.passes)
+
+    def nothing_removed_reason(self) -> str:
+        if not any(g.units > 1 and not g.frozen_because for g in self.groups):
+            return "no channel group can be pruned (every one frozen or a single channel; see -v or graphprune inspect)"
+        return "the ratio, threshold or rounding left every group whole"
+
     def to_dict(self) -> dict[str, Any]:
         pr, mr = self.before.ratio(self.after)
         return {
             "method": self.method,
+            "changed": not self.changed_nothing,
             "options": dict(self.options),
             "params": {"before": self.before.params, "after": self.after.params, "ratio": pr},
             "macs": {"before": self.before.macs, "after": self.after.macs, "ratio": mr},
@@ -303,6 +314,8 @@ def status_lines(report: PruneReport) -> list[str]:
         b, a = report.latency["before"], report.latency["after"]
         lines.append(f"latency p10–p90 (ms): before {b['p10']:.3f}–{b['p90']:.3f}, after {a['p10']:.3f}–{a['p90']:.3f}")
     lines += [f"note: {n}" for n in report.notes]
+    if report.changed_nothing:
+        lines.append(f"WARNING: nothing was removed: {report.nothing_removed_reason()} (--require-removal makes this exit 5)")
     return lines
 
 

@@ -8,7 +8,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 
 from graphprune.cli.main import main
@@ -139,3 +141,61 @@ def test_dynamic_batch_needs_an_input_shape(tmp_path, exported):
     assert r.returncode == 2 and "--input-shape input:1,3,32,32" in r.stderr
     r = run_cli(dyn, "-o", tmp_path / "o.onnx", "--input-shape", "input:2,3,32,32", "-q")
     assert r.returncode == 0, r.stderr
+
+
+def frozen_model(path):
+    """One conv whose output is the graph output: every channel group is frozen, nothing can be removed."""
+    w = onnx.numpy_helper.from_array(np.ones((8, 3, 3, 3), np.float32), "w")
+    g = onnx.helper.make_graph([onnx.helper.make_node("Conv", ["input", "w"], ["output"], pads=[1, 1, 1, 1])], "g",
+                               [onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+                               [onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, [1, 8, 8, 8])], [w])
+    onnx.save(onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def noisy_model(path):
+    """A conv net with a constant branch graphsurgeon tries, and fails, to fold (an op of an unknown domain): its
+    warning went to stdout, before the JSON."""
+    w = onnx.numpy_helper.from_array(np.ones((8, 3, 3, 3), np.float32), "w")
+    c = onnx.numpy_helper.from_array(np.ones((1, 8, 1, 1), np.float32), "c")
+    nodes = [onnx.helper.make_node("Mystery", ["c"], ["m"], domain="com.example"),
+             onnx.helper.make_node("Conv", ["input", "w"], ["y"], pads=[1, 1, 1, 1]),
+             onnx.helper.make_node("Add", ["y", "m"], ["output"])]
+    g = onnx.helper.make_graph(nodes, "g", [onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+                               [onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, [1, 8, 8, 8])], [w, c])
+    opsets = [onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid("com.example", 1)]
+    onnx.save(onnx.helper.make_model(g, opset_imports=opsets), str(path))
+    return path
+
+
+def test_json_stdout_is_pure_json_even_when_folding_warns(tmp_path):
+    r = run_cli("inspect", noisy_model(tmp_path / "noisy.onnx"), "--json")
+    assert r.returncode == 0, r.stderr
+    json.loads(r.stdout)  # nothing before or after it
+    assert "[W]" not in r.stdout + r.stderr and "colored" not in r.stdout + r.stderr
+
+
+def test_nothing_removed_warns_and_require_removal_exits_5(tmp_path):
+    src, out = frozen_model(tmp_path / "frozen.onnx"), tmp_path / "out.onnx"
+    r = run_cli(src, "-o", out, "--report", tmp_path / "r.json")
+    assert r.returncode == 0 and "WARNING: nothing was removed" in r.stdout
+    assert json.loads((tmp_path / "r.json").read_text())["changed"] is False
+    out.unlink()
+    r = run_cli(src, "-o", out, "--require-removal")
+    assert r.returncode == 5 and r.stderr.count("\n") == 1 and "nothing was removed" in r.stderr
+    assert not out.exists()
+
+
+def test_tolerances_are_flags(exported, tmp_path):
+    assert main([str(exported("plain_cnn")), "-o", str(tmp_path / "s.onnx"), "--rtol", "1e-3", "--atol", "1e-4", "-q"]) == 0
+    assert main(["verify", str(exported("plain_cnn")), str(tmp_path / "s.onnx"), "--rtol", "1e-3", "-q"]) == 0
+    r = run_cli(exported("plain_cnn"), "--rtol", "-1")
+    assert r.returncode == 2 and "rtol" in r.stderr
+
+
+def test_a_closed_stdout_is_not_an_internal_error(exported):
+    p = subprocess.Popen([sys.executable, "-m", "graphprune.cli", "inspect", str(exported("resnet_basic")), "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.read(1)
+    p.stdout.close()
+    assert p.wait() in (0, 141) and b"internal error" not in p.stderr.read()
