@@ -21,7 +21,7 @@ LAYERS = [
     ("foundation", ["graphprune.errors", "graphprune.ir", "graphprune.io", "graphprune.progress",
                     "graphprune.runtime", "graphprune.gsgraph"]),
     ("lowering and channels", ["graphprune.frontends.onnx.proto", "graphprune.frontends.onnx.lower",
-                               "graphprune.frontends.onnx.fold", "graphprune.frontends.onnx.load",
+                               "graphprune.frontends.onnx.fold", "graphprune.frontends.onnx.untie", "graphprune.frontends.onnx.load",
                                "graphprune.frontends.fx.lowering", "graphprune.frontends.fx.aten",
                                "graphprune.frontends.fx.ops", "graphprune.frontends.fx.trace",
                                "graphprune.frontends.fx.export",

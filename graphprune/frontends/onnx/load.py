@@ -20,6 +20,7 @@ from onnx import numpy_helper
 from graphprune.errors import InputShapeError, ModelLoadError, UsageError
 from graphprune.frontends.onnx.fold import fold_until_stable
 from graphprune.frontends.onnx.lower import to_ir
+from graphprune.frontends.onnx.untie import split_uniform_shared
 from graphprune.frontends.onnx.proto import (Signature, declared_shape, default_opset, first_line, graph_inputs,
                                              inferred_shapes, signature, skeleton, with_input_shapes)
 from graphprune.ir import Graph
@@ -61,7 +62,7 @@ def load(source: str | os.PathLike | onnx.ModelProto,
     shapes = resolve_input_shapes(original, input_shapes or {})
     declared = signature(original)
     with paused_gc():  # a proto read here is ours to edit: pinning its shapes needs no copy of the weights
-        model = fold_until_stable(with_input_shapes(original, shapes, copy=path is None))
+        model, _ = split_uniform_shared(fold_until_stable(with_input_shapes(original, shapes, copy=path is None)))
         del original
         graph = to_ir(model)
     return LoadedModel(model=model, graph=graph, input_shapes=shapes, path=path,
