@@ -31,7 +31,7 @@ from graphprune.methods.cost import Cost
 from graphprune.pipeline import presets
 from graphprune.pipeline.runner import Pipeline, Run, require
 from graphprune.pipeline.state import PruneState
-from graphprune.report.data import make_report
+from graphprune.report.data import make_report, run_cost
 from graphprune.verify import metadata
 from graphprune.verify.result import Tolerance, Verification
 from graphprune.verify.stored import verify_recorded
@@ -76,12 +76,13 @@ def run(frontend: Frontend, model, cfg: PruneConfig, *, example_inputs=None):
     if cfg.verify != "off":
         with progress.task("verifying"):
             verification = require(pipeline.verify(done))
+    cost = run_cost(done)  # before finishing: that gives back dynamic dimensions, and loses the shapes MACs need
     finished = frontend.finish(source, done, verification, cfg)
     notes = ()
     if frozen:
         notes = (f"kept as a plain module: channels touched by {len(frozen)} node(s) with literal channel counts "
                  f"were frozen ({', '.join(frozen[:5])}{' …' if len(frozen) > 5 else ''})",)
-    report = make_report(cfg, done, finished, verification, notes)
+    report = make_report(cfg, done, finished, verification, notes, cost)
     if cfg.require_removal and report.changed_nothing:
         raise NothingRemovedError(f"nothing was removed: {report.nothing_removed_reason()}; nothing written")
     return frontend.result(finished, done, report, done.state.channels)

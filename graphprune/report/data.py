@@ -327,15 +327,36 @@ def changed_layers(report: PruneReport) -> list[Mapping[str, Any]]:
 
 
 
-def make_report(config, run, finished, verification: Verification | None, notes: tuple[str, ...] = ()) -> PruneReport:
-    """The report of a pruning ``run`` (a :class:`graphprune.pipeline.runner.Run`) whose output the frontend
-    finished as ``finished``: cost before and after (at the analysed shapes), per-layer rows, groups, checks,
-    latency when asked, and every note the passes, the frontend and the caller made."""
+@dataclass(frozen=True, eq=False)
+class RunCost:
+    """Cost before and after, and the IR of the result for the per-layer rows, at the analysed shapes."""
+
+    before: Cost
+    after: Cost
+    after_graph: Graph | None
+
+
+def run_cost(run) -> RunCost:
+    """What ``run`` costs, measured on the model it produced *before* the frontend finishes it: finishing gives the
+    original's dynamic dimensions back (in place), and with them gone the shapes MACs are counted from (a PP-OCR
+    detector reported 575.57M → 0 MACs)."""
     state = run.state
-    source, frontend, cg = state.source, state.frontend, state.channels
+    source, frontend = state.source, state.frontend
     before = frontend.cost(source, source.model)
     after = frontend.cost(source, state.model) if run.modified else before
     after_graph = frontend.graph_after(source, state.model) if run.modified and frontend.layer_table else None
+    return RunCost(before, after, after_graph)
+
+
+def make_report(config, run, finished, verification: Verification | None, notes: tuple[str, ...] = (),
+                cost: RunCost | None = None) -> PruneReport:
+    """The report of a pruning ``run`` (a :class:`graphprune.pipeline.runner.Run`) whose output the frontend
+    finished as ``finished``: cost before and after (``cost``, from :func:`run_cost` before finishing), per-layer
+    rows, groups, checks, latency when asked, and every note the passes, the frontend and the caller made."""
+    state = run.state
+    source, frontend, cg = state.source, state.frontend, state.channels
+    cost = cost or run_cost(run)
+    before, after, after_graph = cost.before, cost.after, cost.after_graph
     latency = None
     if config.latency:
         with progress.task("measuring latency"):

@@ -54,6 +54,8 @@ def test_a_dynamic_batch_is_kept_when_verified_at_a_second_size(tmp_path):
     assert signature(r.model) == signature(onnx.load(src))  # N stays N, in and out
     assert any("dynamic x[0] kept" in n for n in r.report.notes)
     assert runs_at(r.model, 3).shape == (3, 10)
+    assert 0 < r.report.after.macs < r.report.before.macs  # counted at the analysed shapes, not the relaxed ones
+    assert any(row["macs"]["after"] > 0 for row in r.report.layers)
     out = r.save(tmp_path / "small.onnx")
     v = graphprune.verify_files(src, out)  # the stored plan and shapes verify the dynamic model too
     assert v.ok, v.failure
