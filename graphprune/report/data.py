@@ -17,7 +17,7 @@ from graphprune.methods.cost import Cost, cost as graph_cost
 from graphprune.pipeline.state import PassRecord
 from graphprune.report.format import fmt_count, fmt_param
 from graphprune.report.layers import EMPTY_NODES, const_inputs, layer_rows, nodes_of_groups
-from graphprune.verify.result import Verification
+from graphprune.verify.result import WITHIN_ROUNDING, Verification
 
 
 @dataclass(frozen=True)
@@ -289,6 +289,9 @@ def verification_line(v: Verification) -> str:
                if k.rsplit("/", 1)[-1] in ORACLES]
     if not oracles:
         return f"verification: passed (checks: {', '.join(v.checks)}; max error {v.max_error:.2e})"
+    rounding = [c[len(WITHIN_ROUNDING):] for c in v.checks.values() if c.startswith(WITHIN_ROUNDING)]
+    if rounding:
+        return f"verification: passed, allowing for float rounding: {rounding[0]}"
     if len(oracles) == 1:
         return f"verification: passed (max |{ORACLES[oracles[0][1]]}| = {v.max_error:.2e})"
     stages = "; ".join(f"{stage or 'channels'}: {ORACLES[name]}" for stage, name in oracles)

@@ -36,11 +36,13 @@ class Verification:
 
 
 SKIPPED = "skipped: "  # a check that could not run (e.g. a module that does not export to ONNX), said so
+WITHIN_ROUNDING = "ok: "  # passed only once the oracle's own float rounding was allowed for (see :func:`close`)
 
 
 def passed(status: str) -> bool:
-    """A check's status is no failure: it passed, or it could not run and says why."""
-    return status == "ok" or status.startswith(SKIPPED)
+    """A check's status is no failure: it passed (plainly, or within rounding, saying so), or it could not run and
+    says why."""
+    return status == "ok" or status.startswith((SKIPPED, WITHIN_ROUNDING))
 
 
 def drift(reference: list[np.ndarray], pruned: list[np.ndarray]) -> Drift:
@@ -59,11 +61,23 @@ def drift(reference: list[np.ndarray], pruned: list[np.ndarray]) -> Drift:
 LOW_PRECISION = {np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)}  # ml_dtypes comes with onnx
 
 
-def close(expected: list[np.ndarray], got: list[np.ndarray], rtol: float, atol: float) -> tuple[bool, float]:
-    """Element-wise |got − expected| ≤ atol·max(1, max|finite expected|) + rtol·|expected| on every output; a NaN
-    or an infinity matches only the same non-finite value at the same place."""
+ROUNDING_FACTOR = 4.0  # how many times the oracle's own evaluation spread an error may reach (see close)
+
+
+def close(expected: list[np.ndarray], got: list[np.ndarray], rtol: float, atol: float,
+          noise: Sequence[float] | None = None) -> tuple[bool, float]:
+    """Element-wise |got − expected| ≤ atol·max(1, max|finite expected|) + rtol·|expected| (+ ``noise[i]`` on
+    output i) on every output; a NaN or an infinity matches only the same non-finite value at the same place.
+
+    ``noise``: the float rounding of the oracle itself, allowed for on top. A fixed rtol / atol on the outputs
+    cannot know how much an internal computation amplifies rounding: a PP-OCR recogniser's masked original
+    (attention, LayerNorms over pruned channels written out) gives outputs that differ by 6.7e-05 between two
+    equally valid onnxruntime evaluations of the *same* oracle (graph optimisations on and off), more than atol,
+    and a right pruned model differs from it by 7.4e-05. :func:`rounding_spread` measures that spread; the
+    callers allow ``ROUNDING_FACTOR`` times it, and a real coupling error (of the order of the activations)
+    stays far above."""
     worst, ok = 0.0, True
-    for e, g in zip(expected, got):
+    for i, (e, g) in enumerate(zip(expected, got)):
         if e.shape != g.shape:
             return False, float("inf")
         if e.dtype in LOW_PRECISION:  # half-precision sums reassociate far above 1e-4
@@ -74,10 +88,21 @@ def close(expected: list[np.ndarray], got: list[np.ndarray], rtol: float, atol: 
         with np.errstate(invalid="ignore", over="ignore"):
             err = np.where(finite, np.abs(e64 - g64), 0.0)
         scale = max(1.0, float(np.max(np.abs(e64[finite])))) if finite.any() else 1.0
-        within = finite & (err <= atol * scale + rtol * np.abs(np.where(finite, e64, 0.0)))
+        allowed = atol * scale + rtol * np.abs(np.where(finite, e64, 0.0)) + (noise[i] if noise is not None else 0.0)
+        within = finite & (err <= allowed)
         ok &= bool(np.all(within | same_nonfinite))
         worst = max(worst, float(err.max()) if err.size else 0.0, 0.0 if np.all(finite | same_nonfinite) else float("inf"))
     return ok, worst
+
+
+def rounding_spread(first: list[np.ndarray], second: list[np.ndarray]) -> list[float]:
+    """Per output: the largest finite |first − second| of two evaluations of one model (0 where none is finite)."""
+    out = []
+    for a, b in zip(first, second):
+        a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        finite = np.isfinite(a64) & np.isfinite(b64)
+        out.append(float(np.max(np.abs(a64 - b64)[finite])) if finite.any() and a64.shape == b64.shape else 0.0)
+    return out
 
 
 @dataclass(frozen=True)
