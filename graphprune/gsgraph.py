@@ -28,7 +28,37 @@ def export_like(graph: gs.Graph, model: onnx.ModelProto) -> onnx.ModelProto:
     del out.opset_import[:]
     out.opset_import.extend(model.opset_import)
     out.graph.name = model.graph.name
+    keep_outer_weights(out, model)
     return out
+
+
+def keep_outer_weights(out: onnx.ModelProto, model: onnx.ModelProto) -> None:
+    """Put each initializer that was ``model``'s, at its top level, back at ``out``'s top level, once.
+
+    graphsurgeon exports a constant in the graph whose node reads it, so an outer weight read only inside an ``If``
+    branch or a ``Loop`` body comes back as an initializer of each such subgraph: a copy per branch, and no longer a
+    weight of the model's own graph (cost, channel analysis)."""
+    if not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in out.graph.node
+               for a in n.attribute):
+        return
+    outer = {i.name for i in model.graph.initializer}
+    present = {i.name for i in out.graph.initializer}
+    for sub in nested_graphs(out.graph):
+        moved = [k for k, i in enumerate(sub.initializer) if i.name in outer]
+        out.graph.initializer.extend(sub.initializer[k] for k in moved if sub.initializer[k].name not in present)
+        present.update(sub.initializer[k].name for k in moved)
+        for k in reversed(moved):
+            del sub.initializer[k]
+
+
+def nested_graphs(graph: onnx.GraphProto):
+    """Every subgraph of ``graph``'s nodes, nested ones too."""
+    for node in graph.node:
+        for a in node.attribute:
+            subs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []
+            for sub in subs:
+                yield sub
+                yield from nested_graphs(sub)
 
 
 def export_lean(graph: gs.Graph) -> onnx.ModelProto:

@@ -27,7 +27,7 @@ import onnx
 from graphprune.channels.plan import Plan
 from graphprune.emit.onnx import emit
 from graphprune.errors import GraphPruneError, VerificationError
-from graphprune.frontends.onnx.fold import fold_until_stable
+from graphprune.frontends.onnx.control_flow import fold_model
 from graphprune.frontends.onnx.load import LoadedModel
 from graphprune.frontends.onnx.proto import Signature, skeleton, with_input_shapes
 from graphprune.io import Stripped
@@ -68,6 +68,11 @@ def second_shapes(source: LoadedModel, axes: Mapping[str, tuple[int, ...]]) -> d
     return out
 
 
+def decisions(names: tuple[str, ...]) -> str:
+    shown = ", ".join(f"'{n}'" for n in names[:3])
+    return f"If {shown}" + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
 def relaxed(model: onnx.ModelProto, declared: Signature) -> onnx.ModelProto:
     """``model`` (edited in place) with the declared input and output types and no intermediate shapes, which
     hold the pinned sizes; onnxruntime and the checker infer them again."""
@@ -94,12 +99,17 @@ def restore(source: LoadedModel, pruned: onnx.ModelProto, plan: Plan, *, rtol: f
     except VerificationError:
         return Restored(False, f"{static}: the original does not run at {shapes}, so its dynamic {where} could not be checked")
     folded = outputs(Stripped.over(relaxed(skeleton(source.model), source.declared), source.model), feeds)
-    if folded is None or not close(given, folded, rtol, atol)[0]:
+    # an If decided at the analysed shapes may be decided otherwise at sizes the second one does not reach
+    if folded is None or source.decided or not close(given, folded, rtol, atol)[0]:
         again = emitted_unpinned(source, pruned, plan, feeds, given, rtol=rtol, atol=atol, seed=seed)
         if again is not None:
             return Restored(True, f"dynamic {where} kept (folding at the analysed shapes fixed them, so the plan was "
                                   f"emitted on the model folded without pinning them); verified at "
                                   f"{dict(source.input_shapes)} and at {shapes}", again)
+        if source.decided:
+            return Restored(False, f"{static}: folding at those shapes decided {decisions(source.decided)} (their "
+                                   f"branches were inlined), and emitting the plan on the model folded without "
+                                   f"pinning its dynamic {where} did not verify")
         return Restored(False, f"{static}: folding the model's shape arithmetic at those shapes fixed its dynamic "
                                f"{where} (it no longer equals the original at {shapes}), and emitting the plan on "
                                f"the unpinned model did not verify")
@@ -118,7 +128,7 @@ def emitted_unpinned(source: LoadedModel, pruned: onnx.ModelProto, plan: Plan, f
     metadata; None unless it verifies at the analysed shapes, the unpinned fold equals the original on ``feeds``
     (``given``: the original's outputs), and the candidate equals the masked unpinned fold there."""
     try:
-        unpinned = fold_until_stable(with_input_shapes(source.original, {}, copy=source.given is not None))
+        unpinned = fold_model(with_input_shapes(source.original, {}, copy=source.given is not None))
         candidate = emit(unpinned, source.graph, plan)
     except (GraphPruneError, KeyError, AttributeError, TypeError, ValueError):  # a shape sub-graph the fixes cannot read
         return None

@@ -18,7 +18,7 @@ import onnx
 from onnx import numpy_helper
 
 from graphprune.errors import InputShapeError, ModelLoadError, UsageError
-from graphprune.frontends.onnx.fold import fold_until_stable
+from graphprune.frontends.onnx.control_flow import fold_model
 from graphprune.frontends.onnx.lower import to_ir
 from graphprune.frontends.onnx.untie import split_uniform_shared
 from graphprune.frontends.onnx.proto import (Signature, declared_shape, default_opset, first_line, graph_inputs,
@@ -44,6 +44,7 @@ class LoadedModel:
     given: onnx.ModelProto | None = None
     declared: Signature | None = None  # the original's inputs and outputs, dynamic dimensions included
     frontend: Any = None  # the :class:`graphprune.frontends.base.Frontend` that loaded it (emit, verify, report)
+    decided: tuple[str, ...] = ()  # If nodes folding replaced by their branch: decided at the analysed shapes
 
     @property
     def original(self) -> onnx.ModelProto:
@@ -62,11 +63,12 @@ def load(source: str | os.PathLike | onnx.ModelProto,
     shapes = resolve_input_shapes(original, input_shapes or {})
     declared = signature(original)
     with paused_gc():  # a proto read here is ours to edit: pinning its shapes needs no copy of the weights
-        model, _ = split_uniform_shared(fold_until_stable(with_input_shapes(original, shapes, copy=path is None)))
+        decided: list[str] = []
+        model, _ = split_uniform_shared(fold_model(with_input_shapes(original, shapes, copy=path is None), decided))
         del original
         graph = to_ir(model)
     return LoadedModel(model=model, graph=graph, input_shapes=shapes, path=path,
-                       given=source if path is None else None, declared=declared)
+                       given=source if path is None else None, declared=declared, decided=tuple(decided))
 
 
 @contextlib.contextmanager
