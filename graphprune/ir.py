@@ -20,6 +20,15 @@ def is_float(dtype) -> bool:
     return dtype is not None and (np.issubdtype(dtype, np.floating) or np.dtype(dtype).name == "bfloat16")
 
 
+QUANTIZED_WEIGHT_TYPES = ("int8", "uint8", "int4", "uint4")
+
+
+def is_weight_type(dtype) -> bool:
+    """A type weights are stored in: floating point, or the integer types of quantized weights (a ConvInteger's
+    int8 filters, a DequantizeLinear's uint8 input). Shapes, axes and indices (int32 / int64) are not weights."""
+    return is_float(dtype) or (dtype is not None and np.dtype(dtype).name in QUANTIZED_WEIGHT_TYPES)
+
+
 ArraySource = np.ndarray | Callable[[], np.ndarray]
 
 
@@ -135,5 +144,5 @@ class Graph:
 
     @property
     def params(self) -> dict[str, Tensor]:
-        """Constant float tensors: the weights pruning can shrink."""
-        return {k: t for k, t in self.tensors.items() if t.is_const and is_float(t.dtype)}
+        """Constant tensors of a weight type (float, or quantized int8 / uint8): the weights pruning can shrink."""
+        return {k: t for k, t in self.tensors.items() if t.is_const and is_weight_type(t.dtype)}

@@ -72,10 +72,14 @@ def runnable(model: onnx.ModelProto | io.Stripped) -> Iterator[Runnable]:
 def session(model: Runnable, *, optimize: bool = True, threads: int = 0, once: bool = False) -> ort.InferenceSession:
     """An onnxruntime session on the best provider here (CUDA when present), from a proto or a file. ``once``:
     for a session run on one batch (verification): onnxruntime does not pack the weights ahead, which would
-    hold a second copy of them for a speed-up a single run does not see."""
+    hold a second copy of them for a speed-up a single run does not see; nor does it fuse QuantizeLinear /
+    DequantizeLinear pairs into integer kernels (QLinearConv …), which round differently from the ops as written:
+    a masked original, whose ``Where`` nodes stop the fusion, then differed from a right pruned model by a
+    quantization step."""
     opts = ort.SessionOptions()
     if once:
         opts.add_session_config_entry("session.disable_prepacking", "1")
+        opts.add_session_config_entry("session.disable_quant_qdq", "1")
     opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                      else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     opts.log_severity_level = 4  # failures are reported by graphprune, in one line
@@ -127,7 +131,7 @@ def seeded_inputs(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]],
         if np.issubdtype(dtype, np.floating):
             feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype == np.bool_:
-            feeds[vi.name] = rng.random(shape) < 0.5
+            feeds[vi.name] = np.asarray(rng.random(shape) < 0.5)  # a scalar (an If's condition) stays an array
         else:
             feeds[vi.name] = rng.integers(0, 2, shape).astype(dtype)
     return feeds

@@ -20,6 +20,7 @@ import numpy as np
 
 from graphprune.channels.analysis import ChannelGraph, Group
 from graphprune.channels.layers import LINEAR_OPS, RECURRENT_OPS, layer_of
+from graphprune.channels.quantized import centred_values
 from graphprune.channels.rules.base import Space
 from graphprune.pipeline.state import PruneState
 
@@ -37,7 +38,7 @@ def group_magnitude(cg: ChannelGraph, group: Group, norm: int) -> np.ndarray:
     for space in group.params:
         if space.tensor in cg.stats:
             continue
-        per_atom = slice_norms(cg.graph.value(space.tensor), space.axis, norm)
+        per_atom = slice_norms(centred_values(cg.graph, space.tensor), space.axis, norm)  # quantized: less zero point
         total += np.bincount(group.labels[space], weights=per_atom, minlength=group.n_units)
     total = total if norm == 1 else np.sqrt(total)
     return np.where(unread_units(cg, group), 0.0, total)

@@ -23,7 +23,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from graphprune.errors import UsageError
-from graphprune.ir import Graph, Node, is_float
+from graphprune.ir import Graph, Node, is_weight_type
 from graphprune.channels.rules import RULES, Coupling, Freeze, NodeChannels, Renormalised, RuleContext, RuleError, Space
 
 
@@ -231,7 +231,7 @@ def space_graph(graph: Graph, couplings: list[Coupling], virtual: Mapping[Space,
     g = nx.MultiGraph()
     for name, t in graph.tensors.items():
         if t.shape is not None:
-            is_param = t.is_const and is_float(t.dtype)
+            is_param = t.is_const and is_weight_type(t.dtype)
             for k, d in enumerate(t.shape):
                 g.add_node(Space(name, k), size=int(d), param=is_param)
     for space, size in virtual.items():

@@ -174,6 +174,8 @@ FIXES: dict[str, Callable[[gs.Node, "FixContext"], None]] = {
     "RNN": fix_hidden_size,
     "Conv": fix_group,
     "ConvTranspose": fix_group,
+    "ConvInteger": fix_group,  # quantized convs: the same rule (channels/rules/quant.py), the same attribute
+    "QLinearConv": fix_group,
     "GroupNormalization": fix_num_groups,
     "Split": fix_split,
     "Slice": fix_slice,

@@ -12,6 +12,13 @@ def fmt_count(n: int) -> str:
     return str(n)
 
 
+def fmt_bytes(n: int) -> str:
+    for unit, div in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f} {unit}"
+    return f"{n} B"
+
+
 def fmt_param(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"

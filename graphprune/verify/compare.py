@@ -12,6 +12,7 @@ from graphprune.errors import ModelLoadError, VerificationError
 from graphprune.frontends.onnx.proto import Signature, signature
 from graphprune.io import Stripped
 from graphprune.runtime import Runnable, check_model, run, runnable, seeded_inputs, session
+from graphprune.verify.exact import exact_integer_linear
 from graphprune.verify.result import (ROUNDING_FACTOR, WITHIN_ROUNDING, Verification, close, drift, passed,
                                       rounding_spread)
 
@@ -57,7 +58,7 @@ def compare_with_oracle(reference: onnx.ModelProto, candidate: onnx.ModelProto,
     (:func:`graphprune.verify.result.close`): the larger of how far its outputs move when evaluated without graph
     optimisations, and how far ``written_out`` (the reference written the way the oracle is, e.g. its
     normalisations as explicit ops, with nothing removed: equal to it in exact arithmetic) is from the reference."""
-    reference_out = reference_outputs(reference, feeds)
+    reference_out = reference_outputs(exact_integer_linear(reference), feeds)  # verify/exact.py
     with runnable(candidate) as on_disk:
         checks = structural_checks(interface if interface is not None else reference, candidate, on_disk, declared)
         checks.update(extra or {})
@@ -67,12 +68,15 @@ def compare_with_oracle(reference: onnx.ModelProto, candidate: onnx.ModelProto,
         except VerificationError as exc:
             checks["onnxruntime"] = str(exc)
             return Verification(False, checks)
+    if (exact := exact_integer_linear(candidate)) is not candidate:  # compared written out exactly (verify/exact.py)
+        with runnable(exact) as on_disk:
+            got = run(session(on_disk, once=True), feeds)
     if oracle is None:
         expected = reference_out
         ok, worst = close(expected, got, rtol, atol)
         spread = None if ok else unoptimised_spread(reference, expected, feeds)
     else:
-        with runnable(oracle()) as masked:
+        with runnable(exact_integer_linear(oracle())) as masked:
             expected = run(session(masked, once=True), feeds)
             ok, worst = close(expected, got, rtol, atol)
             spread = None if ok else unoptimised_spread(masked, expected, feeds)

@@ -19,6 +19,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from graphprune.channels.plan import Plan
+from graphprune.channels.quantized import INTEGER_LINEAR, weight_fill
 from graphprune.errors import InternalError
 from graphprune.frontends.onnx.load import LoadedModel
 from graphprune.frontends.onnx.proto import skeleton
@@ -39,17 +40,18 @@ def masked_model(model: onnx.ModelProto, plan: Plan) -> Stripped:
     stripped = {t.name for t in light.graph.initializer if not holds_data(t)}
     g = gs.import_onnx(light)
     tensors = g.tensors()
+    fills = zero_point_fills(g)
     edits = {}
     for name, keep in keep_masks(plan, lambda name: len(tensors[name].shape)).items():
         t = tensors[name]
         if name in stripped:
-            edits[name] = functools.partial(zeroed, keep=keep)
+            edits[name] = functools.partial(zeroed, keep=keep, fill=fills.get(name))
         elif isinstance(t, gs.Constant):
-            t.values = zeroed(np.asarray(t.values), keep)
+            t.values = zeroed(np.asarray(t.values), keep, fills.get(name))
         else:
             masked = gs.Variable(f"{name}::masked", dtype=t.dtype, shape=t.shape)
             consumers = list(t.outputs)
-            g.nodes.append(mask_node(name, t, keep, t.dtype, masked))
+            g.nodes.extend(mask_node(name, t, keep, t.dtype, masked))
             reroute(consumers, t, masked)
     renormalise(g, plan, next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), 17))
     g.toposort()
@@ -141,18 +143,55 @@ def keep_masks(plan: Plan, rank_of: Callable[[str], int]) -> dict[str, np.ndarra
     return masks
 
 
-def zeroed(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """``values`` with zeros where ``keep`` is False: exactly what ``Where(keep, values, 0)`` computes."""
-    return np.where(keep, values, np.zeros((), values.dtype))
+def zeroed(values: np.ndarray, keep: np.ndarray, fill: np.ndarray | None = None) -> np.ndarray:
+    """``values`` with zeros where ``keep`` is False: exactly what ``Where(keep, values, 0)`` computes; with ``fill``
+    (a quantized weight's zero point, broadcast over it) that instead, which is what contributes nothing."""
+    return np.where(keep, values, np.zeros((), values.dtype) if fill is None else fill.astype(values.dtype))
 
 
-def mask_node(name: str, t: gs.Tensor, keep: np.ndarray, dtype, out: gs.Variable) -> gs.Node:
-    """``Where(keep, t, 0)``; for booleans ``And(t, keep)`` (onnxruntime has no boolean Where)."""
+def zero_point_fills(g: gs.Graph) -> dict[str, np.ndarray]:
+    """Each constant operand of an integer linear op (ConvInteger, MatMulInteger, QLinearConv, QLinearMatMul) with a
+    non-zero constant zero point → that zero point, shaped to broadcast over it: what its removed entries hold in
+    the masked original (see :mod:`graphprune.channels.quantized`)."""
+    fills: dict[str, np.ndarray] = {}
+    for node in g.nodes:
+        q = INTEGER_LINEAR.get(node.op)
+        if q is None or node.domain not in ("", "ai.onnx", None):
+            continue
+        for side in ("a", "b"):
+            operand, zp = gs_input(node, getattr(q, side)), gs_input(node, getattr(q, f"{side}_zp"))
+            if isinstance(operand, gs.Constant) and isinstance(zp, gs.Constant):
+                fill = weight_fill(q.kind, side, tuple(operand.shape), np.asarray(zp.values))
+                if fill is not None:
+                    fills.setdefault(operand.name, fill)
+    return fills
+
+
+def gs_input(node: gs.Node, index: int) -> gs.Tensor | None:
+    """Input ``index`` of ``node``, None when absent or omitted."""
+    return node.inputs[index] if index < len(node.inputs) and not node.inputs[index].is_empty() else None
+
+
+WHERE_VIA = {"int16": np.int32, "uint16": np.int32}  # types onnxruntime's Where lacks (16-bit QDQ activations)
+
+
+def mask_node(name: str, t: gs.Tensor, keep: np.ndarray, dtype, out: gs.Variable) -> list[gs.Node]:
+    """``Where(keep, t, 0)``; for booleans ``And(t, keep)`` (onnxruntime has no boolean Where); for a type its
+    Where lacks, through a wider one it has (:data:`WHERE_VIA`: exact both ways)."""
     keep_c = gs.Constant(f"{name}::keep", keep)
     if np.dtype(dtype) == np.bool_:
-        return gs.Node("And", f"{name}::mask", inputs=[t, keep_c], outputs=[out])
-    zero = gs.Constant(f"{name}::zero", np.zeros((), dtype=dtype))
-    return gs.Node("Where", f"{name}::mask", inputs=[keep_c, t, zero], outputs=[out])
+        return [gs.Node("And", f"{name}::mask", inputs=[t, keep_c], outputs=[out])]
+    via = WHERE_VIA.get(np.dtype(dtype).name)
+    if via is None:
+        zero = gs.Constant(f"{name}::zero", np.zeros((), dtype=dtype))
+        return [gs.Node("Where", f"{name}::mask", inputs=[keep_c, t, zero], outputs=[out])]
+    wide, masked = (gs.Variable(f"{name}::{label}", dtype=via, shape=t.shape) for label in ("wide", "wide_masked"))
+    zero = gs.Constant(f"{name}::zero", np.zeros((), dtype=via))
+    return [gs.Node("Cast", f"{name}::widen", attrs={"to": onnx.helper.np_dtype_to_tensor_dtype(np.dtype(via))},
+                    inputs=[t], outputs=[wide]),
+            gs.Node("Where", f"{name}::mask", inputs=[keep_c, wide, zero], outputs=[masked]),
+            gs.Node("Cast", f"{name}::narrow", attrs={"to": onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))},
+                    inputs=[masked], outputs=[out])]
 
 
 def verify_masked(source: LoadedModel, pruned: onnx.ModelProto, plan: Plan,

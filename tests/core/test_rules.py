@@ -224,3 +224,39 @@ def test_custom_domain_op_freezes():
     cg = inspect(model).channels
     relu = [n for n in cg.graph.nodes if n.op == "Relu"][0]
     assert cg.group(Space(relu.inputs[0], 1)).frozen
+
+
+def integer_conv(g, x, cin, cout, weight_const=True):
+    """DynamicQuantizeLinear → ConvInteger (uint8 weight, zero point 128) → Cast → Mul(scale): x's channels in."""
+    q, s, z = g.op("DynamicQuantizeLinear", [x], n_out=3)
+    w = g.const(g.rng.integers(0, 256, (cout, cin, 3, 3)), np.uint8)
+    if not weight_const:  # quantized in the graph (graphsurgeon never folds QuantizeLinear)
+        w = g.op("QuantizeLinear", [g.rand(cout, cin, 3, 3), g.const(0.01), g.const(128, np.uint8)])
+    acc = g.op("ConvInteger", [q, w, z, g.const(128, np.uint8)], pads=[1, 1, 1, 1])
+    return g.op("Mul", [g.op("Mul", [g.op("Cast", [acc], to=1), g.const(1e-3)]), s])
+
+
+def test_conv_integer_and_dynamic_quantize_couple_like_conv():
+    r = prune_ok(between(lambda g, x: (integer_conv(g, g.op("Relu", [x]), 8, 8), 8)))
+    assert r.report.units_removed >= 4
+
+
+def test_conv_integer_with_a_computed_weight_freezes_its_input_channels():
+    g = G()
+    x = g.op("Relu", [g.conv("input", 4, 8)])
+    g.head(integer_conv(g, x, 8, 6, weight_const=False), 6)
+    r = prune_ok(g.model(SHAPE, (1, 5)))
+    why = [w for grp in r.report.groups for w in grp.frozen_because]
+    assert any("no constant weight and zero point" in w for w in why), why
+
+
+def test_matmul_integer_per_column_zero_point_shrinks_with_its_column():
+    g = G()
+    h = g.op("Relu", [g.op("MatMul", ["input", g.rand(8, 16)])])
+    q, s, z = g.op("DynamicQuantizeLinear", [h], n_out=3)
+    zp = g.const(g.rng.integers(100, 156, 12), np.uint8)
+    acc = g.op("MatMulInteger", [q, g.const(g.rng.integers(0, 256, (16, 12)), np.uint8), z, zp])
+    y = g.op("Relu", [g.op("Mul", [g.op("Cast", [acc], to=1), s])])
+    g.nodes.append(__import__("onnx").helper.make_node("MatMul", [y, g.rand(12, 5)], ["output"], name="fc"))
+    r = prune_ok(g.model((2, 8), (2, 5)), round_to=1)
+    assert r.plan.kept(Space(zp, 0)) is not None and len(r.plan.kept(Space(zp, 0))) < 12

@@ -22,7 +22,12 @@ def gemm(ctx: RuleContext) -> None:
 @rule("MatMul")
 def matmul(ctx: RuleContext) -> None:
     """A[…,M,K]·B[…,K,N]: K ↔ K, M ↔ Y[-2], N ↔ Y[-1], batch axes broadcast (1-D operands: frozen)."""
-    a, b, y = ctx.node.inputs[0], ctx.node.inputs[1], ctx.node.outputs[0]
+    matmul_channels(ctx, ctx.node.inputs[0], ctx.node.inputs[1], ctx.node.outputs[0])
+
+
+def matmul_channels(ctx: RuleContext, a: str, b: str, y: str) -> None:
+    """The couplings of ``y = a @ b``, whichever op computes it (MatMul, or the quantized MatMulInteger /
+    QLinearMatMul, whose second operand sits at another input)."""
     ra, rb, ry = ctx.rank(a), ctx.rank(b), ctx.rank(y)
     if ra < 2 or rb < 2:
         return

@@ -9,6 +9,7 @@ import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 
 from graphprune.errors import ModelLoadError
+from graphprune.frontends.onnx.narrow import keeps_storage  # int8 / fp16 weights behind a Cast stay so
 from graphprune.frontends.onnx.proto import infer_shapes
 from graphprune.gsgraph import export_lean
 
@@ -18,7 +19,7 @@ def fold(model: onnx.ModelProto) -> onnx.ModelProto:
     model = infer_shapes(shape_ranges_as_slices(model))
     try:
         graph = gs.import_onnx(model)
-        graph.fold_constants(fold_shapes=True, error_ok=True).cleanup().toposort()
+        graph.fold_constants(fold_shapes=True, error_ok=True, should_exclude_node=keeps_storage).cleanup().toposort()
         name_nodes(graph)
         folded = export_lean(graph)
     except Exception as exc:
