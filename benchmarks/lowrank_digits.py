@@ -12,7 +12,8 @@ by the hooks.
 For every model and energy e:
 
 * **SVD**: the trained model exported to ONNX, decomposed by ``graphprune.prune(method="lowrank", energy=e,
-  round_to=1)`` — verified against the truncated original — and evaluated in onnxruntime; the torch path
+  round_to=1, min_saving=0)`` (every layer whose MACs fall, as the torch path decides, so the two arms compare
+  like for like) — verified against the truncated original — and evaluated in onnxruntime; the torch path
   (``decompose_module``) is evaluated as a cross-check;
 * **TRP (m)**: the same model trained from the same seed with ``TRP(model, energy=e, every=m)`` hooks
   (nuclear-norm λ = 3e-4), then ``trp.decompose()``, exported and evaluated in onnxruntime.
@@ -170,7 +171,7 @@ def run_model(name: str, build, split, epochs: int, energies, trp_every, tmp: Pa
     rows = []
     for e in energies:
         t0 = time.perf_counter()
-        result = graphprune.prune(base_path, method="lowrank", energy=e, round_to=1)
+        result = graphprune.prune(base_path, method="lowrank", energy=e, round_to=1, min_saving=0.0)
         stats = result.report.passes[-1].stats
         row = {"energy": e,
                "svd": {"accuracy": onnx_accuracy(result.model, xte, yte), "macs": result.report.after.macs,

@@ -49,6 +49,21 @@ def session(model: onnx.ModelProto, threads: int):
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
+def round_medians(sessions: dict, feeds: dict, rounds: int, runs: int) -> dict[str, list[float]]:
+    """Per session, the median latency (ms) of each of ``rounds`` rounds of ``runs`` runs, rounds interleaved across
+    the sessions so that drifting machine load hits each alike."""
+    medians: dict[str, list[float]] = {k: [] for k in sessions}
+    for _ in range(rounds):
+        for k, s in sessions.items():
+            times = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                s.run(None, feeds)
+                times.append((time.perf_counter() - t0) * 1e3)
+            medians[k].append(float(np.median(times)))
+    return medians
+
+
 def interleaved(models: dict[str, onnx.ModelProto], batch: int, rounds: int, runs: int, threads: int) -> dict:
     sessions = {k: session(with_batch(m, batch), threads) for k, m in models.items()}
     name = sessions["before"].get_inputs()[0].name
@@ -57,15 +72,7 @@ def interleaved(models: dict[str, onnx.ModelProto], batch: int, rounds: int, run
     for s in sessions.values():  # warm-up, and the batch rewrite must run
         for _ in range(3):
             s.run(None, x)
-    medians: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(rounds):
-        for k, s in sessions.items():
-            times = []
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                s.run(None, x)
-                times.append((time.perf_counter() - t0) * 1e3)
-            medians[k].append(float(np.median(times)))
+    medians = round_medians(sessions, x, rounds, runs)
     return {k: {"median_ms": float(np.median(v)), "min_ms": float(np.min(v)), "max_ms": float(np.max(v)),
                 "round_medians_ms": [round(t, 3) for t in v]} for k, v in medians.items()}
 

@@ -22,9 +22,11 @@ from graphprune.verify.claims import Claim, TruncatedLayers
 
 @dataclass(frozen=True, kw_only=True)
 class LowRank(Pass):
-    """Decompose Conv / Gemm / MatMul layers where that lowers MACs. Rank: one of ``energy`` (default 0.9),
-    ``rank_ratio``, ``sv_threshold``; rounded up to a multiple of ``round_to``. ``exclude``: fnmatch patterns on
-    node names never decomposed. ``only_if_cheaper=False`` decomposes regardless of MACs (for tests)."""
+    """Decompose Conv / Gemm / MatMul layers where that lowers MACs by at least ``min_saving`` of the layer's
+    (default :data:`graphprune.methods.lowrank.DEFAULT_MIN_SAVING`: below it the extra op costs more latency than
+    the MACs save). Rank: one of ``energy`` (default 0.9), ``rank_ratio``, ``sv_threshold``; rounded up to a
+    multiple of ``round_to``. ``exclude``: fnmatch patterns on node names never decomposed.
+    ``only_if_cheaper=False`` decomposes regardless of MACs (for tests)."""
 
     energy: float | None = None
     rank_ratio: float | None = None
@@ -34,6 +36,7 @@ class LowRank(Pass):
     exclude: tuple[str, ...] = ()
     ops: tuple[str, ...] = OPS
     only_if_cheaper: bool = True
+    min_saving: float = lr.DEFAULT_MIN_SAVING
     mutates = True
     runs_on = frozenset({"onnx"})
 
@@ -41,6 +44,7 @@ class LowRank(Pass):
         if self.scheme not in ("channel", "spatial"):
             raise UsageError(f"scheme '{self.scheme}' must be 'channel' or 'spatial'")
         self.rule  # validates the rank options
+        lr.check_min_saving(self.min_saving)
 
     @property
     def rule(self) -> lr.RankRule:
@@ -49,12 +53,13 @@ class LowRank(Pass):
     def call(self, state: PruneState) -> PassResult:
         graph = state.source.graph if state.model is state.source.model else to_ir(state.model)
         layers, skipped = plan_layers(graph, self.rule, self.scheme, exclude=self.exclude, ops=self.ops,
-                                      only_if_cheaper=self.only_if_cheaper)
+                                      only_if_cheaper=self.only_if_cheaper, min_saving=self.min_saving)
         before = sum(layer.macs_before for layer in layers)
         after = sum(layer.macs_after for layer in layers)
         stats = {"rule": self.rule.describe, "scheme": self.scheme, "decomposed": [asdict(x) for x in layers],
-                 "skipped": [asdict(s) for s in skipped], "layer_macs_before": before, "layer_macs_after": after,
-                 "notes": [summary(layers, skipped, self.rule)]}
+                 "skipped": [asdict(s) for s in skipped], "below_min_saving": len(small(skipped)),
+                 "min_saving": self.min_saving, "layer_macs_before": before, "layer_macs_after": after,
+                 "notes": [summary(layers, skipped, self.rule, self.min_saving)]}
         if not layers:
             return PassResult(state, modified=False, stats=stats)
         model = metadata.write(decompose_model(state.model, layers), lowrank=layers)
@@ -65,8 +70,15 @@ class LowRank(Pass):
         return TruncatedLayers(tuple(metadata.read(after.model).lowrank))
 
 
-def summary(layers: list[Layer], skipped: list[Skipped], rule: lr.RankRule) -> str:
+def small(skipped: list[Skipped]) -> list[Skipped]:
+    """The layers skipped because their decomposition would save less than the minimum."""
+    return [s for s in skipped if s.below_min_saving]
+
+
+def summary(layers: list[Layer], skipped: list[Skipped], rule: lr.RankRule, min_saving: float) -> str:
+    n_small = len(small(skipped))
+    skips = f"{len(skipped)} skipped" + (f" ({n_small} would save < {min_saving:.0%} of their MACs)" if n_small else "")
     if not layers:
-        return f"low rank ({rule.describe}): no layer decomposed; {len(skipped)} skipped"
+        return f"low rank ({rule.describe}): no layer decomposed; {skips}"
     ranks = ", ".join(f"{x.node} r={x.rank}/{x.full_rank}" for x in layers[:4]) + (" …" if len(layers) > 4 else "")
-    return f"low rank ({rule.describe}): decomposed {len(layers)} layers ({ranks}); {len(skipped)} skipped"
+    return f"low rank ({rule.describe}): decomposed {len(layers)} layers ({ranks}); {skips}"

@@ -10,8 +10,8 @@ Notation (ALGORITHMS.md section 5): a matrix M = U S Vᵀ is replaced by the pro
   All groups share one rank r (the largest any group needs) so that both factors stay grouped convs.
 
 Both the ONNX pass and the torch path call these functions, so they make the same choices. :func:`plan_layers`
-chooses the layers of a graph (a layer is decomposed only when its real MAC count falls; every other candidate
-is listed with the reason).
+chooses the layers of a graph (a layer is decomposed only when its real MAC count falls by at least
+:data:`DEFAULT_MIN_SAVING`; every other candidate is listed with the reason).
 """
 
 from __future__ import annotations
@@ -30,6 +30,14 @@ from graphprune.methods.cost import node_macs
 
 Scheme = Literal["channel", "spatial"]
 DEFAULT_ENERGY = 0.9  # ALGORITHMS.md section 5, "(code)"
+DEFAULT_MIN_SAVING = 0.2
+"""Least fraction of a layer's MACs its decomposition must save (``--min-saving``). Two ops cost one more kernel
+launch and an intermediate tensor, so a small saving is slower, not faster. Measured in onnxruntime (CPU, one
+thread, batch 1 and 8; ``benchmarks/lowrank_min_saving.py``, ``benchmarks/results/lowrank_min_saving.json``) on
+one-layer Conv / Gemm / MatMul models decomposed at exact ranks / ranks in multiples of 16 (the default
+``--round-to``): on the shapes where decomposing ever pays, savings under 10 % were slower in 16 of 24 / 7 of 18
+cases (up to 1.5x / 1.1x), 10-20 % in 5 of 24 / 1 of 18, 20 % or more in 1 of 60 (1.04x) / none of 46. Tiny
+layers (digits_vgg's 1-channel 3x3 stem, a 16-channel 3x3 conv) were slower even at 50 %."""
 
 
 # --------------------------------------------------------------------------- the rank rule
@@ -71,6 +79,13 @@ class RankRule:
         else:
             r = energy_rank(s, self.energy if self.energy is not None else DEFAULT_ENERGY)
         return rounded(max(1, r), full, self.round_to)
+
+
+def check_min_saving(min_saving: float) -> None:
+    """Raise :class:`UsageError` unless ``min_saving`` is a fraction in [0, 1)."""
+    if not 0.0 <= min_saving < 1.0:
+        raise UsageError(f"minimum saving {min_saving} is out of range; it must be in [0, 1) (e.g. "
+                         f"{DEFAULT_MIN_SAVING:g}: each decomposed layer saves at least that fraction of its MACs)")
 
 
 def check_rank_options(energy: float | None, rank_ratio: float | None, sv_threshold: float | None,
@@ -248,10 +263,14 @@ class Skipped:
     node: str
     op: str
     why: str
+    below_min_saving: bool = False  # its MACs would fall, but by less than the minimum saving
 
 
-def plan_layers(graph: Graph, rule: RankRule, scheme: Scheme, *, exclude=(), ops=OPS,
-                only_if_cheaper: bool = True) -> tuple[list[Layer], list[Skipped]]:
+def plan_layers(graph: Graph, rule: RankRule, scheme: Scheme, *, exclude=(), ops=OPS, only_if_cheaper: bool = True,
+                min_saving: float = DEFAULT_MIN_SAVING) -> tuple[list[Layer], list[Skipped]]:
+    """The layers of ``graph`` to decompose, and every other candidate with why not. ``only_if_cheaper``: only
+    layers whose MACs fall by at least ``min_saving`` (a fraction of the layer's MACs; see
+    :data:`DEFAULT_MIN_SAVING`); off, every layer that can be decomposed is (tests)."""
     layers, skipped = [], []
     for node in graph.nodes:
         if node.op not in ops or node.domain not in ("", "ai.onnx"):
@@ -262,12 +281,28 @@ def plan_layers(graph: Graph, rule: RankRule, scheme: Scheme, *, exclude=(), ops
         decision = decide(graph, node, rule, scheme)
         if isinstance(decision, str):
             skipped.append(Skipped(node.name, node.op, decision))
-        elif only_if_cheaper and decision.macs_after >= decision.macs_before:
-            skipped.append(Skipped(node.name, node.op, f"rank {decision.rank} of {decision.full_rank} would not lower "
-                                   f"MACs ({decision.macs_before} -> {decision.macs_after})"))
+        elif only_if_cheaper and (why := not_worth(decision, min_saving)):
+            skipped.append(Skipped(node.name, node.op, why, below_min_saving=saving(decision) > 0))
         else:
             layers.append(decision)
     return layers, skipped
+
+
+def saving(layer: Layer) -> float:
+    """The fraction of the layer's MACs its decomposition saves (negative when it costs more)."""
+    return 1.0 - layer.macs_after / layer.macs_before
+
+
+def not_worth(layer: Layer, min_saving: float) -> str | None:
+    """Why decomposing ``layer`` does not pay (None when it does): MACs do not fall, or fall by less than
+    ``min_saving``, which an extra op costs back in latency."""
+    rank = f"rank {layer.rank} of {layer.full_rank}"
+    if layer.macs_after >= layer.macs_before:
+        return f"{rank} would not lower MACs ({layer.macs_before} -> {layer.macs_after})"
+    if saving(layer) < min_saving:
+        return (f"{rank} would save {saving(layer):.1%} of its MACs ({layer.macs_before} -> {layer.macs_after}), "
+                f"below the minimum saving {min_saving:.0%} (--min-saving)")
+    return None
 
 
 def weight_input(graph: Graph, node: Node) -> int | str:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
 from graphprune.errors import UsageError
 from graphprune.methods.calib import CalibInput
-from graphprune.methods.lowrank import check_rank_options
+from graphprune.methods.lowrank import DEFAULT_MIN_SAVING, check_min_saving, check_rank_options
 from graphprune.methods.reconstruct import RIDGE
 from graphprune.methods.sensitivity import DELTA
 from graphprune.passes import AnalyseChannels, FoldBatchNorm, MagnitudeScore, RandomScore, RemoveChannels, Select
@@ -247,9 +247,14 @@ class LowRankOptions(Options):
     scheme: Literal["channel", "spatial"] = option(
         "channel", "low rank conv scheme: channel (kxk then 1x1) or spatial (kx1 then 1xk) (default channel)",
         choices=("channel", "spatial"))
+    min_saving: float = option(
+        DEFAULT_MIN_SAVING, f"low rank: decompose a layer only if that saves at least this fraction of its MACs "
+        f"(default {DEFAULT_MIN_SAVING:g}: below it the extra op costs more latency than it saves; 0: any saving)",
+        type=float, unused=RANK_UNUSED)
 
     def __post_init__(self) -> None:
         check_rank_options(self.energy, self.rank_ratio, self.sv_threshold)
+        check_min_saving(self.min_saving)
         if self.scheme not in ("channel", "spatial"):
             raise UsageError(f"scheme '{self.scheme}' must be 'channel' or 'spatial'")
 
@@ -320,9 +325,9 @@ def sipp(cfg: "PruneConfig", opts: SiPPOptions, exclude) -> list[Pass]:
 
 
 def lowrank(cfg: "PruneConfig", opts: LowRankOptions, exclude) -> list[Pass]:
-    """Low-rank decomposition of Conv / Gemm / MatMul where MACs fall (passes/lowrank.py)."""
+    """Low-rank decomposition of Conv / Gemm / MatMul where MACs fall by at least --min-saving (passes/lowrank.py)."""
     return [LowRank(energy=opts.energy, rank_ratio=opts.rank_ratio, sv_threshold=opts.sv_threshold,
-                    scheme=opts.scheme, round_to=cfg.round_to, exclude=cfg.exclude)]
+                    scheme=opts.scheme, round_to=cfg.round_to, exclude=cfg.exclude, min_saving=opts.min_saving)]
 
 
 @dataclass(frozen=True)

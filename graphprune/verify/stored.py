@@ -72,7 +72,7 @@ def verify_recorded(source: LoadedModel, pruned: onnx.ModelProto, tolerance: Tol
                                                  source.input_shapes, interface=source.model, **opts)))
     if record.lowrank:
         results.append(("LowRank", verify_lowrank(before, pruned, source.input_shapes, interface=source.model,
-                                                  layers=list(record.lowrank), **opts)))
+                                                  layers=list(record.lowrank), declared=source.declared, **opts)))
     return combine(results, lambda: final_drift(source, pruned, tolerance.seed))
 
 

@@ -109,7 +109,7 @@ def test_an_original_that_cannot_run_at_the_second_size_stays_static(tmp_path):
 
 
 @pytest.mark.parametrize("options, reason", [({"verify": "off"}, "verification is off"),
-                                             ({"then": ("lowrank",)}, "not after")])
+                                             ({"reconstruct": True}, "not after Reconstruct")])
 def test_dynamic_dims_are_restored_only_after_a_verified_channel_removal(tmp_path, options, reason):
     src = exported(tmp_path, view=None)
     r = graphprune.prune(src, ratio=0.5, input_shapes={"x": (1, 3, 8, 8)}, **options)

@@ -1,4 +1,5 @@
-"""The low-rank pass: exact at full rank, equal to the truncated original at rank r, cheaper or skipped."""
+"""The low-rank pass: exact at full rank, equal to the truncated original at rank r, cheaper by a real margin or
+skipped, and dynamic dimensions kept."""
 
 from __future__ import annotations
 
@@ -252,8 +253,9 @@ def test_spatial_scheme_skips_1d_conv_and_shared_weights_are_kept():
                                            ("transformer_mlp", "legacy"), ("inception_block", "legacy"),
                                            ("resnet_basic", "dynamo")])
 def test_macs_fall_at_energy_09_on_reference_models(exported, name, flavour):
-    # round_to=1: the exact energy rank (the default --round-to 8 rounds ranks up too, see docs/lowrank.md)
-    result = graphprune.prune(exported(name, flavour), method="lowrank", energy=0.9, round_to=1)
+    # round_to=1: the exact energy rank (the default --round-to 16 rounds ranks up too, see docs/lowrank.md);
+    # min_saving=0: randomly initialised weights are nearly full rank, so their savings are small
+    result = graphprune.prune(exported(name, flavour), method="lowrank", energy=0.9, round_to=1, min_saving=0.0)
     rep = result.report
     assert rep.after.macs < rep.before.macs
     v = rep.verification
@@ -265,7 +267,8 @@ def test_macs_fall_at_energy_09_on_reference_models(exported, name, flavour):
 
 def test_pipeline_channel_then_lowrank_verifies_each_stage(exported, tmp_path):
     path = exported("resnet_basic")
-    result = graphprune.prune(path, method="magnitude", ratio=0.3, then=("lowrank",), energy=0.95, verify="each")
+    result = graphprune.prune(path, method="magnitude", ratio=0.3, then=("lowrank",), energy=0.95, verify="each",
+                              min_saving=0.0)
     checks = result.report.verification.checks
     assert checks["masked_original"] == "ok"
     assert checks["LowRank/truncated_original"] == "ok" and checks["LowRank/full_rank"] == "ok"
@@ -301,3 +304,123 @@ def test_cli_lowrank(handbuilt, tmp_path, capsys):
     assert main(["verify", str(src), str(out), "-q"]) == 0
     assert main([str(src), "--method", "lowrank", "--energy", "0.9", "--sv-threshold", "1", "-o", str(out)]) == 2
     assert "mutually exclusive" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the minimum saving
+
+
+def test_one_input_channel_conv_is_not_decomposed_for_a_tiny_saving(tmp_path, capsys):
+    """digits_vgg's stem: 32 filters of 1x3x3; rank 7 of 9 would take 320 params to 319 (0.3 % of its MACs)."""
+    model = conv_model(cin=1, cout=32, hw=(8, 8), pads=[1, 1, 1, 1])
+    result = graphprune.prune(model, method="lowrank", rank_ratio=7 / 9, round_to=1)
+    stats = result.report.passes[-1].stats
+    assert not stats["decomposed"] and stats["below_min_saving"] == 1
+    (skip,) = stats["skipped"]
+    assert "would save 0.3% of its MACs" in skip["why"] and "below the minimum saving 20%" in skip["why"]
+    assert "1 would save < 20% of their MACs" in stats["notes"][0]
+    assert result.model.SerializeToString() == model.SerializeToString()
+    # the option, as an API keyword and as a CLI flag, lets it through
+    forced = graphprune.prune(model, method="lowrank", rank_ratio=7 / 9, round_to=1, min_saving=0.0)
+    (layer,) = forced.report.passes[-1].stats["decomposed"]
+    assert layer["rank"] == 7 and forced.report.after.params == 319 and forced.report.verification.ok
+    from graphprune.cli.main import main
+
+    src, out = tmp_path / "stem.onnx", tmp_path / "lr.onnx"
+    onnx.save(model, str(src))
+    flags = [str(src), "--method", "lowrank", "--rank-ratio", str(7 / 9), "--round-to", "1", "-o", str(out), "-q"]
+    assert main(flags + ["--min-saving", "0"]) == 0 and layers_of(onnx.load(str(out)))
+
+
+def test_min_saving_is_a_fraction_of_the_layer_macs():
+    src = load(conv_model(cin=16, cout=16, pads=[1, 1, 1, 1]))  # r (144 + 16) of 16 · 144 MACs per pixel
+    for min_saving, decomposed in ((0.3, True), (0.4, False)):  # rank 10 of 16 saves 30.6 %
+        _, out = decompose(src, rank_ratio=10 / 16, min_saving=min_saving)
+        assert out.history[-1].modified is decomposed
+    with pytest.raises(UsageError, match="minimum saving"):
+        LowRank(min_saving=1.0)
+    with pytest.raises(UsageError, match="minimum saving"):
+        graphprune.PruneConfig(method="lowrank", min_saving=-0.1)
+    with pytest.raises(UsageError, match="--min-saving applies to low-rank"):
+        graphprune.PruneConfig(method="magnitude", min_saving=0.3)
+
+
+# --------------------------------------------------------------------------- dynamic dimensions
+
+
+def dynamic_cnn(baked_reshape: bool = False) -> onnx.ModelProto:
+    """Conv → Relu → Conv → Relu → GlobalAveragePool → flatten → Gemm with a symbolic batch ``N``. The flatten
+    is a Flatten, or (``baked_reshape``) ``x.view(x.size(0), -1)`` as exporters write it: folded at a pinned
+    batch it becomes ``Reshape(x, [1, -1])``."""
+    inits = {"w1": rand(16, 8, 3, 3), "b1": rand(16), "w2": rand(16, 16, 3, 3), "b2": rand(16), "fc": rand(10, 16),
+             "fc_b": rand(10)}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             helper.make_node("GlobalAveragePool", ["r2"], ["p"], name="pool")]
+    if baked_reshape:
+        inits.update(zero=np.array([0], np.int64), minus_one=np.array([-1], np.int64))
+        nodes += [helper.make_node("Shape", ["p"], ["s"], name="shape"),
+                  helper.make_node("Gather", ["s", "zero"], ["n"], name="batch", axis=0),
+                  helper.make_node("Concat", ["n", "minus_one"], ["target"], name="target", axis=0),
+                  helper.make_node("Reshape", ["p", "target"], ["f"], name="flatten")]
+    else:
+        nodes.append(helper.make_node("Flatten", ["p"], ["f"], name="flatten"))
+    nodes.append(helper.make_node("Gemm", ["f", "fc", "fc_b"], ["y"], name="fc", transB=1))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 12, 12])
+    graph = helper.make_graph(nodes, "dyn", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+                              initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+@pytest.mark.parametrize("baked_reshape", [False, True])
+def test_dynamic_batch_is_kept(baked_reshape, tmp_path):
+    """Analysed at batch 1, verified at 1 and 2, the decomposed model runs a batch of 5 and equals the truncated
+    original there (built here from the original file, dynamic batch and all)."""
+    model = dynamic_cnn(baked_reshape)
+    path = tmp_path / "dyn.onnx"
+    onnx.save(model, str(path))
+    result = graphprune.prune(path, method="lowrank", rank_ratio=0.5, round_to=1, input_shapes={"x": (1, 8, 12, 12)})
+    assert result.report.verification.ok
+    note = next(n for n in result.report.notes if "dynamic" in n)
+    assert "x[0] kept" in note and "(2, 8, 12, 12)" in note
+    assert ("folded without pinning" in note) is baked_reshape
+    assert result.model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
+    layers = layers_of(result.model)
+    assert {x.node for x in layers} == {"conv1", "conv2"}  # fc at rank 5 of 10 saves 19 %: below the minimum
+    x = {"x": RNG.standard_normal((5, 8, 12, 12)).astype(np.float32)}
+    got = run(session(result.model), x)[0]
+    assert got.shape == (5, 10)
+    assert close(run(session(truncated_original(model, layers)), x), [got], 1e-4, 1e-5)[0]
+    out = result.save(tmp_path / "small.onnx")
+    v = graphprune.verify_files(path, out)
+    assert v.ok, v.failure
+
+
+def test_dynamic_batch_is_kept_after_channel_removal_then_lowrank(tmp_path):
+    path = tmp_path / "dyn.onnx"
+    onnx.save(dynamic_cnn(), str(path))
+    result = graphprune.prune(path, method="magnitude", ratio=0.25, budget="channels", then=("lowrank",),
+                              rank_ratio=0.5, round_to=1, input_shapes={"x": (1, 8, 12, 12)})
+    assert result.report.verification.ok and layers_of(result.model)
+    assert any("x[0] kept" in n for n in result.report.notes)
+    got = run(session(result.model), {"x": np.zeros((5, 8, 12, 12), np.float32)})[0]
+    assert got.shape == (5, 10)
+
+
+def test_dynamic_dims_the_decomposition_fixes_are_not_restored():
+    """``auto_pad`` is resolved from the analysed spatial size; with a stride of 2 the pads differ at the second
+    size, so the relaxed model is not the truncated original there and keeps its static shapes."""
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", auto_pad="SAME_UPPER", strides=[2, 2])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, "H", "W"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, "h", "w"])
+    graph = helper.make_graph([node], "dyn", [x], [y], initializer=[numpy_helper.from_array(rand(8, 6, 3, 3), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    result = graphprune.prune(model, method="lowrank", rank_ratio=0.25, round_to=1, input_shapes={"x": (1, 6, 9, 11)})
+    assert result.report.verification.ok and layers_of(result.model)
+    note = next(n for n in result.report.notes if "analysed input shapes" in n)
+    assert "not equal to the truncated original at {'x': (2, 6, 8, 10)}" in note
+    assert [d.dim_value for d in result.model.graph.input[0].type.tensor_type.shape.dim] == [1, 6, 9, 11]

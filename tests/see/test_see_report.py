@@ -46,7 +46,7 @@ def test_the_default_ratio_is_reported_as_a_fraction_of_params(exported, tmp_pat
 
 
 def test_lowrank_wording_is_about_layers_not_channels(exported, tmp_path, capsys, wide):
-    r = prune(exported("resnet_basic"), tmp_path, "--method", "lowrank", "--energy", "0.9")
+    r = prune(exported("resnet_basic"), tmp_path, "--method", "lowrank", "--energy", "0.9", "--min-saving", "0")
     out = capsys.readouterr().out
     assert "channels removed" not in out and "masked original" not in out
     assert "low rank (energy 0.9, channel scheme):" in out and "layers decomposed" in out
@@ -56,7 +56,7 @@ def test_lowrank_wording_is_about_layers_not_channels(exported, tmp_path, capsys
 
 
 def test_channels_then_lowrank_names_both_oracles(exported, tmp_path, capsys, wide):
-    prune(exported("plain_cnn"), tmp_path, "--ratio", "0.5", "--then", "lowrank")
+    prune(exported("plain_cnn"), tmp_path, "--ratio", "0.5", "--then", "lowrank", "--min-saving", "0")
     out = capsys.readouterr().out
     assert "method: magnitude → lowrank" in out and "channels removed:" in out and "low rank (" in out
     assert "every stage against its oracle (channels: pruned - masked original; LowRank: decomposed - truncated" in out

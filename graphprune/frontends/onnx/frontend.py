@@ -24,13 +24,14 @@ from graphprune.frontends.onnx.load import LoadedModel, load
 from graphprune.frontends.onnx.lower import to_ir
 from graphprune.ir import Graph
 from graphprune.methods.cost import Cost, cost
+from graphprune.methods.evaluate import read_labelled, top1
 from graphprune.runtime import check_model, latency_ms, run, runnable, seeded_inputs, session
 from graphprune.verify import metadata
 from graphprune.verify.claims import EditedWeights, MaskedOriginal, Refitted, SameFunction, TruncatedLayers, Unchanged
 from graphprune.verify.compare import verify_same
 from graphprune.verify.dynamic import dynamic_axes, restore
 from graphprune.verify.edits import verify_edits
-from graphprune.verify.lowrank import verify_lowrank
+from graphprune.verify.lowrank import restore_dynamic, verify_lowrank
 from graphprune.verify.masked import verify_masked
 from graphprune.verify.refit import verify_refit
 from graphprune.verify.result import Drift, Tolerance, Verification, drift
@@ -68,7 +69,7 @@ def check_edited(claim: EditedWeights, source, before, after, tol: Tolerance) ->
 
 def check_truncated(claim: TruncatedLayers, source, before, after, tol: Tolerance) -> Verification:
     return verify_lowrank(before, after, source.input_shapes, interface=source.model, layers=list(claim.layers),
-                          rtol=tol.rtol, atol=tol.atol, seed=tol.seed)
+                          rtol=tol.rtol, atol=tol.atol, seed=tol.seed, declared=source.declared)
 
 
 def check_same(claim: SameFunction, source, before, after, tol: Tolerance) -> Verification:
@@ -146,6 +147,11 @@ class OnnxFrontend(Frontend):
         model, notes = keep_dynamic(source, run, pruned, verification, Tolerance(config.rtol, config.atol, config.seed))
         return Finished(model, notes)
 
+    def accuracy(self, source: LoadedModel, before, after, data) -> dict[str, Any]:
+        labelled = read_labelled(data, source)
+        return {"before": top1(before, source, labelled), "after": top1(after, source, labelled),
+                "points": labelled.n_points, "data": labelled.where.removeprefix("--eval ")}
+
     def result(self, finished: Finished, run, report, channels) -> PruneResult:
         return PruneResult(finished.model, run.state.plan, report, channels, run.state.source)
 
@@ -155,17 +161,24 @@ def keep_dynamic(source: LoadedModel, run, pruned: onnx.ModelProto, verification
     """``pruned`` with the original's dynamic dimensions back when that is shown right (see
     :mod:`graphprune.verify.dynamic`), and the report line saying what happened (none for a static original)."""
     plan = run.state.plan
-    if plan is None or plan.empty or not dynamic_axes(source):
+    decomposed = [i for i, stage in enumerate(run.stages) if isinstance(stage.claim, TruncatedLayers)]
+    if (plan is None or plan.empty) and not decomposed or not dynamic_axes(source):
         return pruned, ()
     static = f"the pruned model keeps the analysed input shapes {dict(source.input_shapes)}"
     if verification is None:
         return pruned, (f"{static}: dynamic dimensions are restored only when verified (verification is off)",)
-    edited = [stage.name for stage in run.stages if not stage.claim.equals_masked]
+    edited = [stage.name for i, stage in enumerate(run.stages) if not stage.claim.equals_masked and i not in decomposed]
     if edited:
-        return pruned, (f"{static}: dynamic dimensions are restored after channel removal alone, not after "
-                        f"{', '.join(edited)}",)
+        return pruned, (f"{static}: dynamic dimensions are restored after channel removal and low rank alone, not "
+                        f"after {', '.join(edited)}",)
     with progress.task("checking dynamic dimensions"):
-        restored = restore(source, pruned, plan, rtol=tolerance.rtol, atol=tolerance.atol, seed=tolerance.seed)
+        if decomposed:  # low rank: its own oracle at the second size (verify/lowrank.py)
+            (i,) = decomposed
+            stage = run.stages[i]
+            restored = restore_dynamic(source, stage.before, pruned, list(stage.claim.layers), plan, tolerance,
+                                       later=tuple(s.name for s in run.stages[i + 1:]))
+        else:
+            restored = restore(source, pruned, plan, rtol=tolerance.rtol, atol=tolerance.atol, seed=tolerance.seed)
     return (pruned if restored.model is None else restored.model), (restored.note,)
 
 
