@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any, Literal, Mapping
 
 from graphprune.errors import UsageError
+from graphprune.methods.calib import CalibInput
 from graphprune.pipeline.presets import METHODS, THEN_METHODS, Options, check_chain, default_of, option, option_fields
 
 VerifyMode = Literal["off", "end", "each"]
@@ -44,6 +45,9 @@ class PruneConfig:
     require_removal: bool = option(False, "fail (exit 5, nothing written) when the run removes nothing, e.g. every "
                                    "channel group frozen", action="store_true")
     latency: bool = option(False, "measure latency before and after", action="store_true")
+    eval_data: Any = option(None, "labelled data to report top-1 accuracy on, before and after: .npz with arrays "
+                            "named like the model's inputs (axis 0 = points) and integer 'labels' for the first "
+                            "output's class axis 1", cli=("--eval",), metavar="DATA.npz")
     then: tuple[str, ...] = option((), "run this method after --method in the same pipeline (e.g. --then lowrank)",
                                    action="append", choices=THEN_METHODS)
     fold: bool = option(False, "then fold BatchNorm into the Conv before it and drop Identity / Dropout (verified to "
@@ -62,6 +66,8 @@ class PruneConfig:
         object.__setattr__(self, "exclude", tuple(self.exclude))
         object.__setattr__(self, "then", (self.then,) if isinstance(self.then, str) else tuple(self.then))
         object.__setattr__(self, "input_shapes", MappingProxyType(dict(self.input_shapes or {})))
+        if self.eval_data is not None:  # never deep-copied, printed short (see CalibInput)
+            object.__setattr__(self, "eval_data", CalibInput(self.eval_data))
         self.check_shared()
         given = {k: v for k, v in values.items() if k in methods}
         object.__setattr__(self, "options", MappingProxyType(self.method_options(given, methods)))

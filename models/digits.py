@@ -13,6 +13,7 @@ BN-scale pruning has its γ):
 Checkpoints are not committed: :func:`train` makes them (seeded) in well under a minute each.
 
     python -m models.digits --out DIR     # trains both, prints test accuracy, writes DIR/NAME.onnx
+    python -m models.digits --example examples/digits   # the committed first-run example (see write_example)
 """
 
 from __future__ import annotations
@@ -144,14 +145,36 @@ def export(model: nn.Module, path: str | pathlib.Path) -> pathlib.Path:
     return path
 
 
+CALIB_POINTS = 512  # training points for --calib: what a user of the example has, without the labels
+
+
+def write_example(out: pathlib.Path, seed: int = 0, epochs: int = 30) -> str:
+    """The README's first run, committed under ``examples/digits`` so it needs neither torch nor a download:
+    the trained ``digits_resnet.onnx``, ``calib.npz`` (512 unlabelled training points, for ``--calib``) and
+    ``test.npz`` (the 450 held-out points with ``labels``, for ``--eval``)."""
+    data = load_data(seed)
+    model = train(build("digits_resnet", seed), data, epochs=epochs, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    export(model, out / "digits_resnet.onnx")
+    pick = np.random.default_rng(seed).choice(len(data.x_train), CALIB_POINTS, replace=False)
+    np.savez_compressed(out / "calib.npz", input=data.x_train[np.sort(pick)])
+    np.savez_compressed(out / "test.npz", input=data.x_test, labels=data.y_test)
+    return f"digits_resnet: test accuracy {accuracy(model, data.x_test, data.y_test):.4f} -> {out}"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.digits", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=pathlib.Path, required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=pathlib.Path, help="train both models, write DIR/NAME.onnx")
+    where.add_argument("--example", type=pathlib.Path, help="write the first-run example (model, calib, test data)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
+    if args.example:
+        print(write_example(args.example, args.seed, args.epochs))
+        return 0
     data = load_data(args.seed)
     for name in DIGITS_MODELS:
         t0 = time.perf_counter()

@@ -13,6 +13,7 @@ import abc
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
+from graphprune.errors import UsageError
 from graphprune.channels.analysis import ChannelGraph
 from graphprune.channels.plan import Plan
 from graphprune.ir import Graph
@@ -84,6 +85,11 @@ class Frontend(abc.ABC):
     @abc.abstractmethod
     def latency(self, source: Any, before: Any, after: Any, seed: int) -> dict[str, Any]:
         """Median latency (ms) of both models (``before_ms``, ``after_ms``, and details where measured)."""
+
+    def accuracy(self, source: Any, before: Any, after: Any, data: Any) -> dict[str, Any]:
+        """Top-1 accuracy of both models on labelled ``data`` (``before``, ``after``, ``points``)."""
+        raise UsageError(f"--eval: accuracy on labelled data is measured on ONNX models, not on {self.name} ones; "
+                         "evaluate the pruned module in your own loop")
 
     @abc.abstractmethod
     def finish(self, source: Any, run: Any, verification: Verification | None, config: Any) -> Finished:

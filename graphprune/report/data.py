@@ -15,8 +15,9 @@ from graphprune.channels.plan import Plan
 from graphprune.ir import Graph
 from graphprune.methods.cost import Cost, cost as graph_cost
 from graphprune.pipeline.state import PassRecord
-from graphprune.report.format import fmt_count, fmt_param
+from graphprune.report.format import fmt_bytes, fmt_count, fmt_param
 from graphprune.report.layers import EMPTY_NODES, const_inputs, layer_rows, nodes_of_groups
+from graphprune.report.size import file_sizes, larger_file_note
 from graphprune.verify.result import WITHIN_ROUNDING, Verification
 
 
@@ -48,8 +49,10 @@ class PruneReport:
     passes: tuple[PassRecord, ...]
     notes: tuple[str, ...] = ()
     latency: Mapping[str, float] | None = None
+    accuracy: Mapping[str, Any] | None = None  # top-1 on --eval data: before, after, points, data
     extra: Mapping[str, Any] = field(default_factory=dict)
     layers: tuple[Mapping[str, Any], ...] = ()  # per weighted layer: channels, params, MACs before / after
+    file_bytes: Mapping[str, Any] | None = None  # before / after / ratio (report/size.py); None: not a file model
 
     @property
     def pass_names(self) -> tuple[str, ...]:
@@ -101,6 +104,7 @@ class PruneReport:
             "options": dict(self.options),
             "params": {"before": self.before.params, "after": self.after.params, "ratio": pr},
             "macs": {"before": self.before.macs, "after": self.after.macs, "ratio": mr},
+            "file_bytes": None if self.file_bytes is None else dict(self.file_bytes),
             "method_parameters": self.method_parameters,
             "units_removed": self.units_removed,
             "groups": {"total": len(self.groups), "pruned": self.groups_pruned, "frozen": self.groups_frozen,
@@ -111,6 +115,7 @@ class PruneReport:
             "unmapped_ops": list(self.unmapped_ops),
             "verification": None if self.verification is None else dataclasses.asdict(self.verification),
             "latency_ms": None if self.latency is None else dict(self.latency),
+            "accuracy": None if self.accuracy is None else dict(self.accuracy),
             "passes": [dataclasses.asdict(p) for p in self.passes],
             "notes": list(self.notes),
             **dict(self.extra),
@@ -181,6 +186,9 @@ def summary_rows(report: PruneReport) -> list[tuple[str, str, str, str]]:
     pr, mr = b.ratio(a)
     rows = [("params", fmt_count(b.params), fmt_count(a.params), f"{pr:.1%}"),
             ("MACs", fmt_count(b.macs), fmt_count(a.macs), f"{mr:.1%}")]
+    if report.file_bytes:
+        fb = report.file_bytes
+        rows.append(("file size", fmt_bytes(fb["before"]), fmt_bytes(fb["after"]), f"{fb['ratio']:.1%}"))
     if report.latency:
         lb, la = report.latency.get("before_ms"), report.latency.get("after_ms")
         rows.append(("latency (ms)", f"{lb:.3f}", f"{la:.3f}", f"{la / lb:.1%}"))
@@ -316,6 +324,9 @@ def status_lines(report: PruneReport) -> list[str]:
     if report.latency and "before" in report.latency:
         b, a = report.latency["before"], report.latency["after"]
         lines.append(f"latency p10–p90 (ms): before {b['p10']:.3f}–{b['p90']:.3f}, after {a['p10']:.3f}–{a['p90']:.3f}")
+    if report.accuracy:
+        a = report.accuracy
+        lines.append(f"accuracy on {a['points']} labelled points ({a['data']}): {a['before']:.2%} → {a['after']:.2%}")
     lines += [f"note: {n}" for n in report.notes]
     if report.changed_nothing:
         lines.append(f"WARNING: nothing was removed: {report.nothing_removed_reason()} (--require-removal makes this exit 5)")
@@ -364,12 +375,20 @@ def make_report(config, run, finished, verification: Verification | None, notes:
     if config.latency:
         with progress.task("measuring latency"):
             latency = frontend.latency(source, source.model, finished.model, config.seed)
+    accuracy = None
+    if config.eval_data is not None:
+        with progress.task("measuring accuracy"):
+            accuracy = frontend.accuracy(source, source.model, finished.model, config.eval_data)
     options = {k: v for k, v in config.flat().items() if k != "input_shapes"}
     options["input_shapes"] = {k: list(v) for k, v in source.input_shapes.items()}
+    if config.eval_data is not None:
+        options["eval_data"] = accuracy["data"] if accuracy else str(config.eval_data)
     unmapped = tuple(sorted({f"{n.op} ({n.source or n.name})" for n in cg.unmapped})) if cg else ()
     layers = layer_report(source.graph, after_graph, state.plan, cg) if frontend.layer_table else ()
+    sizes = file_sizes(source, finished.model)
     return PruneReport(method=config.method, options=options, before=before, after=after,
                        groups=summarise_groups(cg, state.plan) if cg else (), unmapped_ops=unmapped,
-                       verification=verification, passes=state.history, latency=latency,
-                       notes=tuple(n for r in state.history for n in r.stats.get("notes", ())) + finished.notes + notes,
-                       layers=layers, extra={"frontend": frontend.name, **(finished.extra or {})})
+                       verification=verification, passes=state.history, latency=latency, accuracy=accuracy,
+                       notes=tuple(n for r in state.history for n in r.stats.get("notes", ())) + finished.notes + notes
+                       + larger_file_note(sizes),
+                       layers=layers, file_bytes=sizes, extra={"frontend": frontend.name, **(finished.extra or {})})

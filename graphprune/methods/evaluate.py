@@ -1,0 +1,75 @@
+"""Top-1 accuracy on labelled data, before and after pruning (``--eval DATA.npz``).
+
+Verification proves the pruned model equals the masked original; it says nothing about how much accuracy the
+removed channels carried. With held-out labelled data the report gives that too, measured on the runtime the
+model ships on. The data format is the one ``prunability`` and ``taylor`` read: arrays named like the model's
+inputs (axis 0 = points) and an integer ``labels`` array for the first output, whose axis 1 is the class axis.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import onnx
+
+from graphprune.errors import UsageError
+from graphprune.frontends.onnx.load import LoadedModel
+from graphprune.methods.calib import LABELS, ActivationRunner, CalibInput, as_dict, load_file, model_inputs, validate
+
+EVAL_BATCH = 256  # points per run: small models run the whole set at once, large ones stay within memory
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """Validated inputs and labels, and where they came from (for messages and the report)."""
+
+    inputs: Mapping[str, np.ndarray]
+    labels: np.ndarray
+    where: str
+
+    @property
+    def n_points(self) -> int:
+        return int(len(self.labels))
+
+
+def read_labelled(data: Any, source: LoadedModel) -> Labelled:
+    """``data`` (a ``.npz`` path or a dict of arrays with ``labels``) checked against ``source``'s inputs."""
+    data = data.data if isinstance(data, CalibInput) else data
+    where = f"--eval {data}" if isinstance(data, (str, os.PathLike)) else "eval data"
+    arrays = load_file(data) if isinstance(data, (str, os.PathLike)) else data
+    names = list(model_inputs(source))
+    arrays = as_dict(arrays, names, where) if not isinstance(arrays, np.ndarray) else {}
+    if LABELS not in arrays:
+        raise UsageError(f"{where}: needs an integer '{LABELS}' array next to the inputs")
+    labels = np.asarray(arrays[LABELS])
+    if not (np.issubdtype(labels.dtype, np.integer) and labels.dtype != np.bool_):
+        raise UsageError(f"{where}: '{LABELS}' must be an integer array, got {labels.dtype}")
+    inputs = validate({k: v for k, v in arrays.items() if k != LABELS}, model_inputs(source), where)
+    if len(labels) != len(next(iter(inputs.values()))):
+        raise UsageError(f"{where}: {len(labels)} labels for {len(next(iter(inputs.values())))} points")
+    return Labelled(inputs, labels.astype(np.int64), where)
+
+
+def top1(model: onnx.ModelProto, source: LoadedModel, data: Labelled) -> float:
+    """Fraction of points whose first output's arg-max over axis 1 is the label, run in onnxruntime."""
+    output = model.graph.output[0].name
+    runner = ActivationRunner(model, [output], source.input_shapes)
+    hits = 0
+    for start in range(0, data.n_points, EVAL_BATCH):
+        batch = {k: v[start:start + EVAL_BATCH] for k, v in data.inputs.items()}
+        logits = runner.run(batch)[output]
+        labels = data.labels[start:start + EVAL_BATCH]
+        check_logits(logits, labels, data.where)
+        hits += int((logits.argmax(axis=1) == labels).sum())
+    return hits / max(1, data.n_points)
+
+
+def check_logits(logits: np.ndarray, labels: np.ndarray, where: str) -> None:
+    if logits.ndim < 2 or tuple(labels.shape) != (logits.shape[0], *logits.shape[2:]):
+        raise UsageError(f"{where}: labels of shape {tuple(labels.shape)} do not fit the first output "
+                         f"{tuple(logits.shape)} (class axis 1)")
+    if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
+        raise UsageError(f"{where}: labels must lie in [0, {logits.shape[1]})")
