@@ -166,7 +166,7 @@ def analyse_once(graph: Graph, excluded: set[str], choices: dict[str, str]):
     virtual = dict(v for s in said for v in s.virtual)
     g = space_graph(graph, couplings, virtual)
     groups, group_of = derive_groups(graph, g, couplings, freezes)
-    unmapped = tuple(n for n in graph.nodes if n.op not in RULES)
+    unmapped = tuple(n for n in graph.nodes if rule_key(n) not in RULES)
     stats = frozenset(t for s in said for t in s.stats)
     alternatives = [a for s in said for a in s.alternatives]
     renormalised = tuple(r for s in said for r in s.renormalised)
@@ -187,11 +187,11 @@ def excluded_nodes(graph: Graph, patterns: list[str]) -> set[str]:
 def node_channels(graph: Graph, node: Node, excluded: bool = False, choices: dict[str, str] | None = None) -> NodeChannels:
     """Apply the node's rule; whatever it leaves unmapped (or everything, on failure) is frozen."""
     spaces = [Space(t, k) for t in node.touched if graph.shape(t) is not None for k in range(len(graph.shape(t)))]
-    unknown = [t for t in node.touched if graph.shape(t) is None]
-    rule = RULES.get(node.op)
+    unknown = [t for t in node.touched if graph.shape(t) is None and not unread_output(graph, node, t)]
+    rule = RULES.get(rule_key(node))
     if excluded:
         return frozen_all(spaces, node, "excluded by --exclude")
-    if rule is None or node.domain not in ("", "ai.onnx"):
+    if rule is None:
         return frozen_all(spaces, node, f"no channel rule for op {qualified(node)}")
     if unknown:
         return frozen_all(spaces, node, f"shape of '{unknown[0]}' unknown")
@@ -207,6 +207,17 @@ def node_channels(graph: Graph, node: Node, excluded: bool = False, choices: dic
                     for s in spaces if s not in ctx.accounted)
     return NodeChannels(said.couplings, said.freezes + default, said.virtual, said.stats, said.alternatives,
                         said.renormalised)
+
+
+def unread_output(graph: Graph, node: Node, tensor: str) -> bool:
+    """An optional output nothing reads (a fused norm's mean, say): its unknown shape need not freeze the node."""
+    return tensor in node.outputs and not graph.consumers.get(tensor) and tensor not in graph.outputs
+
+
+def rule_key(node: Node) -> str:
+    """The op name a rule is registered under: bare for the ONNX domain, ``domain:op`` for others
+    (``com.microsoft:SkipLayerNormalization``), so an op of another domain never borrows an ONNX op's rule."""
+    return node.op if node.domain in ("", "ai.onnx") else f"{node.domain}:{node.op}"
 
 
 def qualified(node: Node) -> str:

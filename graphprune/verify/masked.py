@@ -113,13 +113,22 @@ def written_norm(node: gs.Node, keep: np.ndarray, factor: float, axis: int, opse
     shape = [1] * rank
     shape[axis] = len(keep)
     kept = gs.Constant(f"{name}::kept", keep.reshape(shape))
+    present = [t if t is not None and t.name else None for t in node.inputs] + [None] * 5
+    gamma, beta = present[1], present[2]
+    if node.op in ("SkipLayerNormalization", "SkipSimplifiedLayerNormalization"):  # the norm of x + skip (+ bias)
+        gamma, beta, bias = present[2], (present[3] if node.op == "SkipLayerNormalization" else None), \
+            present[4 if node.op == "SkipLayerNormalization" else 3]
+        x = op("Add", x, present[1])
+        x = op("Add", x, bias) if bias is not None else x
+        if len(node.outputs) > 3 and node.outputs[3].name:
+            nodes.append(gs.Node("Identity", f"{name}::sum", inputs=[x], outputs=[node.outputs[3]]))
     centred = x
-    if node.op == "LayerNormalization":
+    if node.op in ("LayerNormalization", "SkipLayerNormalization"):
         centred = op("Where", kept, op("Sub", x, mean(x)), const(0.0))
     spread = op("Sqrt", op("Add", mean(op("Mul", centred, centred)), const(float(node.attrs.get("epsilon", 1e-5)))))
-    out = op("Mul", op("Div", centred, spread), node.inputs[1])
-    if len(node.inputs) > 2 and node.inputs[2].name:
-        out = op("Add", out, node.inputs[2])
+    out = op("Mul", op("Div", centred, spread), gamma)
+    if beta is not None:
+        out = op("Add", out, beta)
     nodes.append(gs.Node("Identity", f"{name}::out", inputs=[out], outputs=[y]))
     return nodes
 

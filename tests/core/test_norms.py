@@ -128,3 +128,32 @@ def test_a_norm_rule_that_forgets_to_renormalise_is_caught_by_the_oracle(monkeyp
     monkeypatch.setitem(RULES, "LayerNormalization", Rule(("LayerNormalization",), couples_only, "broken"))
     with pytest.raises(VerificationError, match="masked_original"):
         graphprune.prune(model, ratio=0.5, round_to=1)
+
+
+def skip_norm(op: str):
+    """onnxruntime's fused com.microsoft form: the norm of ``h + skip (+ bias)``, the sum also an output that a
+    second norm reads, and the optional mean / inverse deviation outputs left empty, as its optimiser writes them."""
+    def body(g, h):
+        skip = g.op("Relu", [h])
+        affine = [g.const(np.linspace(0.5, 1.5, 32))] + ([g.rand(32)] if op == "SkipLayerNormalization" else [])
+        out, total = f"{op}_y", f"{op}_sum"
+        g.nodes.append(helper.make_node(op, [h, skip, *affine, g.rand(32)], [out, "", "", total], name=op,
+                                        domain="com.microsoft", epsilon=1e-5))
+        return g.op("LayerNormalization", [g.op("Add", [out, total]), g.const(np.ones(32)), g.rand(32)], axis=-1)
+    return body
+
+
+@pytest.mark.parametrize("op", ["SkipLayerNormalization", "SkipSimplifiedLayerNormalization"])
+def test_onnxruntime_fused_skip_norms_couple_and_verify_renormalised(op):
+    g = G(opset=18)
+    h = g.op("MatMul", ["input", g.rand(16, 32)])
+    y = skip_norm(op)(g, h)
+    g.nodes.append(helper.make_node("MatMul", [y, g.rand(32, 16)], ["output"], name="out_proj"))
+    model = g.model(SHAPE, SHAPE, extra_opsets=[("com.microsoft", 1)])
+    group = hidden_group(model)  # the shapes after the contrib op come from onnxruntime's symbolic inference
+    assert group.prunable, group.reasons()
+    result = graphprune.prune(model, ratio=0.5, round_to=1, budget="channels")
+    assert result.report.verification.ok and op in {r.node for r in result.plan.renormalised}
+    assert len(result.plan.removed[group.id]) == 16
+    plain = dataclasses.replace(result.plan, renormalised=())
+    assert not verify_masked(result.source, result.model, plain).ok

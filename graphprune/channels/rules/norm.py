@@ -1,6 +1,8 @@
 """Normalisations and softmax.
 
-Inference BatchNormalization is per-channel affine, so it is element-wise with its four vectors on the
+ONNX Runtime's fused forms (``SimplifiedLayerNormalization`` = RMS norm; com.microsoft ``SkipLayerNormalization``
+and ``SkipSimplifiedLayerNormalization``: the norm of ``input + skip (+ bias)``, the sum optionally an output) are
+the same normalisations and follow the same rules. Inference BatchNormalization is per-channel affine, so it is element-wise with its four vectors on the
 channel axis. Layer and RMS normalisation over their last axis take statistics over the channels: that axis is
 coupled through them and **renormalised** (the pruned model takes the mean and variance over the kept channels,
 and is verified against the original doing the same: :class:`graphprune.channels.rules.Renormalised`). Group
@@ -54,7 +56,7 @@ def freeze_normalised(ctx: RuleContext, normalised: set[int], why: str) -> None:
                 ctx.couple_axes(x, k, y, k)
 
 
-@rule("LayerNormalization", "RMSNormalization")
+@rule("LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization")
 def layer_norm(ctx: RuleContext) -> None:
     """Over the last axis: every axis passes, scale (and bias) ↔ the last, which is renormalised; over more axes:
     those are frozen (with scale and bias)."""
@@ -70,6 +72,36 @@ def layer_norm(ctx: RuleContext) -> None:
     for k in range(r):
         ctx.couple_axes(x, k, y, k)
     for p in ctx.node.inputs[1:3]:
+        if p and ctx.rank(p) == 1:
+            ctx.couple_axes(p, 0, y, r - 1)
+        elif p:
+            ctx.freeze_axis(p, ctx.rank(p) - 1, f"{ctx.node.op} affine of rank {ctx.rank(p)}")
+    ctx.renormalise(ctx.space(x, r - 1))
+
+
+SKIP_AFFINE = {"SkipLayerNormalization": (2, 3, 4), "SkipSimplifiedLayerNormalization": (2, 3)}  # gamma, beta?, bias
+
+
+@rule(*(f"com.microsoft:{op}" for op in SKIP_AFFINE))
+def skip_layer_norm(ctx: RuleContext) -> None:
+    """The norm over the last axis of ``input + skip (+ bias)``: input, skip, the output and the sum output
+    (index 3) coupled axis by axis, gamma / beta / bias ↔ the last axis, which is renormalised; the mean and
+    inverse deviation outputs read: frozen."""
+    x, y = ctx.node.inputs[0], ctx.node.outputs[0]
+    r = ctx.rank(x)
+    if any(ctx.graph.consumers.get(o) for o in ctx.node.outputs[1:3] if o):
+        for t in (*ctx.node.inputs[:2], *(o for o in ctx.node.outputs if o)):
+            if ctx.rank(t) == r:
+                ctx.freeze_axis(t, r - 1, f"{ctx.node.op}'s mean / inverse deviation outputs are read")
+        return
+    for t in [ctx.node.inputs[1]] + [o for o in ctx.node.outputs[3:4] if o]:
+        if ctx.rank(t) != r:
+            raise RuleError(f"{ctx.node.op} tensor '{t}' of rank {ctx.rank(t)}, input of rank {r}")
+    for t in [x, ctx.node.inputs[1]] + [o for o in ctx.node.outputs[3:4] if o]:
+        for k in range(r):
+            ctx.couple_axes(t, k, y, k)
+    for i in SKIP_AFFINE[ctx.node.op]:
+        p = ctx.node.input(i)
         if p and ctx.rank(p) == 1:
             ctx.couple_axes(p, 0, y, r - 1)
         elif p:

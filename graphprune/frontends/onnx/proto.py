@@ -106,9 +106,37 @@ def inferred_shapes(model: onnx.ModelProto, *, strict: bool = False) -> onnx.Mod
     inferred = onnx.shape_inference.infer_shapes(light, strict_mode=strict, data_prop=True)
     del model.graph.value_info[:]
     model.graph.value_info.extend(inferred.graph.value_info)
+    model.graph.value_info.extend(contrib_shapes(light, inferred))
     del model.graph.output[:]
     model.graph.output.extend(inferred.graph.output)
     return model
+
+
+def contrib_shapes(light: onnx.ModelProto, inferred: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Shapes ONNX's inference leaves unknown after an op of another domain (com.microsoft's
+    SkipLayerNormalization, FusedMatMul … in onnxruntime-optimised models: ONNX has no schema for them, so every
+    tensor downstream lost its shape and froze), from onnxruntime's symbolic shape inference, which knows its
+    contrib ops. Only fully static shapes are taken; anything it cannot do leaves the tensors as they were."""
+    if all(n.domain in ("", "ai.onnx") for n in light.graph.node):
+        return []
+    known = {vi.name for vi in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)
+             if vi.type.tensor_type.HasField("shape")}
+    known |= {i.name for i in light.graph.initializer}
+    missing = {o for n in light.graph.node for o in n.output if o and o not in known}
+    if not missing:
+        return []
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        symbolic = SymbolicShapeInference.infer_shapes(light, auto_merge=True)
+    except Exception:  # its own gaps (an op it does not know either): keep what ONNX inferred
+        return []
+    found = []
+    for vi in symbolic.graph.value_info if symbolic is not None else ():
+        dims = vi.type.tensor_type.shape.dim if vi.type.tensor_type.HasField("shape") else None
+        if vi.name in missing and dims is not None and all(d.HasField("dim_value") for d in dims):
+            found.append(vi)
+    return found
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
