@@ -122,8 +122,11 @@ def written_norm(node: gs.Node, keep: np.ndarray, factor: float, axis: int, opse
         x = op("Add", x, bias) if bias is not None else x
         if len(node.outputs) > 3 and node.outputs[3].name:
             nodes.append(gs.Node("Identity", f"{name}::sum", inputs=[x], outputs=[node.outputs[3]]))
+    if node.op == "InstanceNormalization":  # per channel (axis 1) over ``axis``: the affine broadcast on axis 1
+        column = gs.Constant(f"{name}::column", np.array([-1] + [1] * (rank - 2), np.int64))
+        gamma, beta = op("Reshape", gamma, column), op("Reshape", beta, column)
     centred = x
-    if node.op in ("LayerNormalization", "SkipLayerNormalization"):
+    if node.op in ("LayerNormalization", "SkipLayerNormalization", "InstanceNormalization"):
         centred = op("Where", kept, op("Sub", x, mean(x)), const(0.0))
     spread = op("Sqrt", op("Add", mean(op("Mul", centred, centred)), const(float(node.attrs.get("epsilon", 1e-5)))))
     out = op("Mul", op("Div", centred, spread), gamma)

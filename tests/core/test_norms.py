@@ -157,3 +157,21 @@ def test_onnxruntime_fused_skip_norms_couple_and_verify_renormalised(op):
     assert len(result.plan.removed[group.id]) == 16
     plain = dataclasses.replace(result.plan, renormalised=())
     assert not verify_masked(result.source, result.model, plain).ok
+
+
+def test_group_norm_of_one_group_as_exported_through_instance_norm_loses_channels():
+    """torch exports GroupNorm(1, C) (PoolFormer) as Reshape(N, 1, -1) → InstanceNormalization → Reshape back →
+    the per-channel affine: the channels are blocks of the flattened axis, renormalised."""
+    g = G(opset=17)
+    h = g.conv("input", 3, 32)
+    flat = g.op("Reshape", [h, g.const([1, 1, -1], np.int64)])
+    normed = g.op("InstanceNormalization", [flat, g.const([1.0]), g.const([0.0])], epsilon=1e-5)
+    back = g.op("Reshape", [normed, g.const([1, 32, 8, 8], np.int64)])
+    y = g.op("Add", [g.op("Mul", [back, g.const(np.linspace(0.5, 1.5, 32).reshape(32, 1, 1))]), g.rand(32, 1, 1)])
+    g.nodes.append(helper.make_node("Conv", [y, g.rand(8, 32, 1, 1)], ["output"], name="out_conv"))
+    model = g.model([1, 3, 8, 8], [1, 8, 8, 8])
+    result = graphprune.prune(model, ratio=0.5, round_to=1, budget="channels")
+    assert result.report.verification.ok and result.plan.renormalised
+    assert result.report.units_removed == 16
+    plain = dataclasses.replace(result.plan, renormalised=())
+    assert not verify_masked(result.source, result.model, plain).ok

@@ -33,12 +33,19 @@ def batch_norm(ctx: RuleContext) -> None:
 
 @rule("InstanceNormalization")
 def instance_norm(ctx: RuleContext) -> None:
-    """Batch and channel pass through; the spatial axes are normalised over (frozen)."""
+    """Batch and channel pass through; the spatial axes are normalised over (frozen), except one lone axis
+    (rank 3), which is renormalised: that is how GroupNorm is exported (``Reshape(N, G, -1)`` → InstanceNorm →
+    ``Reshape`` back → the per-channel affine), so GroupNorm(1) (PoolFormer, ConvNeXt-style ``LayerNorm2d``)
+    loses channels, each a block of the flattened axis, with its statistics over the kept ones."""
     x, y = ctx.node.inputs[0], ctx.node.outputs[0]
     ctx.couple_axes(x, 0, y, 0)
     ctx.couple_axes(x, 1, y, 1)
     for p in ctx.node.inputs[1:3]:
         ctx.couple_axes(p, 0, y, 1)
+    if ctx.rank(x) == 3 and not any(ctx.graph.consumers.get(o) for o in ctx.node.outputs[1:] if o):
+        ctx.couple_axes(x, 2, y, 2)
+        ctx.renormalise(ctx.space(x, 2))
+        return
     for k in range(2, ctx.rank(x)):
         ctx.freeze_axis(x, k, "normalised over by InstanceNormalization")
 
