@@ -37,7 +37,7 @@ def read_plan(pruned: str | None, plan_file: str | None) -> tuple[Plan | None, d
         raise UsageError("give --pruned or --plan, not both")
     if plan_file:
         try:
-            text = Path(plan_file).read_text()
+            text = metadata.unpacked(Path(plan_file).read_text().strip())  # as stored in a pruned file, too
             data = json.loads(text)
             if "plan" in data and isinstance(data["plan"], (str, dict)):  # a wrapper holding the plan
                 text = data["plan"] if isinstance(data["plan"], str) else json.dumps(data["plan"])

@@ -199,3 +199,16 @@ def test_a_closed_stdout_is_not_an_internal_error(exported):
     p.stdout.read(1)
     p.stdout.close()
     assert p.wait() in (0, 141) and b"internal error" not in p.stderr.read()
+
+
+@pytest.mark.parametrize("value", ["zlib:AAAA", "{not json"])
+def test_damaged_metadata_is_bad_input_not_a_crash(exported, tmp_path, value):
+    src, small = exported("resnet_basic"), tmp_path / "s.onnx"
+    assert main([str(src), "--ratio", "0.5", "-o", str(small), "-q"]) == 0
+    m = onnx.load(str(small))
+    stored = {p.key: p for p in m.metadata_props}["graphprune.plan"]
+    assert stored.value.startswith("zlib:")  # the plan is stored compressed: it must not outweigh what was removed
+    stored.value = value
+    onnx.save(m, str(tmp_path / "damaged.onnx"))
+    r = run_cli("verify", src, tmp_path / "damaged.onnx")
+    assert r.returncode == 2 and "metadata is damaged" in r.stderr and r.stderr.count("\n") == 1
