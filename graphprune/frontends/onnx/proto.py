@@ -125,11 +125,8 @@ def contrib_shapes(light: onnx.ModelProto, inferred: onnx.ModelProto) -> list[on
     missing = {o for n in light.graph.node for o in n.output if o and o not in known}
     if not missing:
         return []
-    try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
-        symbolic = SymbolicShapeInference.infer_shapes(light, auto_merge=True)
-    except Exception:  # its own gaps (an op it does not know either): keep what ONNX inferred
+    symbolic = symbolic_shapes(light)
+    if symbolic is None:
         return []
     found = []
     for vi in symbolic.graph.value_info if symbolic is not None else ():
@@ -137,6 +134,25 @@ def contrib_shapes(light: onnx.ModelProto, inferred: onnx.ModelProto) -> list[on
         if vi.name in missing and dims is not None and all(d.HasField("dim_value") for d in dims):
             found.append(vi)
     return found
+
+
+def symbolic_shapes(light: onnx.ModelProto) -> onnx.ModelProto | None:
+    """onnxruntime's symbolic shape inference of ``light``, complete or not; None when it cannot run.
+
+    Its ``infer_shapes`` entry point, on an incomplete inference, writes a debug copy of the model
+    (``sym_shape_infer_temp.onnx`` and a data file per tensor) into the current folder and raises: a prune run left
+    files in the user's folder. The same steps are taken here, keeping what it inferred and writing nothing."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        inference = SymbolicShapeInference(2**31 - 1, True, False, 0)  # int_max, auto_merge, guess rank, verbose
+        inference._preprocess(light)
+        while inference.run_:
+            inference._infer_impl()
+        inference._update_output_from_vi()
+        return inference.out_mp_
+    except Exception:  # its own gaps (an op it does not know either), or another onnxruntime's internals
+        return None
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
