@@ -62,14 +62,24 @@ def top1(model: onnx.ModelProto, source: LoadedModel, data: Labelled) -> float:
         batch = {k: v[start:start + EVAL_BATCH] for k, v in data.inputs.items()}
         logits = runner.run(batch)[output]
         labels = data.labels[start:start + EVAL_BATCH]
-        check_logits(logits, labels, data.where)
-        hits += int((logits.argmax(axis=1) == labels).sum())
+        hits += int((logits.argmax(axis=1) == check_labels(labels, logits, data.where)).sum())
     return hits / max(1, data.n_points)
 
 
-def check_logits(logits: np.ndarray, labels: np.ndarray, where: str) -> None:
-    if logits.ndim < 2 or tuple(labels.shape) != (logits.shape[0], *logits.shape[2:]):
-        raise UsageError(f"{where}: labels of shape {tuple(labels.shape)} do not fit the first output "
-                         f"{tuple(logits.shape)} (class axis 1)")
-    if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
-        raise UsageError(f"{where}: labels must lie in [0, {logits.shape[1]})")
+def check_labels(labels: np.ndarray, logits: np.ndarray, where: str) -> np.ndarray:
+    """``labels`` as int64 once they fit ``logits`` (class axis 1): integer, one per point (and position), in range.
+    Shared with ``prunability``."""
+    labels = np.asarray(labels)
+    if not (np.issubdtype(labels.dtype, np.integer) and labels.dtype != np.bool_):
+        raise UsageError(f"{where}: 'labels' must be an integer array, got {labels.dtype}")
+    if logits.ndim < 2:
+        raise UsageError(f"{where}: labels need an output with a class axis 1; the first output has shape "
+                         f"{tuple(logits.shape)}")
+    want = (logits.shape[0], *logits.shape[2:])
+    if tuple(labels.shape) != want:
+        raise UsageError(f"{where}: 'labels' has shape {tuple(labels.shape)}; the first output "
+                         f"{tuple(logits.shape)} needs {want}")
+    n_classes = logits.shape[1]
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise UsageError(f"{where}: 'labels' must lie in [0, {n_classes}) for an output with {n_classes} classes")
+    return labels.astype(np.int64)

@@ -39,6 +39,7 @@ from graphprune.errors import UsageError
 from graphprune.frontends.onnx.lower import to_ir
 from graphprune.frontends.registry import frontend_for
 from graphprune.methods.calib import ActivationRunner, as_dict, model_inputs, validate
+from graphprune.methods.evaluate import check_labels
 from graphprune.pipeline.presets import METHODS
 
 LABELS = "labels"
@@ -242,23 +243,6 @@ def drift(outputs: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> flo
               for a, b in zip(outputs, reference))
     den = sum(float(np.sum(np.asarray(b, np.float64) ** 2)) for b in reference)
     return math.sqrt(num / den) if den > 0 else math.sqrt(num)
-
-
-def check_labels(labels: np.ndarray, logits: np.ndarray, where: str) -> np.ndarray:
-    labels = np.asarray(labels)
-    if not (np.issubdtype(labels.dtype, np.integer) and labels.dtype != np.bool_):
-        raise UsageError(f"{where}: 'labels' must be an integer array, got {labels.dtype}")
-    if logits.ndim < 2:
-        raise UsageError(f"{where}: labels need an output with a class axis 1; the first output has shape "
-                         f"{tuple(logits.shape)}")
-    want = (logits.shape[0], *logits.shape[2:])
-    if tuple(labels.shape) != want:
-        raise UsageError(f"{where}: 'labels' has shape {tuple(labels.shape)}; the first output "
-                         f"{tuple(logits.shape)} needs {want}")
-    n_classes = logits.shape[1]
-    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-        raise UsageError(f"{where}: 'labels' must lie in [0, {n_classes}) for an output with {n_classes} classes")
-    return labels.astype(np.int64)
 
 
 # ---- the model-level driver ----------------------------------------------------------------------------------

@@ -129,7 +129,7 @@ def contrib_shapes(light: onnx.ModelProto, inferred: onnx.ModelProto) -> list[on
     if symbolic is None:
         return []
     found = []
-    for vi in symbolic.graph.value_info if symbolic is not None else ():
+    for vi in symbolic.graph.value_info:
         dims = vi.type.tensor_type.shape.dim if vi.type.tensor_type.HasField("shape") else None
         if vi.name in missing and dims is not None and all(d.HasField("dim_value") for d in dims):
             found.append(vi)
