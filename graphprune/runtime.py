@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from types import MappingProxyType
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -69,7 +71,8 @@ def runnable(model: onnx.ModelProto | io.Stripped) -> Iterator[Runnable]:
         yield path
 
 
-def session(model: Runnable, *, optimize: bool = True, threads: int = 0, once: bool = False) -> ort.InferenceSession:
+def session(model: Runnable, *, optimize: bool = True, threads: int = 0, once: bool = False,
+            profile_prefix: str | None = None) -> ort.InferenceSession:
     """An onnxruntime session on the best provider here (CUDA when present), from a proto or a file. ``once``:
     for a session run on one batch (verification): onnxruntime does not pack the weights ahead, which would
     hold a second copy of them for a speed-up a single run does not see; nor does it fuse QuantizeLinear /
@@ -85,6 +88,10 @@ def session(model: Runnable, *, optimize: bool = True, threads: int = 0, once: b
     opts.log_severity_level = 4  # failures are reported by graphprune, in one line
     if threads:
         opts.intra_op_num_threads = threads
+    if profile_prefix is not None:  # onnxruntime's per-kernel profiler, written to this path prefix (see profile)
+        opts.enable_profiling, opts.profile_file_prefix = True, profile_prefix
+        # sessions profiled in turns: a pool left spinning after its run would take the cores from the next one
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         with contextlib.nullcontext(model) if isinstance(model, Path) else runnable(model) as m:
             what = str(m) if isinstance(m, Path) else m.SerializeToString()
@@ -152,3 +159,52 @@ def latency_ms(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], *, runs:
         times.append((time.perf_counter() - t0) * 1e3)
     p10, p50, p90 = np.percentile(times, [10, 50, 90])
     return {"median": float(p50), "p10": float(p10), "p90": float(p90)}
+
+
+@dataclass(frozen=True)
+class KernelProfile:
+    """Median time per run of each kernel onnxruntime ran (by its kernel name: the node's, or a name derived from
+    it for fused and layout-converted nodes, or one of its own for reorders it inserted), their op types, and
+    the median wall time of a run (the session's own overhead included)."""
+
+    kernel_ms: Mapping[str, float]
+    op_types: Mapping[str, str]
+    wall_ms: float
+
+
+def profile(models: Sequence[Runnable], feeds: Mapping[str, np.ndarray], *, runs: int = 10, warmup: int = 3,
+            threads: int = 0) -> list[KernelProfile]:
+    """Run each model ``warmup + runs`` times under onnxruntime's profiler, the models taking turns run by run (so
+    a neighbour's job slows every model alike, not the one measured while it ran), and read each trace: each
+    kernel's median time over the last ``runs`` runs (the first ones pay for allocation and weight packing). The
+    traces are written to a private temporary folder, removed here."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="graphprune-profile-") as folder:
+        sessions = [session(m, threads=threads, profile_prefix=str(Path(folder) / f"trace{i}"))
+                    for i, m in enumerate(models)]
+        for _ in range(warmup + runs):
+            for sess in sessions:
+                run(sess, feeds)
+        return [kernel_profile(Path(sess.end_profiling()), warmup) for sess in sessions]
+
+
+def kernel_profile(trace: Path, warmup: int) -> KernelProfile:
+    """The :class:`KernelProfile` of an onnxruntime trace, from its run after the first ``warmup``."""
+    import json
+
+    events = json.loads(trace.read_text())
+    model_runs = sorted((e["ts"], e["dur"]) for e in events
+                        if e.get("cat") == "Session" and e.get("name") == "model_run")[warmup:]
+    starts = np.array([ts for ts, _ in model_runs] or [0])
+    per_run: dict[str, np.ndarray] = {}
+    op_types: dict[str, str] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= starts[0]:
+            name = e["name"][: -len("_kernel_time")]
+            times = per_run.setdefault(name, np.zeros(len(starts)))
+            times[np.searchsorted(starts, e["ts"], side="right") - 1] += e["dur"]
+            op_types[name] = e.get("args", {}).get("op_name", "")
+    # medians over runs: a run the OS preempted inflates a mean, not the median
+    return KernelProfile(MappingProxyType({k: float(np.median(v)) / 1e3 for k, v in per_run.items()}),
+                         MappingProxyType(op_types), float(np.median([d for _, d in model_runs] or [0])) / 1e3)

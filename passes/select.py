@@ -6,8 +6,8 @@
 * threshold: remove every unit whose raw score is ≤ ``threshold``, and never one scoring above it: the kept count
   is rounded *up* to a multiple of ``round_to`` (the best-scored of the units at or below T are kept back).
 
-With ``budget="params"`` or ``"macs"`` the ratio is the fraction of the whole model's parameters (MACs) to remove,
-as for sampling: local scope removes one uniform fraction f of every group, global scope the n lowest-ranked
+With ``budget="params"``, ``"macs"`` or ``"latency"`` the ratio is the fraction of the whole model's parameters
+(MACs; latency predicted by the measured per-node curves of ``state.latency``, HALP-style) to remove, as for sampling: local scope removes one uniform fraction f of every group, global scope the n lowest-ranked
 units, with f (n) found by bisection on the predicted cost (:class:`graphprune.methods.budget.BudgetModel`, the
 rounding below included) and the side of the step nearer the target taken. A target below what every group at
 its limit gives is met as closely as possible and the stats say "budget unreachable".
@@ -29,6 +29,7 @@ import numpy as np
 from graphprune.channels.analysis import ChannelGraph, Group
 from graphprune.channels.plan import Plan
 from graphprune.methods.budget import BudgetModel, cost_of_sizes, plan_cost
+from graphprune.errors import UsageError
 from graphprune.pipeline.state import PruneState
 
 from graphprune.pipeline.base import Pass, PassResult
@@ -64,7 +65,7 @@ def keep_one_per_space(group: Group, scores: np.ndarray, removed: np.ndarray) ->
 @dataclass(frozen=True, kw_only=True)
 class Select(Pass):
     ratio: float = 0.5
-    budget: Literal["channels", "params", "macs"] = "channels"
+    budget: Literal["channels", "params", "macs", "latency"] = "channels"
     scope: Literal["local", "global"] = "local"
     threshold: float | None = None
     round_to: int = 1
@@ -75,7 +76,9 @@ class Select(Pass):
     def call(self, state: PruneState) -> PassResult:
         cg, scores = state.channels, state.scores
         budgeted = self.budget != "channels" and self.threshold is None
-        search = BudgetSearch(self, cg, scores) if budgeted else None
+        if budgeted and self.budget == "latency" and state.latency is None:
+            raise UsageError("--budget latency needs the measured latency table (the MeasureLatency pass) first")
+        search = BudgetSearch(self, cg, scores, state.latency) if budgeted else None
         counts = search.counts() if search else self.removal_counts(cg, scores)
         removed = {}
         for gid, count in counts.items():
@@ -88,7 +91,7 @@ class Select(Pass):
         stats = {"units_removed": plan.units_removed, "groups_pruned": len(plan.removed)}
         if search:
             achieved = search.achieved(plan)
-            plan = dataclasses.replace(plan, meta=MappingProxyType(dict(meta, budget=self.budget, achieved=achieved)))
+            plan = dataclasses.replace(plan, meta=MappingProxyType(dict(plan.meta, budget=self.budget, achieved=achieved)))
             stats |= {"budget": self.budget, "target_kept": 1.0 - self.ratio, "achieved_kept": achieved[self.budget],
                       "budget_error": achieved[self.budget] - (1.0 - self.ratio), "search": search.how}
         return PassResult(state.with_(plan=plan), modified=False, stats=stats)
@@ -119,20 +122,26 @@ class Select(Pass):
 
 
 class BudgetSearch:
-    """Per-group removal counts that meet a params / MACs budget (see the module docstring)."""
+    """Per-group removal counts that meet a params / MACs / predicted-latency budget (see the module docstring)."""
 
-    def __init__(self, select: Select, cg: ChannelGraph, scores: Mapping[int, np.ndarray]):
-        self.select, self.cg, self.scores = select, cg, scores
-        self.which = 0 if select.budget == "params" else 1
+    def __init__(self, select: Select, cg: ChannelGraph, scores: Mapping[int, np.ndarray], latency=None):
+        self.select, self.cg, self.scores, self.latency = select, cg, scores, latency
+        self.which = {"params": 0, "macs": 1}.get(select.budget)
         orders = {g: np.argsort(s, kind="stable")[::-1] for g, s in scores.items()}  # best first: kept = a prefix
         self.model = BudgetModel(cg, orders)
-        self.full = cost_of_sizes(cg, {})
-        self.target = (1.0 - select.ratio) * self.full[self.which]
+        self.full = (*cost_of_sizes(cg, {}), latency.predict(cg) if latency is not None else 0.0)
+        self.target = (1.0 - select.ratio) * self.full[self.index]
         self.how = ""
+
+    @property
+    def index(self) -> int:
+        return 2 if self.which is None else self.which
 
     def cost(self, counts: Mapping[int, int]) -> float:
         s, n = self.select, {g: len(v) for g, v in self.scores.items()}
         kept = {g: n[g] - round_kept(n[g], c, s.round_to) for g, c in counts.items()}
+        if self.which is None:
+            return self.latency.predict(self.cg, self.model.sizes(kept))
         return self.model.cost(kept)[self.which]
 
     def counts(self) -> dict[int, int]:
@@ -167,4 +176,9 @@ class BudgetSearch:
 
     def achieved(self, plan: Plan) -> dict[str, float]:
         after = plan_cost(self.cg, plan)
-        return {"params": after[0] / max(self.full[0], 1), "macs": after[1] / max(self.full[1], 1)}
+        out = {"params": after[0] / max(self.full[0], 1), "macs": after[1] / max(self.full[1], 1)}
+        if self.latency is not None:
+            sizes = {s: len(k) for s, k in plan.keep.items() if not s.virtual}
+            predicted = self.latency.predict(self.cg, sizes)
+            out |= {"latency": predicted / max(self.full[2], 1e-12), "latency_ms": [self.full[2], predicted]}
+        return out

@@ -83,8 +83,15 @@ class Frontend(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def latency(self, source: Any, before: Any, after: Any, seed: int) -> dict[str, Any]:
-        """Median latency (ms) of both models (``before_ms``, ``after_ms``, and details where measured)."""
+    def latency(self, source: Any, before: Any, after: Any, seed: int, threads: int = 0) -> dict[str, Any]:
+        """Median latency (ms) of both models (``before_ms``, ``after_ms``, and details where measured), with
+        ``threads`` intra-op threads where the runtime takes a count (0: its default)."""
+
+    def latency_table(self, source: Any, channels: ChannelGraph, *, threads: int, round_to: int,
+                      cache: bool) -> tuple[Any, bool]:
+        """The model's measured per-node latency curves (a :class:`graphprune.methods.latency.LatencyTable`) and
+        whether they came from the cache."""
+        raise UsageError(f"--budget latency measures layers in onnxruntime, on ONNX models, not on {self.name} ones")
 
     def accuracy(self, source: Any, before: Any, after: Any, data: Any) -> dict[str, Any]:
         """Top-1 accuracy of both models on labelled ``data`` (``before``, ``after``, ``points``)."""

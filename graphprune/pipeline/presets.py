@@ -32,6 +32,7 @@ from graphprune.methods.sensitivity import DELTA
 from graphprune.passes import AnalyseChannels, FoldBatchNorm, MagnitudeScore, RandomScore, RemoveChannels, Select
 from graphprune.passes.bn_scale import BNScaleScore
 from graphprune.passes.calibrate import Calibrate
+from graphprune.passes.latency import MeasureLatency
 from graphprune.passes.lowrank import LowRank
 from graphprune.passes.reconstruct import Reconstruct
 from graphprune.passes.reweight import Reweight
@@ -64,7 +65,7 @@ class Options:
     """Base of the method option records; ``__post_init__`` validates (a :class:`UsageError`, one line)."""
 
 
-BUDGETS = ("channels", "params", "macs")
+BUDGETS = ("channels", "params", "macs", "latency")
 DEFAULT_BUDGET = "params"  # what --ratio is a fraction of, unless --budget says otherwise (every channel method)
 
 
@@ -72,8 +73,9 @@ def budget_option():
     """``--budget``, shared by every channel method (one field, one default, so the CLI flag means one thing)."""
     return option(None, "what --ratio is a fraction of, for every channel method: 'params' (default) or 'macs' of "
                   "the whole model (magnitude / random / bn_scale / taylor meet it with one uniform fraction per "
-                  "group, or with --global one ranking across groups; sampling with one ε), or 'channels': each "
-                  "group loses that fraction of its channels (score methods only)", choices=BUDGETS)
+                  "group, or with --global one ranking across groups; sampling with one ε), 'latency': of the "
+                  "latency measured per layer on this machine's onnxruntime (score methods, ONNX; cached), or "
+                  "'channels': each group loses that fraction of its channels (score methods only)", choices=BUDGETS)
 
 
 def check_budget(budget: str | None, allowed: tuple[str, ...] = BUDGETS) -> None:
@@ -85,16 +87,20 @@ def check_budget(budget: str | None, allowed: tuple[str, ...] = BUDGETS) -> None
 class SelectOptions(Options):
     """Selection by score (:class:`graphprune.passes.Select`)."""
 
-    budget: Literal["channels", "params", "macs"] | None = budget_option()
+    budget: Literal["channels", "params", "macs", "latency"] | None = budget_option()
 
     scope: Literal["local", "global"] = option(
         "local", "rank units across all groups (default: the ratio applies to each group)",
         cli=("--global",), action="store_const", const="global")
     threshold: float | None = option(None, "remove every unit whose score is <= T instead of a ratio", type=float)
     max_group_ratio: float = option(0.9, "with --global: most any group may lose", type=float)
+    latency_threads: int = option(0, "with --budget latency: onnxruntime threads to measure with (default 0: "
+                                  "onnxruntime's choice, all cores)", type=int, metavar="N")
 
     def __post_init__(self) -> None:
         check_budget(self.budget)
+        if int(self.latency_threads) != self.latency_threads or self.latency_threads < 0:
+            raise UsageError(f"latency threads {self.latency_threads} must be a non-negative integer")
         if self.scope not in ("local", "global"):
             raise UsageError(f"scope '{self.scope}' must be 'local' or 'global'")
         if not 0.0 < self.max_group_ratio < 1.0:
@@ -266,6 +272,8 @@ def channel_pipeline(score: Pass, cfg: "PruneConfig", opts: SelectOptions, exclu
     select = Select(ratio=cfg.ratio, budget=opts.budget or DEFAULT_BUDGET, scope=opts.scope, threshold=opts.threshold,
                     round_to=cfg.round_to, max_group_ratio=opts.max_group_ratio)
     passes = [analyse(cfg, exclude), score, select, RemoveChannels()]
+    if select.budget == "latency" and select.threshold is None:
+        passes.insert(1, MeasureLatency(threads=opts.latency_threads, round_to=cfg.round_to))
     if getattr(opts, "reconstruct", False):
         return [calibrate(cfg, opts), *passes, reconstruct_pass(cfg, opts)]
     return passes
@@ -306,8 +314,8 @@ def taylor(cfg: "PruneConfig", opts: TaylorOptions, exclude) -> list[Pass]:
 
 def sampling(cfg: "PruneConfig", opts: SamplingOptions, exclude) -> list[Pass]:
     """PFP: data-informed channel sensitivity, one ε for a params / MACs budget (passes/sampling.py)."""
-    if opts.budget == "channels":
-        raise UsageError("sampling meets a params or macs budget with one ε for all groups: --budget channels "
+    if opts.budget in ("channels", "latency"):
+        raise UsageError(f"sampling meets a params or macs budget with one ε for all groups: --budget {opts.budget} "
                          "applies to the score methods (magnitude, random, bn_scale, taylor)")
     select = SamplingSelect(ratio=cfg.ratio, budget=opts.budget or DEFAULT_BUDGET, sampling=opts.sampling, delta=opts.delta,
                             round_to=cfg.round_to, seed=cfg.seed)

@@ -37,6 +37,7 @@ class PruneState:
     calib: Any = None  # graphprune.methods.calib.Calibration: the points data-informed passes read (Calibrate sets it)
     weight_edits: Mapping[str, Any] | None = None  # initializer → WeightEdit of the last value-only pass
     refitted: tuple[str, ...] = ()  # initializers whose values reconstruction replaced (Reconstruct sets it)
+    latency: Any = None  # graphprune.methods.latency.LatencyTable: measured per-node cost curves (MeasureLatency)
 
     @staticmethod
     def start(source: Any) -> "PruneState":

@@ -324,6 +324,11 @@ def status_lines(report: PruneReport) -> list[str]:
     if report.latency and "before" in report.latency:
         b, a = report.latency["before"], report.latency["after"]
         lines.append(f"latency p10–p90 (ms): before {b['p10']:.3f}–{b['p90']:.3f}, after {a['p10']:.3f}–{a['p90']:.3f}")
+    if report.latency and "predicted_after_ms" in report.latency:
+        lat = report.latency
+        lines.append(f"latency budget: predicted {lat['predicted_before_ms']:.3f} → {lat['predicted_after_ms']:.3f} ms, "
+                     f"measured {lat['before_ms']:.3f} → {lat['after_ms']:.3f} ms (prediction "
+                     f"{lat['prediction_error']:+.1%} of the measured)")
     if report.accuracy:
         a = report.accuracy
         lines.append(f"accuracy on {a['points']} labelled points ({a['data']}): {a['before']:.2%} → {a['after']:.2%}")
@@ -339,6 +344,17 @@ def changed_layers(report: PruneReport) -> list[Mapping[str, Any]]:
             or (r["params"].get("nonzero_after") not in (None, r["params"]["after"]))]
 
 
+
+
+def predicted_latency(plan, measured: Mapping[str, Any]) -> dict[str, Any]:
+    """The latency budget's prediction next to the measurement: ``predicted_before_ms``, ``predicted_after_ms``
+    and ``prediction_error`` (predicted ÷ measured − 1, after pruning), when the plan was made to one."""
+    achieved = (plan.meta.get("achieved") or {}) if plan is not None else {}
+    if "latency_ms" not in achieved:
+        return {}
+    before, after = achieved["latency_ms"]
+    return {"predicted_before_ms": before, "predicted_after_ms": after,
+            "prediction_error": after / max(measured["after_ms"], 1e-12) - 1.0}
 
 
 @dataclass(frozen=True, eq=False)
@@ -372,9 +388,11 @@ def make_report(config, run, finished, verification: Verification | None, notes:
     cost = cost or run_cost(run)
     before, after, after_graph = cost.before, cost.after, cost.after_graph
     latency = None
-    if config.latency:
+    if config.latency or config.budget == "latency":  # a latency budget is always measured against its prediction
         with progress.task("measuring latency"):
-            latency = frontend.latency(source, source.model, finished.model, config.seed)
+            latency = frontend.latency(source, source.model, finished.model, config.seed,
+                                       threads=config.latency_threads)
+        latency |= predicted_latency(state.plan, latency)
     accuracy = None
     if config.eval_data is not None:
         with progress.task("measuring accuracy"):

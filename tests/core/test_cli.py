@@ -86,6 +86,8 @@ def test_verify_accepts_the_pruned_model_and_rejects_a_tampered_one(exported, tm
     (["{empty}"], "empty file"),
     (["{junk}"], "not a valid ONNX protobuf"),
     (["{dir}"], "not a file"),
+    (["{m}", "--budget", "latency", "--latency-threads", "-1"], "must be a non-negative integer"),
+    (["{m}", "--budget", "latency", "--method", "sampling"], "--budget latency applies to the score methods"),
 ])
 def test_bad_input_is_one_line_and_exit_2(exported, tmp_path, args, needle):
     m = exported("plain_cnn")

@@ -169,7 +169,7 @@ class TorchFrontend(Frontend):
         again = export_module if source.capture == "torch.export" else trace_module
         return module_cost(again(model, source.example_inputs))
 
-    def latency(self, source: TorchSource, before, after, seed: int) -> dict[str, Any]:
+    def latency(self, source: TorchSource, before, after, seed: int, threads: int = 0) -> dict[str, Any]:
         inputs = seeded_inputs(source.example_inputs, seed)
         return {"before_ms": latency_ms(before, inputs), "after_ms": latency_ms(after, inputs)}
 

@@ -23,6 +23,7 @@ from graphprune.frontends.base import Emitted, Finished, Frontend
 from graphprune.frontends.onnx.load import LoadedModel, load
 from graphprune.frontends.onnx.lower import to_ir
 from graphprune.ir import Graph
+from graphprune.frontends.onnx.latency import latency_table
 from graphprune.methods.cost import Cost, cost
 from graphprune.methods.evaluate import read_labelled, top1
 from graphprune.runtime import check_model, latency_ms, run, runnable, seeded_inputs, session
@@ -125,10 +126,13 @@ class OnnxFrontend(Frontend):
     def graph_after(self, source: LoadedModel, model: onnx.ModelProto) -> Graph | None:
         return to_ir(model)
 
-    def latency(self, source: LoadedModel, before, after, seed: int) -> dict[str, Any]:
+    def latency(self, source: LoadedModel, before, after, seed: int, threads: int = 0) -> dict[str, Any]:
         feeds = seeded_inputs(source.model, source.input_shapes, seed)
-        lb, la = latency_ms(before, feeds), latency_ms(after, feeds)
+        lb, la = latency_ms(before, feeds, threads=threads), latency_ms(after, feeds, threads=threads)
         return {"before_ms": lb["median"], "after_ms": la["median"], "before": lb, "after": la}
+
+    def latency_table(self, source: LoadedModel, channels, *, threads: int, round_to: int, cache: bool):
+        return latency_table(source, channels, threads=threads, round_to=round_to, cache=cache)
 
     def finish(self, source: LoadedModel, run, verification: Verification | None, config) -> Finished:
         """The untouched original when nothing changed; else the pruned model with its plan and analysed shapes in
