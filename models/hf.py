@@ -4,13 +4,16 @@ with the model in eval mode, ``use_cache`` off, and weights re-drawn at std 1/sq
 order one through the random layers (the library's 0.02 init would make most outputs vanish).
 
 Sizes: hidden 64, 2 layers, 4 heads (2 KV heads for the grouped-query families, 1 for Gemma's multi-query), MLP 128,
-sequence 8, vocabulary 128, images 32x32.
+sequence 8, vocabulary 128, images 32x32; ConvNeXt with stages 16-128 wide, one block each; MobileViT with
+transformer widths 16-32 over 2 heads. :func:`llama_lm` and :func:`lm_data` are a model and token data for
+``graphprune train models/hf.py:llama_lm --data tokens.npz --loss lm``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 SEQ, VOCAB, HIDDEN, LAYERS, HEADS, FFN = 8, 128, 64, 2, 4, 128
@@ -78,6 +81,24 @@ def t5_encoder():
     return tf.T5EncoderModel(cfg), (ids(),)
 
 
+def convnext_classifier():
+    import transformers as tf
+
+    cfg = tf.ConvNextConfig(num_channels=3, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], image_size=32,
+                            num_labels=5)
+    return tf.ConvNextForImageClassification(cfg), (image(),)
+
+
+def mobilevit_classifier():
+    """MobileViT-XXS-like, smaller: at 32x32 the last stage's 1x1 map is interpolated up to one 2x2 patch."""
+    import transformers as tf
+
+    cfg = tf.MobileViTConfig(num_channels=3, image_size=32, patch_size=2, hidden_sizes=[16, 24, 32],
+                             neck_hidden_sizes=[8, 8, 16, 16, 24, 24, 64], num_attention_heads=2, expand_ratio=2.0,
+                             num_labels=5)
+    return tf.MobileViTForImageClassification(cfg), (image(),)
+
+
 HF_MODELS: dict[str, Callable[[], tuple[torch.nn.Module, tuple]]] = {
     "llama": decoder("LlamaConfig", "LlamaForCausalLM", num_key_value_heads=2),
     "qwen3": decoder("Qwen3Config", "Qwen3ForCausalLM", num_key_value_heads=2, head_dim=16),
@@ -89,7 +110,24 @@ HF_MODELS: dict[str, Callable[[], tuple[torch.nn.Module, tuple]]] = {
     "gpt2": gpt2_lm,
     "whisper_encoder": whisper_encoder,
     "t5_encoder": t5_encoder,
+    "convnext": convnext_classifier,
+    "mobilevit": mobilevit_classifier,
 }
+
+
+def llama_lm() -> tuple[torch.nn.Module, tuple]:
+    """The small Llama of :data:`HF_MODELS` with its example token ids: ``graphprune train models/hf.py:llama_lm``."""
+    return build("llama")
+
+
+def lm_data(points: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
+    """Token ids a language model can learn, for ``graphprune train --loss lm``: ``points`` sequences of SEQ ids
+    counting up by one from a random start (wrapping past the special ids 0-2), so each next token follows from
+    the last; ``labels`` are the ids themselves (the loss shifts them)."""
+    rng = np.random.default_rng(seed)
+    start = rng.integers(0, VOCAB - 3, (points, 1))
+    ids = (3 + (start + np.arange(SEQ)) % (VOCAB - 3)).astype(np.int64)
+    return {"input_ids": ids, "labels": ids}
 
 
 def liven(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -71,6 +71,7 @@ class ChannelGraph:
     stats: frozenset[str]
     unmapped: tuple[Node, ...]  # nodes with no channel rule
     renormalised: tuple[Renormalised, ...] = ()  # statistics over spaces that may shrink (normalisations)
+    query_heads: bool = False  # analysed with the query_heads option (see RuleContext.query_heads)
 
     @property
     def candidates(self) -> tuple[Group, ...]:
@@ -87,8 +88,10 @@ class ChannelGraph:
 MAX_LAYOUT_ROUNDS = 8
 
 
-def analyse(graph: Graph, exclude: Iterable[str] = ()) -> ChannelGraph:
-    """Run every node's rule, build the space graph, and derive groups and units.
+def analyse(graph: Graph, exclude: Iterable[str] = (), *, query_heads: bool = False) -> ChannelGraph:
+    """Run every node's rule, build the space graph, and derive groups and units. ``query_heads``: an axis
+    broadcast by Expand may shrink and the Reshape merging it couples through it (:class:`RuleContext`): grouped-
+    query attention then loses query heads inside every KV group (the same ones in each) instead of whole groups.
 
     Reshapes that split or merge axes can couple the outermost or the innermost axis of the run (see
     :func:`graphprune.rules.shape.couple_merged`). They start with the outermost; where the coupled axes end up
@@ -103,7 +106,7 @@ def analyse(graph: Graph, exclude: Iterable[str] = ()) -> ChannelGraph:
     gc.disable()
     try:
         for _ in range(MAX_LAYOUT_ROUNDS):
-            cg, alternatives = analyse_once(graph, excluded, choices)
+            cg, alternatives = analyse_once(graph, excluded, choices, query_heads)
             flips = layout_flips(cg, [a for a in alternatives if a.key not in choices])
             if not flips:
                 break
@@ -159,8 +162,8 @@ def freezes_after_switch(cg: "ChannelGraph", alts: list) -> list[Freeze]:
     return [f for gid in {cg.group_of[s] for s in kept} for f in cg.groups[gid].freezes if f.space in kept]
 
 
-def analyse_once(graph: Graph, excluded: set[str], choices: dict[str, str]):
-    said = [node_channels(graph, n, n.name in excluded, choices) for n in graph.nodes]
+def analyse_once(graph: Graph, excluded: set[str], choices: dict[str, str], query_heads: bool = False):
+    said = [node_channels(graph, n, n.name in excluded, choices, query_heads) for n in graph.nodes]
     freezes = [f for s in said for f in s.freezes] + interface_freezes(graph)
     couplings = [c for s in said for c in s.couplings]
     virtual = dict(v for s in said for v in s.virtual)
@@ -170,7 +173,8 @@ def analyse_once(graph: Graph, excluded: set[str], choices: dict[str, str]):
     stats = frozenset(t for s in said for t in s.stats)
     alternatives = [a for s in said for a in s.alternatives]
     renormalised = tuple(r for s in said for r in s.renormalised)
-    return ChannelGraph(graph, g, groups, MappingProxyType(group_of), stats, unmapped, renormalised), alternatives
+    return (ChannelGraph(graph, g, groups, MappingProxyType(group_of), stats, unmapped, renormalised, query_heads),
+            alternatives)
 
 
 def excluded_nodes(graph: Graph, patterns: list[str]) -> set[str]:
@@ -184,7 +188,8 @@ def excluded_nodes(graph: Graph, patterns: list[str]) -> set[str]:
     return out
 
 
-def node_channels(graph: Graph, node: Node, excluded: bool = False, choices: dict[str, str] | None = None) -> NodeChannels:
+def node_channels(graph: Graph, node: Node, excluded: bool = False, choices: dict[str, str] | None = None,
+                  query_heads: bool = False) -> NodeChannels:
     """Apply the node's rule; whatever it leaves unmapped (or everything, on failure) is frozen."""
     spaces = [Space(t, k) for t in node.touched if graph.shape(t) is not None for k in range(len(graph.shape(t)))]
     unknown = [t for t in node.touched if graph.shape(t) is None and not unread_output(graph, node, t)]
@@ -195,7 +200,7 @@ def node_channels(graph: Graph, node: Node, excluded: bool = False, choices: dic
         return frozen_all(spaces, node, f"no channel rule for op {qualified(node)}")
     if unknown:
         return frozen_all(spaces, node, f"shape of '{unknown[0]}' unknown")
-    ctx = RuleContext(graph, node, choices)
+    ctx = RuleContext(graph, node, choices, query_heads=query_heads)
     try:
         rule.apply(ctx)
     except RuleError as exc:

@@ -42,8 +42,9 @@ class Plan:
                 if len(kept) < len(labels):
                     keep[space], sizes[space] = kept, len(labels)
         renormalised = tuple(dict.fromkeys(r for r in cg.renormalised if r.space in keep))
+        meta = dict(meta or {}) | ({"query_heads": True} if cg.query_heads else {})  # to analyse it again alike
         return Plan(MappingProxyType(removed), MappingProxyType(keep), MappingProxyType(sizes),
-                    MappingProxyType(dict(meta or {})), renormalised)
+                    MappingProxyType(meta), renormalised)
 
     @property
     def empty(self) -> bool:

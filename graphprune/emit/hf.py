@@ -89,12 +89,34 @@ def mlp_widths(model: nn.Module) -> Iterator[int]:
                 yield out_features(m.dense)
 
 
+def input_embeddings(model: nn.Module) -> nn.Module | None:
+    """``get_input_embeddings()``, or None where the family has none (vision models raise NotImplementedError)."""
+    try:
+        return model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    except NotImplementedError:
+        return None
+
+
 def hidden_width(model: nn.Module) -> int | None:
-    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    embeddings = input_embeddings(model)
     if isinstance(embeddings, nn.Embedding):
         return int(embeddings.weight.shape[1])
     conv = next((m for m in (embeddings.modules() if embeddings is not None else ()) if isinstance(m, nn.Conv2d)), None)
     return int(conv.out_channels) if conv is not None else None
+
+
+def stage_widths(model: nn.Module) -> list[int] | None:
+    """The width of every stage of a staged CNN whose config lists one per stage (ConvNeXt's ``hidden_sizes``):
+    the output channels of each stage's last conv, when the model has a ``stages`` list of that length."""
+    listed = getattr(model.config, "hidden_sizes", None)
+    if not isinstance(listed, (list, tuple)):
+        return None
+    for m in model.modules():
+        stages = getattr(m, "stages", None)
+        if isinstance(stages, nn.ModuleList) and len(stages) == len(listed):
+            convs = [[c for c in stage.modules() if isinstance(c, nn.Conv2d)] for stage in stages]
+            return [int(c[-1].out_channels) for c in convs] if all(convs) else None
+    return None
 
 
 def measured(model: nn.Module, heads_of: dict[nn.Module, tuple[int, int, int]]) -> dict[str, set[int]]:
@@ -118,13 +140,17 @@ def adapt(model: nn.Module) -> tuple[str, ...]:
     heads_of = {m: heads for m in model.modules() if (heads := attention_heads(m)) is not None}
     sizes = measured(model, heads_of)
     fix_modules(model, heads_of)
-    return update_config(model, sizes)
+    return update_config(model, sizes, stage_widths(model))
 
 
-def update_config(model: nn.Module, sizes: dict[str, set[int]]) -> tuple[str, ...]:
-    """``model.config`` with the pruned ``sizes`` (one per kind); the report lines for what it could not say."""
+def update_config(model: nn.Module, sizes: dict[str, set[int]], stages: list[int] | None = None) -> tuple[str, ...]:
+    """``model.config`` with the pruned ``sizes`` (one per kind) and per-stage widths ``stages`` (a config that
+    lists one per stage: ``hidden_sizes``); the report lines for what it could not say."""
     config: Any = model.config
     notes, written = [], []
+    if stages is not None and list(config.hidden_sizes) != stages:
+        config.hidden_sizes = stages
+        written.append(f"hidden_sizes={stages}")
     for kind, values in {k: set(v) for k, v in sizes.items()}.items():
         fields = [f for f in CONFIG_FIELDS[kind] if getattr(config, f, None) is not None or
                   (kind == "head_dim" and f == "head_dim" and hasattr(config, f))]
@@ -164,8 +190,11 @@ def rebuild_problem(model: nn.Module, inputs: tuple[Any, ...]) -> str | None:
             a, b = model(*inputs), again(*inputs)
             model.train(was)
     except Exception as exc:  # a config the class cannot be built from, missing or unexpected weights
-        text = str(exc).strip().splitlines()
-        return f"{type(exc).__name__}: {text[0] if text else ''}"
+        text = [t.strip() for t in str(exc).strip().splitlines() if t.strip()]
+        # load_state_dict's first line only names the class: the first mismatch says which size the config misses
+        detail = next((t for t in text if t.startswith(("size mismatch", "Missing key", "Unexpected key"))),
+                      text[0] if text else "")
+        return f"{type(exc).__name__}: {detail}"
     first = (lambda out: out.logits if hasattr(out, "logits") else out[0] if isinstance(out, (tuple, list)) else
              next(iter(out.values())) if isinstance(out, dict) else out)
     x, y = first(a), first(b)

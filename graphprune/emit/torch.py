@@ -168,27 +168,67 @@ def fix_embedding(m: nn.Module, node: str, ctx: FixContext) -> None:
     m.num_embeddings, m.embedding_dim = m.weight.shape
 
 
-MODULE_FIXES: dict[type, Callable[[nn.Module, str, FixContext], None]] = {
-    nn.modules.conv._ConvNd: fix_conv,
-    nn.Linear: fix_linear,
-    nn.modules.batchnorm._NormBase: fix_norm_base,  # BatchNorm*d and InstanceNorm*d
-    nn.GroupNorm: fix_group_norm,
-    nn.LayerNorm: fix_layer_norm,
-    nn.PReLU: fix_prelu,
-    nn.Unflatten: fix_unflatten,
-    nn.RNNBase: fix_rnn,
-    nn.Embedding: fix_embedding,
+Fix = Callable[[nn.Module, str, FixContext], None]
+
+# module type → its fix and the IR ops of the node the fix reads (the module's own call of that op: a timm
+# ``LayerNorm2d`` permutes before its LayerNormalization, a ``Conv2dSame`` pads before its Conv); () = none read
+MODULE_FIXES: dict[type, tuple[Fix, tuple[str, ...]]] = {
+    nn.modules.conv._ConvNd: (fix_conv, ("Conv", "ConvTranspose")),
+    nn.Linear: (fix_linear, ()),
+    nn.modules.batchnorm._NormBase: (fix_norm_base, ("BatchNormalization", "InstanceNormalization")),
+    nn.GroupNorm: (fix_group_norm, ("GroupNormalization",)),
+    nn.LayerNorm: (fix_layer_norm, ("LayerNormalization",)),
+    nn.PReLU: (fix_prelu, ()),
+    nn.Unflatten: (fix_unflatten, ("Reshape",)),
+    nn.RNNBase: (fix_rnn, ()),
+    nn.Embedding: (fix_embedding, ()),
 }
 
 
+def fix_timm_attention(m: nn.Module, node: str, ctx: FixContext) -> None:
+    """timm's ``Attention``: ``forward`` reshapes by ``num_heads`` / ``head_dim`` and merges to ``attn_dim``. Heads go
+    whole (the head dimension is pinned), so the head count follows the fused q, k, v projection."""
+    m.num_heads = int(m.qkv.weight.shape[0]) // (3 * int(m.head_dim))
+    m.attn_dim = m.num_heads * int(m.head_dim)
+
+
+def fix_csp_half(m: nn.Module, node: str, ctx: FixContext) -> None:
+    """Ultralytics' CSP blocks (``C2``, ``C2f`` and its ``C3k2``, ``C2fAttn``, ``RepNCSPELAN4``): ``forward`` chunks
+    ``cv1``'s output in two halves, ``forward_split`` (what some exports run) splits it as ``(c, c)``. The halves keep
+    equal counts (the ``Tie`` of an ATen split), so ``c`` is half of ``cv1``'s new width."""
+    m.c = int(m.cv1.conv.weight.shape[0]) // 2
+
+
+# the same for classes of optional libraries, by ``(module, qualified name)`` of a class in the module type's MRO: no
+# import of the library (a model of it is already loaded, else nothing matches)
+LIBRARY_FIXES: dict[tuple[str, str], tuple[Fix, tuple[str, ...]]] = {
+    ("timm.layers.attention", "Attention"): (fix_timm_attention, ()),
+    **{("ultralytics.nn.modules.block", name): (fix_csp_half, ()) for name in ("C2", "C2f", "C2fAttn", "RepNCSPELAN4")},
+}
+
+
+def module_fix(m: nn.Module) -> tuple[Fix, tuple[str, ...]] | None:
+    """The fix of ``m``'s nearest class (in its MRO) that has one."""
+    for c in type(m).__mro__:
+        entry = MODULE_FIXES.get(c) or LIBRARY_FIXES.get((c.__module__, c.__qualname__))
+        if entry is not None:
+            return entry
+    return None
+
+
 def fix_modules(model: nn.Module, source: TorchSource, ctx: FixContext) -> None:
-    """Every module whose call lowered to IR nodes gets its size attributes from its resized tensors."""
-    for path, node in source.module_calls.items():
-        if source.graph.node_by_name[node].op.startswith("Unknown:"):
-            continue
+    """Every module whose call lowered to IR nodes gets its size attributes from its resized tensors (and from the
+    node of its call that the fix reads; a module whose call did not lower, an Unknown op, is left as it is)."""
+    for path, nodes in source.module_calls.items():
         m = model.get_submodule(path)
-        fix = next((MODULE_FIXES[c] for c in type(m).__mro__ if c in MODULE_FIXES), None)
-        if fix is not None:
+        entry = module_fix(m)
+        if entry is None:
+            continue
+        fix, ops = entry
+        lowered = [n for n in nodes if not source.graph.node_by_name[n].op.startswith("Unknown:")]
+        node = next((n for n in lowered if source.graph.node_by_name[n].op in ops), None) if ops else (
+            lowered[0] if len(lowered) == len(nodes) else None)
+        if node is not None:
             fix(m, node, ctx)
 
 

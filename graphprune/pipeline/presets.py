@@ -84,7 +84,17 @@ def check_budget(budget: str | None, allowed: tuple[str, ...] = BUDGETS) -> None
 
 
 @dataclass(frozen=True, kw_only=True)
-class SelectOptions(Options):
+class AnalysisOptions(Options):
+    """How the channel analysis couples (:func:`graphprune.channels.analysis.analyse`), for every channel method."""
+
+    query_heads: bool = option(
+        False, "grouped-query attention: prune query heads inside each key / value group (the same heads in every "
+        "group; the KV heads kept) instead of whole KV groups with their query heads", action="store_true",
+        unused="--query-heads applies to the channel methods ({readers}), not to '{method}'")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelectOptions(AnalysisOptions):
     """Selection by score (:class:`graphprune.passes.Select`)."""
 
     budget: Literal["channels", "params", "macs", "latency"] | None = budget_option()
@@ -189,7 +199,7 @@ class DeltaOptions(CalibOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SamplingOptions(DeltaOptions, ReconstructOptions):
+class SamplingOptions(DeltaOptions, ReconstructOptions, AnalysisOptions):
     budget: Literal["params", "macs"] | None = budget_option()
     sampling: Literal["deterministic", "randomized"] = option(
         "deterministic", "sampling: keep the top channels by sensitivity (default), or draw them (--seed) and "
@@ -284,7 +294,7 @@ def reconstruct_pass(cfg: "PruneConfig", opts: ReconstructOptions) -> Reconstruc
 
 
 def analyse(cfg: "PruneConfig", exclude: tuple[str, ...]) -> AnalyseChannels:
-    return AnalyseChannels(exclude=tuple(cfg.exclude) + tuple(exclude), strict=cfg.strict)
+    return AnalyseChannels(exclude=tuple(cfg.exclude) + tuple(exclude), strict=cfg.strict, query_heads=cfg.query_heads)
 
 
 def calibrate(cfg: "PruneConfig", opts: CalibOptions) -> Calibrate:

@@ -6,7 +6,8 @@
                       eval_fn=lambda m: {"acc": accuracy(m, val_loader)})
     small = result.model            # trained in place, returned in eval mode; result.history: one dict per epoch
 
-Defaults: SGD with momentum 0.9 and weight decay 5e-4 (the TPP paper's fine-tuning), cross-entropy loss, LR
+Defaults: SGD with momentum 0.9 and weight decay 5e-4 (the TPP paper's fine-tuning), cross-entropy loss on the
+logits (``output.logits`` of a Hugging Face model; :func:`lm_loss` for a causal language model), LR
 schedule ``"cosine"`` (per step, to 0) or ``"step"`` (÷10 at 50 % and 75 % of the epochs; the paper's CIFAR
 schedule is 120 epochs with steps at 60 and 90), or ``"constant"``. A user-given ``optimizer`` is used as it is
 (its LR set to ``lr`` when ``lr`` is given). ``hooks``: an object with any of ``penalty()``, ``before_step()``,
@@ -56,6 +57,33 @@ def call(model: nn.Module, x: Any) -> torch.Tensor:
     return model(*x) if isinstance(x, (tuple, list)) else model(x)
 
 
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits of a model's output: a tensor, a Hugging Face output's ``logits``, or a tuple's first element."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if getattr(output, "logits", None) is not None:
+        return output.logits
+    if isinstance(output, (tuple, list)) and output:
+        return logits_of(output[0])
+    raise UsageError(f"cannot find logits in a model output of type {type(output).__name__}")
+
+
+def cross_entropy(output: Any, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the logits (class axis 1) against integer ``targets``: the default loss."""
+    return nn.functional.cross_entropy(logits_of(output), targets)
+
+
+def lm_loss(output: Any, tokens: torch.Tensor) -> torch.Tensor:
+    """Causal language-model loss: each position's logits ``(N, T, vocabulary)`` predict the next token of
+    ``tokens`` ``(N, T)`` (the token ids themselves, as Hugging Face's ``labels``; -100 entries are ignored)."""
+    logits = logits_of(output)
+    if logits.dim() != 3 or tuple(tokens.shape) != tuple(logits.shape[:2]):
+        raise UsageError(f"a language-model loss needs logits (N, T, V) and tokens (N, T); got "
+                         f"{tuple(logits.shape)} and {tuple(tokens.shape)}")
+    return nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1),
+                                       ignore_index=-100)
+
+
 def finetune(model: nn.Module, loader: Iterable, *, epochs: int, lr: float | None = None,
              optimizer: torch.optim.Optimizer | None = None, schedule: LRSchedule = "cosine",
              eval_fn: Callable[[nn.Module], Any] | None = None, progress: bool = True,
@@ -80,7 +108,7 @@ def finetune(model: nn.Module, loader: Iterable, *, epochs: int, lr: float | Non
     elif lr is not None:
         for group in optimizer.param_groups:
             group["lr"] = lr
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    loss_fn = loss_fn or cross_entropy
     try:
         steps_per_epoch = len(loader)  # type: ignore[arg-type]
     except TypeError:

@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from graphprune import api
+from graphprune.emit import hf
 from graphprune.emit.torch import emit
 from graphprune.errors import UsageError, VerificationError
 from graphprune.frontends.fx.frontend import load
@@ -316,6 +317,8 @@ class TPP:
                              "it was made from another module")
         emitted = emit(source, self.plan, rewrite_calls=source.capture == "torch.fx")
         self.emitted = emitted
+        # a Hugging Face model's head counts and config follow its resized weights, as after graphprune.prune
+        self.notes = () if emitted.graph_module else hf.adapt(emitted.model)
         if verify:
             v = verify_module(source, emitted.model, self.plan, rtol=rtol, atol=atol, onnx_export=False)
             self.verification = v

@@ -52,7 +52,7 @@ def verify_recorded(source: LoadedModel, pruned: onnx.ModelProto, tolerance: Tol
         before = emit(source.model, source.graph, plan)
         results.append(("", verify_masked(source, before, plan, tolerance)))
     if plan.meta.get("reweight"):
-        edits, _ = reweight_edits(analyse(source.graph), plan)
+        edits, _ = reweight_edits(analyse(source.graph, query_heads=bool(plan.meta.get("query_heads"))), plan)
         reweighted = apply_to_values(before, edits)
         results.append(("Reweight", verify_edits(before, reweighted if record.lowrank else pruned, edits,
                                                  source.input_shapes, interface=source.model, **opts)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from onnx import numpy_helper
 from onnx_builder import G
 
 import graphprune
@@ -152,6 +153,52 @@ def test_transpose_and_reshape_roundtrip():
         r = g.op("Reshape", [r, g.const([1, 8, 8, 8], np.int64)])
         return r, 8
     prune_ok(between(mid))
+
+
+
+def grouped_query_attention():
+    """x (1, 8, 16) → 4 query heads over 2 KV heads of 4 (K / V repeated by Unsqueeze → Expand → Reshape, as
+    ``repeat_kv``) → attention → o → output. Returns the model and the names of Q's and K's head-axis tensors."""
+    g = G()
+    def heads(w_out, n):
+        y = g.op("Reshape", [g.op("MatMul", ["input", g.rand(16, w_out)]), g.const([1, 8, n, 4], np.int64)])
+        return g.op("Transpose", [y], perm=[0, 2, 1, 3])  # (1, n, 8, 4)
+    def repeated(t):
+        t = g.op("Unsqueeze", [t, g.const([2], np.int64)])
+        t = g.op("Expand", [t, g.const([1, 2, 2, 8, 4], np.int64)])
+        return g.op("Reshape", [t, g.const([1, 4, 8, 4], np.int64)])
+    q, k, v = heads(16, 4), heads(8, 2), heads(8, 2)
+    scores = g.op("MatMul", [q, g.op("Transpose", [repeated(k)], perm=[0, 1, 3, 2])])
+    y = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), repeated(v)])
+    y = g.op("Reshape", [g.op("Transpose", [y], perm=[0, 2, 1, 3]), g.const([1, 8, 16], np.int64)])
+    g.nodes.append(__import__("onnx").helper.make_node("MatMul", [y, g.rand(16, 16)], ["output"]))
+    return g.model((1, 8, 16), (1, 8, 16)), q, k
+
+
+def test_grouped_query_attention_loses_whole_kv_groups_by_default():
+    model, q, k = grouped_query_attention()
+    r = prune_ok(model, budget="channels", round_to=1)
+    kept_q = r.plan.kept(Space(q, 1))
+    assert kept_q is not None and kept_q.tolist() in ([0, 1], [2, 3])  # one KV group with its two query heads
+    assert r.plan.kept(Space(k, 1)) is not None  # and the KV head itself
+    expand = [n for n in r.channels.graph.nodes if n.op == "Expand"][0]
+    assert any("broadcast from a size-1 axis" in why for why in r.channels.group(Space(expand.outputs[0], 2)).reasons(5))
+
+
+def test_query_heads_go_inside_every_kv_group_and_the_kv_heads_stay():
+    """--query-heads: the Expand's copy axis is free and the merge couples through it (mixed radix: head h of
+    the merged axis is copy h % 2), so each group loses the same query head; K / V keep both heads."""
+    model, q, k = grouped_query_attention()
+    r = prune_ok(model, budget="channels", round_to=1, query_heads=True)
+    kept_q = r.plan.kept(Space(q, 1))
+    assert kept_q is not None and kept_q.tolist() in ([0, 2], [1, 3])  # the same head index in both groups
+    assert r.plan.kept(Space(k, 1)) is None  # both KV heads kept
+    assert r.plan.meta["query_heads"] is True  # so that graphprune verify analyses the file alike
+    k_group = r.channels.group(Space(k, 1))
+    assert k_group.frozen and any("query_heads" in why for why in k_group.reasons(5))
+    inits = {t.name: t for t in r.model.graph.initializer}
+    expands = [numpy_helper.to_array(inits[n.input[1]]).tolist() for n in r.model.graph.node if n.op_type == "Expand"]
+    assert len(expands) == 2 and all(e[:3] == [1, 2, 1] for e in expands)  # one copy of each KV head per group
 
 
 def test_squeeze_unsqueeze():

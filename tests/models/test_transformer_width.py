@@ -63,6 +63,18 @@ def test_llama_loses_whole_kv_groups_hidden_width_and_mlp_width(onnx_file, flavo
     assert tuple(embedding.dims) == (64, 16)  # the token embedding's hidden axis shrank with the stream
 
 
+@pytest.mark.parametrize("flavour", ["legacy", "dynamo"])
+def test_llama_query_heads_inside_each_kv_group(onnx_file, flavour, tmp_path):
+    """``query_heads=True`` on the ONNX export: q loses one query head in each of the 2 KV groups (32 → 16 outputs),
+    o the matching inputs, k and v keep both KV heads (16 outputs); the file verifies on its own."""
+    path = onnx_file("llama_like", flavour)
+    result = graphprune.prune(path, ratio=0.5, budget="channels", round_to=1, query_heads=True)
+    assert result.report.verification.ok
+    shapes = sorted((r["in"]["after"], r["out"]["after"]) for r in result.report.layers)
+    assert shapes.count((16, 16)) == 8  # q, k, v and o of both layers: k / v keep 2 heads of 8, q 2 of 4 heads
+    assert not any(r["out"]["before"] == 16 and r["out"]["after"] < 16 for r in result.report.layers)
+    assert graphprune.verify_files(path, result.save(tmp_path / "small.onnx")).ok
+
 def test_the_renormalised_plan_survives_the_file(onnx_file, tmp_path):
     path = onnx_file("bert_like", "legacy")
     out = graphprune.prune(path, ratio=0.5, round_to=1).save(tmp_path / "small.onnx")

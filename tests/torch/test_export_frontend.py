@@ -114,3 +114,122 @@ def test_taylor_and_tpp_run_on_a_graph_torch_export_captured():
     tpp = TPP(spec.build(), example_inputs=(spec.example(),), ratio=0.5)
     small = tpp.finish()
     assert tpp.verification.ok and type(small).__name__ == "LlamaLike"
+
+
+# ---- what timm and ultralytics models need (their own tests: tests/torch/test_vision.py, in the vision venv) ----
+
+
+class ConvBlock(torch.nn.Module):
+    def __init__(self, c1: int, c2: int):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(c1, c2, 1)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+class C2f(torch.nn.Module):
+    """Ultralytics' CSP block, as its forward is written: ``cv1``'s output chunked in two halves, the second through
+    a bottleneck, all three concatenated; ``forward_split`` splits by ``self.c`` (named like ultralytics' class, so
+    the emitter's library fix for it applies)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = 8
+        self.cv1, self.m, self.cv2 = ConvBlock(4, 2 * self.c), ConvBlock(self.c, self.c), ConvBlock(3 * self.c, 6)
+
+    def forward(self, x):
+        y = list(self.cv1(x).chunk(2, 1))
+        y.append(self.m(y[-1]))
+        return self.cv2(torch.cat(y, 1))
+
+    def forward_split(self, x):
+        y = list(self.cv1(x).split((self.c, self.c), 1))
+        y.append(self.m(y[-1]))
+        return self.cv2(torch.cat(y, 1))
+
+
+C2f.__module__ = "ultralytics.nn.modules.block"
+
+
+def test_equal_split_pieces_keep_the_same_channels_so_chunk_in_forward_still_fits():
+    """An ATen graph records ``chunk(2, 1)`` as ``split(x, 8, 1)``: the pieces are tied (channel i of each half goes
+    together), the user's forward chunks the pruned width in the same place, and ``c`` follows."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 6, 6)
+    # one group: 8 tied pairs of cv1 and the bottleneck's 8 (the concat); three quarters go, so pairs go too
+    result = prune_module(C2f().eval(), (x,), ratio=0.75, budget="channels", round_to=1, capture="export")
+    assert result.report.verification.ok and type(result.model) is C2f
+    assert any(n.op == "Tie" for n in result.source.graph.nodes)
+    kept = next(k for s, k in result.plan.keep.items() if (s.tensor, s.axis) == ("cv1.conv.weight", 0))
+    assert 0 < len(kept) < 16 and kept[kept < 8].tolist() == (kept[kept >= 8] - 8).tolist()
+    small = result.model
+    assert small.cv1.conv.out_channels == 2 * small.c == len(kept)
+    with torch.no_grad():
+        assert torch.allclose(small.forward_split(x), small(x), atol=1e-6)
+
+
+class Attention(torch.nn.Module):
+    """timm's ``Attention`` forward (timm 1.0): q, k, v by ``unbind`` of one fused projection reshaped by
+    ``num_heads`` / ``head_dim``, merged back to ``attn_dim`` (named like timm's class: its library fix applies)."""
+
+    def __init__(self, dim: int = 32, heads: int = 4):
+        super().__init__()
+        self.num_heads, self.head_dim, self.attn_dim = heads, dim // heads, dim
+        self.qkv, self.proj = torch.nn.Linear(dim, 3 * dim), torch.nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        x = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(b, n, self.attn_dim))
+
+
+Attention.__module__, Attention.__qualname__ = "timm.layers.attention", "Attention"
+
+
+def test_unbind_of_fused_qkv_prunes_whole_heads_and_the_attention_attributes_follow():
+    torch.manual_seed(0)
+    x = torch.randn(1, 5, 32)
+    fx_ops = {n.op for n in load(Attention().eval(), (x,), capture="fx").graph.nodes}
+    assert not any("unbind" in op for op in fx_ops)  # lowered by torch.fx too (as a Split and Squeezes)
+    result = prune_module(Attention().eval(), (x,), ratio=0.5, budget="channels", round_to=1, capture="export")
+    small = result.model
+    assert result.report.verification.ok and type(small) is Attention
+    assert (small.num_heads, small.head_dim, small.attn_dim) == (2, 8, 16)
+    assert small.qkv.out_features == 3 * small.attn_dim == 3 * small.proj.in_features
+
+
+class AnchorHead(torch.nn.Module):
+    """YOLO-like: an anchor grid and strides made from the feature map's shape (``arange(w).type_as(y)``,
+    ``meshgrid``, ``stack``, ``y.new_full``), cached on the module as ultralytics' ``Detect`` does, and an
+    upsampled branch."""
+
+    anchors = torch.empty(0)  # a class attribute until forward caches one, as in ultralytics' Detect
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.conv2 = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        h, w = y.shape[2:]
+        sy, sx = torch.meshgrid(torch.arange(h).type_as(y) + 0.5, torch.arange(w).type_as(y) + 0.5, indexing="ij")
+        self.anchors = torch.stack((sx, sy), -1).view(-1, 2) * y.new_full((h * w, 1), 8.0)
+        up = torch.nn.functional.interpolate(self.conv2(y), scale_factor=2.0, mode="nearest")
+        return up, self.anchors + up.mean()
+
+
+def test_constants_made_from_shapes_fold_and_a_capture_leaves_the_module_as_it_was():
+    import copy
+
+    x = torch.randn(1, 3, 4, 4)
+    module = AnchorHead().eval()
+    source = load(module, (x,), capture="export")
+    ops = {n.op for n in source.graph.nodes}
+    assert "Resize" in ops and not any(op.startswith("Unknown") for op in ops)
+    assert "anchors" not in vars(module)  # torch.export's fake tensor was not left on the module
+    copy.deepcopy(module)
+    result = prune_module(module, (x,), ratio=0.5, budget="channels", round_to=1, capture="export")
+    assert result.report.verification.ok and result.model.conv.out_channels == 4  # y is pruned, not frozen

@@ -342,3 +342,20 @@ def test_recurrent_projection_is_frozen():
     assert result.report.unmapped_ops == ("Unknown:LSTM (rnn)",)
     assert result.model.rnn.hidden_size == 12 and result.model.rnn.input_size == 8
     assert result.model.init.out_features == 12
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """timm's: a LayerNorm over the channels of an NCHW map, traced through (it is no torch.nn leaf): its call
+    permutes before it normalises, so its size attribute comes from its LayerNormalization, not its first node."""
+
+    def forward(self, x):
+        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+def test_a_norm_subclass_traced_through_gets_its_size_from_its_own_normalisation():
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), LayerNorm2d(16), nn.Conv2d(16, 4, 1)).eval()
+    result = prune_module(model, (torch.randn(1, 3, 8, 8),), ratio=0.5, budget="channels", round_to=1)
+    small = result.model
+    assert result.report.verification.ok and type(small) is nn.Sequential
+    assert small[1].normalized_shape == (8,) == tuple(small[1].weight.shape)

@@ -163,9 +163,13 @@ class RuleError(Exception):
 class RuleContext:
     """Builder handed to a rule: shape lookups plus ``couple`` / ``freeze`` / ``virtual``."""
 
-    def __init__(self, graph: Graph, node: Node, choices: Mapping[str, str] | None = None):
+    def __init__(self, graph: Graph, node: Node, choices: Mapping[str, str] | None = None, *,
+                 query_heads: bool = False):
         self.graph, self.node = graph, node
         self.choices = choices or {}
+        # the analysis option: an axis broadcast from size 1 (Expand's copies) may shrink, and a Reshape merging it
+        # couples through it (grouped-query attention loses query heads inside each KV group, the KV heads kept)
+        self.query_heads = query_heads
         self._alternatives: list[Alternative] = []
         self._renormalised: list[Renormalised] = []
         self._couplings: list[Coupling] = []
@@ -223,6 +227,11 @@ class RuleContext:
 
     def freeze_axis(self, tensor: str, axis: int, reason: str) -> None:
         self.freeze(self.space(tensor, axis), reason)
+
+    def leave(self, space: Space) -> None:
+        """Neither couple nor freeze ``space``: it may shrink with whatever else it is coupled to (an Expand's
+        broadcast copies, which are identical: dropping some of them is exact)."""
+        self.accounted.add(space)
 
     def choice(self, label: str, default: str) -> str:
         """The layout choice recorded for ``label`` of this node (see :mod:`graphprune.channels`)."""

@@ -67,7 +67,9 @@ def broadcast(ctx: RuleContext) -> None:
 def expand(ctx: RuleContext) -> None:
     """Broadcast to a constant shape: axes of equal size pass through; axes broadcast from size 1 (or added in
     front) take their size from the shape constant and stay. The emitter rewrites the shape (F.normalize's
-    ``expand_as`` in Swin v2 attention, per-channel gates expanded over the feature map)."""
+    ``expand_as`` in Swin v2 attention, per-channel gates expanded over the feature map). With the ``query_heads``
+    option an axis broadcast from size 1 is left free instead: its copies are identical, so dropping the same
+    copies wherever they are read is exact (``repeat_kv``: query heads inside each KV group)."""
     x, y = ctx.node.inputs[0], ctx.node.outputs[0]
     if ctx.value(ctx.node.input(1)) is None:
         return  # a shape computed at run time: everything frozen by default
@@ -76,8 +78,11 @@ def expand(ctx: RuleContext) -> None:
     for k, dim in enumerate(shape):
         if dim == out_shape[k + lead]:
             ctx.couple_axes(x, k, y, k + lead)
+            continue
+        ctx.freeze_axis(x, k, "size-1 axis broadcast by Expand")
+        if ctx.query_heads:
+            ctx.leave(ctx.space(y, k + lead))
         else:
-            ctx.freeze_axis(x, k, "size-1 axis broadcast by Expand")
             ctx.freeze_axis(y, k + lead, "broadcast from a size-1 axis by Expand")
     for k in range(lead):
         ctx.freeze_axis(y, k, "added by Expand")

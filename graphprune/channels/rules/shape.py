@@ -5,7 +5,9 @@ product. One-to-one segments are identity; a merge (C, H, W → C·H·W) couples
 merged axis by a block map; a split (C → G, C/G) couples the input to the outermost output axis by a block
 map. The other axes of a merge or split have no map and are frozen, so only whole blocks can go. Where the
 outermost axis is frozen for another reason (a channel shuffle's transpose, an RNN's direction axis), channel
-analysis switches the segment to its innermost axis instead (see :func:`couple_merged`).
+analysis switches the segment to its innermost axis instead (see :func:`couple_merged`). With the ``query_heads``
+option a merge couples through an axis an Expand broadcast from size 1 (``repeat_kv``'s query heads per KV group),
+the other axes of the run kept whole.
 """
 
 from __future__ import annotations
@@ -35,22 +37,41 @@ def segments(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[int], li
     return out
 
 
+PASS_THROUGH = ("Identity", "Cast")  # ops between an Expand and the Reshape that merges its copies (torch's clone)
+
+
+def copy_axes(ctx: RuleContext, tensor: str) -> set[int]:
+    """Axes of ``tensor`` that an Expand broadcast from size 1 (read through Identity / Cast): identical copies."""
+    node = ctx.graph.producers.get(tensor)
+    while node is not None and node.op in PASS_THROUGH:
+        node = ctx.graph.producers.get(node.inputs[0])
+    if node is None or node.op != "Expand":
+        return set()
+    x, y = ctx.shape(node.inputs[0]), ctx.shape(node.outputs[0])
+    lead = len(y) - len(x)
+    return {k + lead for k, d in enumerate(x) if d == 1 and y[k + lead] > 1}
+
+
 def couple_reshape(ctx: RuleContext, x: str, y: str) -> None:
     """Couple ``x`` to ``y`` (same element count) by the segment rule above."""
     a, b = ctx.shape(x), ctx.shape(y)
+    copies = copy_axes(ctx, x) if ctx.query_heads else set()
     for i, (ra, rb) in enumerate(segments(a, b)):
         if len(ra) == 1 and len(rb) == 1:
             ctx.couple_axes(x, ra[0], y, rb[0])
         elif len(rb) == 1:
-            couple_merged(ctx, f"seg{i}", (x, ra, a), (y, rb[0]))
+            copy = next((pos for pos, k in enumerate(ra) if pos > 0 and k in copies), None)
+            couple_merged(ctx, f"seg{i}", (x, ra, a), (y, rb[0]), copy)
         elif len(ra) == 1:
             couple_merged(ctx, f"seg{i}", (y, rb, b), (x, ra[0]))
         # many-to-many: no map; the axes stay unmentioned and are frozen
 
 
-def couple_merged(ctx: RuleContext, label: str, many: tuple[str, list[int], tuple[int, ...]], one: tuple[str, int]) -> None:
+def couple_merged(ctx: RuleContext, label: str, many: tuple[str, list[int], tuple[int, ...]], one: tuple[str, int],
+                  copy: int | None = None) -> None:
     """Couple the single axis ``one`` with one axis of the run ``many``: the outermost by default, else the
-    innermost or (runs of three or more) a middle one.
+    innermost or (runs of three or more) a middle one; ``copy``: the position in the run of broadcast copies that
+    the ``query_heads`` option couples instead (every group's j-th query head), the other axes frozen.
 
     Outer: outer index i ↔ the block [i·s, i·s+s) of the single axis (whole heads, whole groups).
     Inner: inner index j ↔ every position ≡ j mod n (the same offset in every block: channel shuffle,
@@ -61,7 +82,12 @@ def couple_merged(ctx: RuleContext, label: str, many: tuple[str, list[int], tupl
     target, axis = one
     sizes = [shape[k] for k in axes]
     total = int(np.prod(sizes, dtype=np.int64))
-    chosen = ctx.choice(label, "outer")
+    if copy is not None:
+        for k in axes:
+            if k != axes[copy]:
+                ctx.freeze(Space(name, k), "kept whole: merged with broadcast copies, which go instead (query_heads: "
+                                           "query heads inside each key / value group)")
+    chosen = ctx.choice(label, "outer" if copy is None else "inner" if copy == len(axes) - 1 else str(copy))
     pos = 0 if chosen == "outer" else len(axes) - 1 if chosen == "inner" else int(chosen)
     if pos == 0:
         ctx.couple(Space(name, axes[0]), ctx.space(target, axis), Block(total // sizes[0]))

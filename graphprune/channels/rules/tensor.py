@@ -97,3 +97,25 @@ def pin(ctx: RuleContext) -> None:
             ctx.freeze_axis(y, k, str(ctx.attr("reason", "pinned by the frontend")))
         else:
             ctx.couple_axes(x, k, y, k)
+
+
+@rule("Tie")
+def tie(ctx: RuleContext) -> None:
+    """A frontend's marker: input i passes to output i, and channel i of every input's ``axis`` goes together.
+    torch.export's equal pieces of ``split(x, size)`` / ``chunk``, whose sizes the module's own code recomputes from
+    the pruned width, so each piece must keep the same channels. An identity; ONNX files do not contain it."""
+    first, axis = ctx.node.inputs[0], int(ctx.attr("axis"))
+    for x, y in zip(ctx.node.inputs, ctx.node.outputs):
+        for k in range(ctx.rank(x)):
+            ctx.couple_axes(x, k, y, k)
+        if x != first:
+            ctx.couple_axes(x, axis, first, axis)
+
+
+@rule("Constant")
+def constant(ctx: RuleContext) -> None:
+    """A tensor the frontend fixed: every axis frozen, so nothing the module computes at run time is ever sliced.
+    torch.export: a computation of literals and non-persistent buffers alone, a ``new_full``."""
+    for y in ctx.node.outputs:
+        for k in range(ctx.rank(y)):
+            ctx.freeze_axis(y, k, "a constant the module computes itself")

@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import fx
 
 from graphprune.frontends.fx.lowering import (Canon, Unsupported, axis_of, batch_norm_fn, binary, cast, clamp, concat,
                                             conv_fn, embedding_fn, expand, flatten, group_norm_fn, hardtanh_fn,
                                             identity, int64, layer_norm_fn, linear_fn, matmul, matrix_transpose,
-                                            pad_fn, permute, pool, reduce, reshape, softmax, split, squeeze,
-                                            transpose, unary, unflatten, unsqueeze, where)
+                                            pad_fn, permute, pool, reduce, reshape, resize, softmax, split_call,
+                                            squeeze, transpose, unary, unbind, unflatten, unsqueeze, where)
 
 aten = torch.ops.aten
 X = ("input",)
@@ -47,6 +48,32 @@ def select(lw, c) -> None:
     axis = axis_of(lw.value(c.arg("dim")), len(shape))
     index = int(lw.value(c.arg("index"))) % shape[axis]
     lw.emit("Gather", [x, lw.const("index", np.asarray(index, np.int64))], [lw.out()], axis=axis)
+
+
+def split_pieces(lw, c) -> None:
+    """``aten.split`` / ``split_with_sizes``: a Split; pieces of one size are then Tied (``Tie``: piece k keeps the
+    channels piece 0 keeps). An ATen graph records ``x.chunk(2, 1)`` as ``split(x, 8, 1)``: the user's module
+    recomputes the pieces from the pruned width, so they must stay equal, as in YOLO's ``C2f``; a literal size in
+    ``forward`` (``x.split(8, 1)``) cannot follow the plan either way, and verification says so."""
+    x, axis, outs, sizes = split_call(lw, c)
+    equal = len(outs) > 1 and len(set(sizes)) == 1
+    pieces = [lw.tmp("piece", lw.shape(o), lw.dtype(o)) for o in outs] if equal else outs
+    lw.emit("Split", [x, lw.const("split", int64(sizes))], pieces, axis=axis)
+    if equal:
+        lw.emit("Tie", pieces, outs, axis=axis)
+
+
+def new_filled(fill: float | None) -> Canon:
+    """``x.new_full(size, value)`` / ``new_zeros`` / ``new_ones``: a constant of the literal size (``x`` only lends
+    its dtype and device, as YOLO's anchor strides ``feats[0].new_full((h * w, 1), stride)``), so it touches
+    nothing of ``x``."""
+    def lower(lw, c):
+        info = lw.values[c.node.name]
+        value = lw.value(c.arg("fill_value")) if fill is None else fill
+        if not isinstance(value, (int, float)):
+            raise Unsupported("fill value not a number")
+        lw.constant_node(c.node, torch.full(tuple(lw.value(c.arg("size"))), value, dtype=info.dtype))
+    return Canon("Constant", lower, ("input", "size", "fill_value"))
 
 
 def rsqrt(lw, c) -> None:
@@ -82,6 +109,16 @@ def to(lw, c) -> None:
     x = lw.input(c.arg("input"))
     y = lw.out()
     lw.emit("Cast" if lw.dtype(x) != lw.dtype(y) else "Identity", [x], [y])
+
+
+def type_as(lw, c) -> None:
+    """``aten.type_as(x, other)``: ``other`` lends only its dtype, so a folded ``x`` (YOLO's anchor grid,
+    ``arange(w).type_as(feats[0])``) stays a constant and what is computed from it alone is folded too."""
+    x = c.arg("input")
+    if isinstance(x, fx.Node) and x.name in lw.folded:
+        lw.constant_node(c.node, lw.folded[x.name].to(lw.values[c.node.name].dtype))
+        return
+    cast(lw, c)
 
 
 def native_batch_norm(lw, c) -> None:
@@ -229,13 +266,20 @@ def aten_entries() -> dict[Any, Canon]:
         aten.squeeze: Canon("Squeeze", squeeze, ("input", "dim")),
         aten.expand: Canon("Expand", expand, ("input", "size")),
         aten.cat: Canon("Concat", concat, ("tensors", "dim")),
-        aten.split: Canon("Split", split, ("input", "split_size", "dim")),
-        aten.split_with_sizes: Canon("Split", split, ("input", "split_sizes", "dim")),
-        aten.chunk: Canon("Split", split, ("input", "chunks", "dim")),
+        aten.split: Canon("Split", split_pieces, ("input", "split_size", "dim")),
+        aten.split_with_sizes: Canon("Split", split_pieces, ("input", "split_sizes", "dim")),
+        aten.chunk: Canon("Split", split_pieces, ("input", "chunks", "dim")),
         aten.slice: Canon("Slice", slice_, ("input", "dim", "start", "end", "step")),
+        aten.unbind: Canon("Split", unbind, ("input", "dim")),
         aten.select: Canon("Gather", select, ("input", "dim", "index")),
-        aten.to: Canon("Cast", to), aten._to_copy: Canon("Cast", to), aten.type_as: Canon("Cast", cast),
+        aten.to: Canon("Cast", to), aten._to_copy: Canon("Cast", to),
+        aten.type_as: Canon("Cast", type_as, ("input", "other")),
         aten.contiguous: Canon("Identity", identity), aten.clone: Canon("Identity", identity),
+        aten.new_full: new_filled(None), aten.new_zeros: new_filled(0), aten.new_ones: new_filled(1),
+        aten.upsample_nearest1d: Canon("Resize", resize), aten.upsample_nearest2d: Canon("Resize", resize),
+        aten.upsample_nearest3d: Canon("Resize", resize), aten.upsample_linear1d: Canon("Resize", resize),
+        aten.upsample_bilinear2d: Canon("Resize", resize), aten.upsample_trilinear3d: Canon("Resize", resize),
+        aten.upsample_bicubic2d: Canon("Resize", resize),
         aten.alias: Canon("Identity", identity), aten.detach: Canon("Identity", identity),
         aten.dropout: Canon("Identity", identity), aten.lift_fresh_copy: Canon("Identity", identity),
     })

@@ -382,15 +382,36 @@ def concat(lw, c) -> None:
     lw.emit("Concat", names, [y], axis=axis_of(dim, len(lw.shape(y))))
 
 
-def split(lw, c) -> None:
-    """``split`` / ``chunk``: one Split whose outputs are the pieces (sizes from shape propagation)."""
+def split_call(lw, c) -> tuple[str, int, list[str], list[int]]:
+    """A ``split`` / ``chunk`` call's input, axis, pieces and their sizes (from shape propagation)."""
     x = lw.input(c.arg("input"))
     axis = axis_of(lw.value(c.arg("dim", 0)), len(lw.shape(x)))
     outs = lw.outputs_of(c.node)
-    if not outs or any(o is None for o in outs):
+    if not outs or any(not isinstance(o, str) for o in outs):
         raise Unsupported("split into non-tensors")
-    sizes = [lw.shape(o)[axis] for o in outs]
-    lw.emit("Split", [x, lw.const("split", int64(sizes))], list(outs), axis=axis)
+    return x, axis, list(outs), [lw.shape(o)[axis] for o in outs]
+
+
+def split(lw, c) -> None:
+    """``split`` / ``chunk``: one Split whose outputs are the pieces."""
+    x, axis, outs, sizes = split_call(lw, c)
+    lw.emit("Split", [x, lw.const("split", int64(sizes))], outs, axis=axis)
+
+
+def unbind(lw, c) -> None:
+    """``unbind(x, dim)``: a Split into pieces of one along ``dim``, each Squeezed (timm's ``q, k, v = qkv.unbind(0)``:
+    the Split maps every piece's other axes to the input's, so the heads of q, k and v stay one space)."""
+    x = lw.input(c.arg("input"))
+    shape = lw.shape(x)
+    axis = axis_of(lw.value(c.arg("dim", 0)), len(shape))
+    outs = lw.outputs_of(c.node)
+    if len(outs) != shape[axis] or any(not isinstance(o, str) for o in outs):
+        raise Unsupported("unbind into non-tensors")
+    one = tuple(1 if k == axis else d for k, d in enumerate(shape))
+    pieces = [lw.tmp("piece", one, lw.dtype(x)) for _ in outs]
+    lw.emit("Split", [x, lw.const("split", int64([1] * len(outs)))], pieces, axis=axis)
+    for piece, out in zip(pieces, outs):
+        lw.emit("Squeeze", [piece, lw.const("axes", int64([axis]))], [out])
 
 
 def getitem(lw, c) -> None:

@@ -23,7 +23,7 @@ from graphprune.frontends.fx.lowering import (Canon, batch_norm_fn, batch_norm_m
                                             instance_norm_module, layer_norm_fn, layer_norm_module, linear_fn,
                                             linear_module, matmul, matrix_transpose, pad_fn, pad_module, permute,
                                             pool, prelu, reduce, reshape, resize, rnn_module, softmax, split, squeeze,
-                                            transpose, unary, unflatten, unsqueeze, where)
+                                            transpose, unary, unbind, unflatten, unsqueeze, where)
 
 if TYPE_CHECKING:
     from graphprune.frontends.fx.trace import Lowering
@@ -178,6 +178,7 @@ def build_table() -> dict[Any, Canon]:
         torch.split: Canon("Split", split, ("input", "split_size_or_sections", "dim"), fix="split"),
         "split": Canon("Split", split, ("input", "split_size", "dim"), fix="split"),
         torch.chunk: Canon("Split", split, ("input", "chunks", "dim"), fix="split"),
+        torch.unbind: Canon("Split", unbind, ("input", "dim")), "unbind": Canon("Split", unbind, ("input", "dim")),
         "chunk": Canon("Split", split, ("input", "chunks", "dim"), fix="split"),
         operator.getitem: Canon("Slice", getitem, ("input", "index"), fix="slice"),
         # reductions, matmul

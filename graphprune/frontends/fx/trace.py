@@ -19,6 +19,7 @@ gets ``::k``) and their ``source`` is the module path for module calls, so ``exc
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import operator
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ class TorchSource:
     fixes: Mapping[str, str]
     paths: Mapping[str, tuple[str, ...]]
     traced_only: frozenset[str]  # IR constants that live only in the trace (tensor literals made in forward)
-    module_calls: Mapping[str, str] = field(default_factory=dict)  # module path → the first IR node of its call
+    module_calls: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # module path → its call's IR nodes
     capture: str = "torch.fx"  # how the graph was captured: "torch.fx" (symbolic trace) or "torch.export"
     frontend: Any = None  # the :class:`graphprune.frontends.base.Frontend` that loaded it (emit, verify, report)
 
@@ -121,9 +122,31 @@ def first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+@contextlib.contextmanager
+def untouched(module: nn.Module):
+    """Every submodule's attributes as they were once the block ends: a capture runs ``forward``'s Python, and a
+    forward that caches what it computes on its module (YOLO's ``Detect`` keeps ``anchors``, ``strides`` and
+    ``shape``) would otherwise be left holding a torch.export FakeTensor or an fx Proxy, which no later run, copy
+    or save survives. Shallow: the same parameter and buffer objects, their contents are not copied."""
+    saved = {m: (dict(vars(m)), {k: dict(getattr(m, k)) for k in MODULE_DICTS}) for m in module.modules()}
+    try:
+        yield
+    finally:
+        for m, (attrs, dicts) in saved.items():
+            vars(m).clear()
+            vars(m).update(attrs)
+            for k, d in dicts.items():
+                getattr(m, k).clear()
+                getattr(m, k).update(d)
+
+
+MODULE_DICTS = ("_parameters", "_buffers", "_modules")
+
+
 def trace(module: nn.Module) -> fx.GraphModule:
     try:
-        return fx.symbolic_trace(module)
+        with untouched(module):
+            return fx.symbolic_trace(module)
     except Exception as exc:
         text = str(exc).strip().splitlines()
         why = text[0] if text else type(exc).__name__
@@ -244,7 +267,7 @@ class Lowering:
     def __init__(self, module: nn.Module, traced: fx.GraphModule, values: Mapping[str, Any], *,
                  fold_constants: bool = False, capture: str = "torch.fx"):
         """``fold_constants``: a call computed from literals and non-persistent buffers only (a causal mask, a
-        rotary table, position ids) becomes a constant produced by a ``Constant`` node, which has no rule: what
+        rotary table, position ids) becomes a constant produced by a ``Constant`` node, whose rule freezes it: what
         it touches is frozen, and no weight the module computes at run time is ever sliced (torch.export)."""
         self.module, self.gm, self.values = module, traced, values
         self.fold, self.capture = fold_constants, capture
@@ -282,20 +305,20 @@ class Lowering:
             traced_only=frozenset(self.traced_only), module_calls=MappingProxyType(self.module_calls()),
             capture=self.capture)
 
-    def module_calls(self) -> dict[str, str]:
-        """Module path → the first IR node lowered from a call of it: the ``call_module`` nodes of a symbolic
-        trace, the innermost ``nn_module_stack`` entry of an ATen graph's nodes."""
-        out: dict[str, str] = {}
+    def module_calls(self) -> dict[str, tuple[str, ...]]:
+        """Module path → the IR nodes lowered from its own call, in graph order: those of a symbolic trace's
+        ``call_module`` node, and of every node whose innermost ``nn_module_stack`` entry it is (a module traced
+        through, an ATen graph)."""
+        out: dict[str, list[str]] = {}
         for n in self.gm.graph.nodes:
             names = self.ir_nodes.get(n.name)
             if not names:
                 continue
             if n.op == "call_module":
-                out.setdefault(n.target, names[0])
+                out.setdefault(n.target, []).extend(names)
             elif n.meta.get("nn_module_stack"):
-                path = list(n.meta["nn_module_stack"].values())[-1][0]
-                out.setdefault(path, names[0])
-        return out
+                out.setdefault(list(n.meta["nn_module_stack"].values())[-1][0], []).extend(names)
+        return {path: tuple(nodes) for path, nodes in out.items()}
 
     def visit(self, n: fx.Node) -> None:
         value = self.values.get(n.name)
@@ -340,15 +363,20 @@ class Lowering:
             return self.folded[a.name] if a.name in self.folded else self.values.get(a.name)
 
         args, kwargs = fx.node.map_arg((n.args, n.kwargs), concrete)
-        with torch.no_grad():
-            result = n.target(*args, **kwargs)
-        if not isinstance(result, torch.Tensor):
+        try:
+            with torch.no_grad():
+                result = n.target(*args, **kwargs)
+        except Exception:  # arguments it cannot be computed from here: lowered as any call
+            self.lower(n)
+            return
+        if not isinstance(result, torch.Tensor):  # a tuple (meshgrid): its getitems fold from it
+            self.folded[n.name] = result
             self.kinds[n.name] = "value"
             return
         self.constant_node(n, result)
 
     def constant_node(self, n: fx.Node, result: torch.Tensor) -> None:
-        """``n``'s tensor as the output of a ``Constant`` node (no rule: what it touches stays as it is)."""
+        """``n``'s tensor as the output of a ``Constant`` node (its rule freezes it: what it touches stays as it is)."""
         self.folded[n.name] = result
         value = to_numpy(result)
         self.tensors[n.name] = Tensor(n.name, tuple(value.shape), value.dtype)
