@@ -105,7 +105,8 @@ def test_a_latency_budget_meets_its_prediction_and_reports_the_measurement(expor
 
 def test_a_damaged_cache_entry_is_measured_again(exported, cache):
     path = exported("resnet_basic")
-    graphprune.prune(path, ratio=0.3, budget="latency", latency_threads=1, verify="off")
+    first = graphprune.prune(path, ratio=0.3, budget="latency", latency_threads=1, verify="off")
+    assert not any("one thread" in n for n in first.report.notes)
     (entry,) = cache.glob("*.json")
     entry.write_text("{not json")
     again = graphprune.prune(path, ratio=0.3, budget="latency", latency_threads=1, verify="off")
@@ -134,3 +135,8 @@ def test_widths_profiled_are_reachable_plans(exported):
     assert full.empty and not half.empty
     assert all(len(k) % 8 == 0 or len(k) == half.sizes[s] for s, k in half.keep.items() if not s.virtual
                and cg.group(s).n_units > 8)
+
+
+def test_more_threads_than_one_are_reported_as_less_reliable(exported, cache):
+    result = graphprune.prune(exported("resnet_basic"), ratio=0.3, budget="latency", latency_threads=2, verify="off")
+    assert any("measured reliable with one thread" in n for n in result.report.notes)
