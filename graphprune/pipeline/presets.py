@@ -104,8 +104,9 @@ class SelectOptions(AnalysisOptions):
         cli=("--global",), action="store_const", const="global")
     threshold: float | None = option(None, "remove every unit whose score is <= T instead of a ratio", type=float)
     max_group_ratio: float = option(0.9, "with --global: most any group may lose", type=float)
-    latency_threads: int = option(0, "with --budget latency: onnxruntime threads to measure with (default 0: "
-                                  "onnxruntime's choice, all cores)", type=int, metavar="N")
+    latency_threads: int = option(1, "with --budget latency: onnxruntime threads to measure with (default 1, where "
+                                  "the latency model is measured reliable; 0: onnxruntime's choice, all cores)",
+                                  type=int, metavar="N")
 
     def __post_init__(self) -> None:
         check_budget(self.budget)

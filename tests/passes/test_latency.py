@@ -105,11 +105,11 @@ def test_a_latency_budget_meets_its_prediction_and_reports_the_measurement(expor
 
 def test_a_damaged_cache_entry_is_measured_again(exported, cache):
     path = exported("resnet_basic")
-    first = graphprune.prune(path, ratio=0.3, budget="latency", latency_threads=1, verify="off")
+    first = graphprune.prune(path, ratio=0.3, budget="latency", verify="off")
     assert not any("one thread" in n for n in first.report.notes)
     (entry,) = cache.glob("*.json")
     entry.write_text("{not json")
-    again = graphprune.prune(path, ratio=0.3, budget="latency", latency_threads=1, verify="off")
+    again = graphprune.prune(path, ratio=0.3, budget="latency", verify="off")
     assert not next(r.stats for r in again.report.passes if r.name == "MeasureLatency")["cached"]
     assert json.loads(entry.read_text())["format"] == 1
 
