@@ -122,7 +122,7 @@ class LatencyTable:
     def predict(self, cg: ChannelGraph, sizes: Mapping[Space, int] | None = None) -> float:
         """Predicted latency (ms) of one run with the spaces in ``sizes`` resized (none: the model as it is)."""
         view = ShapeView(cg, sizes or {})
-        by_name = {n.name: n for n in cg.graph.nodes}
+        by_name = cg.graph.memo("nodes_by_name", lambda g: {n.name: n for n in g.nodes})  # once, not per bisection step
         feats = np.array([node_features(view, by_name[name]) for name in self.nodes], np.float64).reshape(-1, 2)
         return float(self.curve(feats, activation_elements(view, cg.graph)))
 
