@@ -19,6 +19,16 @@ from graphprune.methods.calib import CalibInput
 from graphprune.pipeline.presets import METHODS, THEN_METHODS, Options, check_chain, default_of, option, option_fields
 
 VerifyMode = Literal["off", "end", "each"]
+ALIGNED_ROUND_TO = 16  # measured on onnxruntime CPU: benchmarks/results/speedup_round_to.json
+
+
+def default_round_to(round_to: int | None, threshold: float | None) -> int:
+    """``round_to`` when given. Else 1 under a threshold, which is a statement about scores: rounding the kept count
+    up to an alignment would keep units scoring <= T (dead channels of a 20-dead group under 16), so the user who
+    asks for both says so; else the alignment the runtime's kernels want."""
+    if round_to is not None:
+        return round_to
+    return 1 if threshold is not None else ALIGNED_ROUND_TO
 
 
 @dataclass(frozen=True, init=False)
@@ -30,9 +40,10 @@ class PruneConfig:
                          "does NOT shrink shapes (unstructured sparsity)", choices=tuple(sorted(METHODS)))
     ratio: float = option(0.5, "fraction to remove, in [0, 1) (default 0.5): of the model's params unless --budget "
                           "says macs or channels", type=float)
-    round_to: int = option(16, "keep a multiple of N channels per group (default 16, measured: misaligned counts lose "
-                           "much of the onnxruntime speed-up; groups of at most N channels are not rounded)",
-                           type=int, metavar="N")
+    round_to: int | None = option(None, "keep a multiple of N channels per group (default 16, measured: misaligned "
+                                  "counts lose much of the onnxruntime speed-up; 1 with --threshold, so a threshold "
+                                  "removes exactly the units scoring <= T; groups of at most N channels are not "
+                                  "rounded)", type=int, metavar="N")
     exclude: tuple[str, ...] = option((), "never prune channels touched by nodes matching this name pattern "
                                       "(fnmatch; repeatable)", action="append", metavar="PATTERN")
     strict: bool = option(False, "fail (exit 3) if any op has no channel rule", action="store_true")
@@ -63,6 +74,7 @@ class PruneConfig:
         for f in dataclasses.fields(PruneConfig):
             if f.name != "options":
                 object.__setattr__(self, f.name, values[f.name] if f.name in values else default_of(f))
+        object.__setattr__(self, "round_to", default_round_to(self.round_to, values.get("threshold")))
         object.__setattr__(self, "exclude", tuple(self.exclude))
         object.__setattr__(self, "then", (self.then,) if isinstance(self.then, str) else tuple(self.then))
         object.__setattr__(self, "input_shapes", MappingProxyType(dict(self.input_shapes or {})))

@@ -59,10 +59,12 @@ def outputs(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     return run(session(model), {"input": x})[0]
 
 
-@pytest.mark.parametrize("round_to,removed", [(1, len(DEAD)), (4, 4), (8, 0)])
+@pytest.mark.parametrize("round_to,removed", [(None, len(DEAD)), (1, len(DEAD)), (4, 4), (8, 0)])
 def test_threshold_zero_removes_dead_channels_and_keeps_the_outputs(round_to, removed):
+    """Under a threshold the default round-to is 1: every dead channel goes. A round-to the user gives is kept."""
     model = se_block_with_dead_channels()
-    result = graphprune.prune(model, method="magnitude", threshold=0.0, round_to=round_to)
+    given = {} if round_to is None else {"round_to": round_to}
+    result = graphprune.prune(model, method="magnitude", threshold=0.0, **given)
     assert result.report.verification.ok
     group16 = [units for units in result.plan.removed.values() if len(units) and max(units) >= 8]
     assert sum(len(u) for u in group16) == removed  # kept 10 of 16 → rounded up to 12 at 4, to 16 at 8
@@ -74,3 +76,9 @@ def test_threshold_zero_removes_dead_channels_and_keeps_the_outputs(round_to, re
 def test_threshold_says_the_kept_counts_were_rounded_up():
     result = graphprune.prune(se_block_with_dead_channels(), method="magnitude", threshold=0.0, round_to=4)
     assert "kept counts rounded up to multiples of 4" in render_text(result.report)
+
+
+def test_a_ratio_keeps_the_aligned_default_round_to():
+    assert graphprune.PruneConfig(method="magnitude").round_to == 16
+    assert graphprune.PruneConfig(method="magnitude", threshold=0.0).round_to == 1
+    assert graphprune.PruneConfig(method="magnitude", threshold=0.0, round_to=8).round_to == 8
