@@ -63,7 +63,8 @@ class Node:
     """One operation. ``inputs`` uses "" for an omitted optional input, as ONNX does.
 
     ``captures`` lists outer-scope tensors read by subgraphs (If / Loop / Scan bodies), so that rules can
-    freeze them: a subgraph is a consumer the rule table cannot see into.
+    freeze them: a subgraph is a consumer the rule table cannot see into. ``bodies`` are those subgraphs lowered
+    (in attribute order; an If's then, else), read only to count what a run costs inside them.
     """
 
     name: str
@@ -73,6 +74,7 @@ class Node:
     attrs: Mapping[str, Any] = field(default_factory=dict)
     domain: str = ""
     captures: tuple[str, ...] = ()
+    bodies: tuple["Graph", ...] = ()
     source: str = ""  # where the node came from in the source model (module path, ONNX node name)
 
     def attr(self, key: str, default: Any = None) -> Any:

@@ -46,6 +46,38 @@ def node_macs(graph: Graph, node: Node) -> int:
 
 
 def cost(graph: Graph) -> Cost:
+    """Params stored and MACs of one run. Control flow counts too: the weights its bodies hold, and the MACs of a
+    run through them (:func:`body_cost`) under the name of the node that holds them."""
     params = sum(int(np.prod(t.shape, dtype=np.int64)) for t in graph.params.values())
     per_node = {n.name: m for n in graph.nodes if n.op in MAC_OPS and (m := node_macs(graph, n))}
+    for n in graph.nodes:
+        if n.bodies:
+            body_params, body_macs = body_cost(graph, n)
+            params += body_params
+            if body_macs:
+                per_node[n.name] = body_macs
     return Cost(params, int(sum(per_node.values())), MappingProxyType(per_node))
+
+
+def body_cost(graph: Graph, node: Node) -> tuple[int, int]:
+    """(params, MACs) inside ``node``'s subgraphs. An If runs one branch: its MACs are the larger branch's (the
+    cost of a run can only be bounded when the condition is known at run time). A Loop runs its body M times when
+    M is a constant, a Scan once per slice of its first scan input; a trip count known only at run time counts
+    one iteration."""
+    costs = [cost(body) for body in node.bodies]
+    params = sum(c.params for c in costs)
+    if node.op == "If":
+        return params, max(c.macs for c in costs)
+    return params, trips(graph, node) * sum(c.macs for c in costs)
+
+
+def trips(graph: Graph, node: Node) -> int:
+    if node.op == "Loop":
+        m = graph.value(node.input(0))
+        return int(m.reshape(-1)[0]) if m is not None and m.size == 1 else 1
+    if node.op == "Scan" and node.attr("num_scan_inputs"):
+        first = node.inputs[len(node.inputs) - int(node.attr("num_scan_inputs"))]
+        axes = node.attr("scan_input_axes") or (0,)
+        shape = graph.shape(first)
+        return int(shape[int(axes[0]) % len(shape)]) if shape else 1
+    return 1

@@ -211,3 +211,33 @@ def test_a_folded_graph_reading_an_undefined_name_is_graphprunes_bug_not_the_inp
     m = model([h.make_node("Relu", ["ghost"], ["y"], name="relu")], [], [value("x", [1, 4, 8, 8])])
     with pytest.raises(InternalError, match="reading 'ghost'.*bug in graphprune"):
         control_flow.checked(m)
+
+
+def loop_with_a_conv_inside(trips: int = 3) -> onnx.ModelProto:
+    """``conv_c(b)`` through a Loop whose body convolves the carried value with a weight the body holds (4 → 4,
+    1×1); the Loop's result is the output."""
+    nodes, inits, inputs = trunk(batch=1)
+    inits.append(ints("trips", trips))
+    body = graph([h.make_node("Identity", ["cond_in"], ["cond_out"], name="body_cond"), conv("v_in", "wl", "v_out")],
+                 "body", [value("cond_out", [], T.BOOL), value("v_out", [1, 4, 8, 8])],
+                 inputs=[value("i", [], T.INT64), value("cond_in", [], T.BOOL), value("v_in", [1, 4, 8, 8])])
+    body.initializer.append(weight("wl", 4, 4, 1, 1))
+    nodes += [conv("b", "wc", "c"), h.make_node("Loop", ["trips", "", "c"], ["y"], name="loop", body=body)]
+    return model(nodes, inits, inputs, (1, 4, 8, 8))
+
+
+TRUNK_MACS = 64 * (8 * 4 + 16 * 8 + 16 * 16)  # p, a, b at 8×8
+TRUNK_PARAMS = 8 * 4 + 16 * 8 + 16 * 16 + 4 * 16  # wp, wa, wb, wc
+
+
+@pytest.mark.parametrize("build,params,macs", [
+    (if_on_input, TRUNK_PARAMS + 4 * 16, TRUNK_MACS + 64 * 4 * 16 * 2),  # conv c, and one branch's conv (either)
+    (loop_with_a_conv_inside, TRUNK_PARAMS + 4 * 4, TRUNK_MACS + 64 * 4 * 16 + 3 * 64 * 4 * 4),  # 3 trips
+], ids=["if", "loop"])
+def test_params_and_macs_count_what_control_flow_holds_and_runs(build, params, macs):
+    """The weights a body holds are params of the model, and a run's MACs include its bodies: an If's branch once,
+    a Loop's body once per trip. Before, convs inside an If reported 0 MACs (Silero VAD's op18_ifless)."""
+    result = graphprune.prune(build(), ratio=0.5, round_to=1, input_shapes=X)
+    assert result.report.verification.ok, result.report.verification.failure
+    assert (result.report.before.params, result.report.before.macs) == (params, macs)
+    assert result.report.after.macs < macs  # the trunk is pruned; what the bodies run is counted after as well

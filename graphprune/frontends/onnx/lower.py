@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Mapping
 
 import numpy as np
 import onnx
@@ -14,20 +15,30 @@ from graphprune.ir import Graph, Node, Tensor
 
 
 def to_ir(model: onnx.ModelProto) -> Graph:
-    """Lower a folded, shape-inferred proto to the IR (top-level graph; subgraphs become captures)."""
-    g = model.graph
+    """Lower a folded, shape-inferred proto to the IR (top-level graph; subgraphs become captures, and bodies for
+    counting their cost)."""
+    return lower_graph(model.graph, {}, default_opset(model) or 0)
+
+
+def lower_graph(g: onnx.GraphProto, outer: Mapping[str, Tensor], opset: int) -> Graph:
+    """``g`` as an IR graph. ``outer``: the enclosing scope's tensors (for a subgraph), of which the names ``g``
+    reads enter its graph with their shape and type only, so a body's weights read from outside are counted once,
+    in the graph that holds them."""
     tensors: dict[str, Tensor] = {}
     for vi in (*g.input, *g.value_info, *g.output):
         tensors[vi.name] = value_info_tensor(vi)
     for init in g.initializer:
         tensors[init.name] = initializer_tensor(init)
-    nodes = tuple(lower_node(n) for n in g.node)
+    scope = {**outer, **tensors}
+    nodes = tuple(lower_node(n, scope, opset) for n in g.node)
     for n in nodes:
         for t in n.touched:
-            tensors.setdefault(t, Tensor(t, None, None))
+            if t not in tensors:
+                seen = outer.get(t)
+                tensors[t] = Tensor(t, None, None) if seen is None else Tensor(t, seen.shape, seen.dtype)
     inits = {i.name for i in g.initializer}
     return Graph(nodes=nodes, tensors=tensors, inputs=tuple(i.name for i in g.input if i.name not in inits),
-                 outputs=tuple(o.name for o in g.output), opset=default_opset(model) or 0)
+                 outputs=tuple(o.name for o in g.output), opset=opset)
 
 
 def initializer_tensor(init: onnx.TensorProto) -> Tensor:
@@ -61,18 +72,20 @@ def value_info_tensor(vi: onnx.ValueInfoProto) -> Tensor:
     return Tensor(vi.name, shape, dtype)
 
 
-def lower_node(node: onnx.NodeProto) -> Node:
-    attrs, captures = {}, []
+def lower_node(node: onnx.NodeProto, scope: Mapping[str, Tensor], opset: int) -> Node:
+    attrs, captures, bodies = {}, [], []
     for a in node.attribute:
         if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
             graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
             captures += [t for sub in graphs for t in outer_names(sub)]
+            bodies += [lower_graph(sub, scope, opset) for sub in graphs]
             attrs[a.name] = "<subgraph>"
         else:
             value = onnx.helper.get_attribute_value(a)
             attrs[a.name] = decode(value)
     return Node(name=node.name, op=node.op_type, inputs=tuple(node.input), outputs=tuple(node.output),
-                attrs=attrs, domain=node.domain, captures=tuple(dict.fromkeys(captures)), source=node.name)
+                attrs=attrs, domain=node.domain, captures=tuple(dict.fromkeys(captures)), bodies=tuple(bodies),
+                source=node.name)
 
 
 def decode(value):
