@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -105,9 +106,40 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+# onnxruntime registers these contrib ops in the ONNX domain (its transformer optimiser writes them there), where
+# the ONNX checker has no schema: a model holding them is valid for onnxruntime, which is what runs it.
+RUNTIME_ONNX_DOMAIN_OPS = frozenset({"SimplifiedLayerNormalization"})
+UNREGISTERED = re.compile(r"No Op registered for (\w+) with domain_version")
+
+
 def check_model(model: Runnable, *, full_check: bool = False, path=None) -> None:
     """``onnx.checker.check_model`` for models of any size: a file (see :func:`runnable`) is checked from its
-    path; a proto over protobuf's 2 GB from ``path`` (the file it was read from, if any) or a temporary copy."""
+    path; a proto over protobuf's 2 GB from ``path`` (the file it was read from, if any) or a temporary copy.
+    onnxruntime's ONNX-domain contrib ops (:data:`RUNTIME_ONNX_DOMAIN_OPS`) are checked as the contrib ops they
+    are: everything else in the model still goes through the checker."""
+    try:
+        check_any_size(model, full_check=full_check, path=path)
+    except onnx.checker.ValidationError as exc:
+        found = UNREGISTERED.search(str(exc))
+        if not (found and found.group(1) in RUNTIME_ONNX_DOMAIN_OPS and isinstance(model, onnx.ModelProto)):
+            raise
+        check_any_size(as_contrib_domain(model), full_check=full_check, path=None)
+
+
+def as_contrib_domain(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` with onnxruntime's ONNX-domain contrib ops moved to com.microsoft (checked there as
+    ops of a domain the checker does not know, like every com.microsoft op)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for node in copy.graph.node:
+        if node.domain in ("", "ai.onnx") and node.op_type in RUNTIME_ONNX_DOMAIN_OPS:
+            node.domain = "com.microsoft"
+    if not any(o.domain == "com.microsoft" for o in copy.opset_import):
+        copy.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    return copy
+
+
+def check_any_size(model: Runnable, *, full_check: bool, path) -> None:
     if isinstance(model, Path):
         onnx.checker.check_model(str(model), full_check=full_check)
     elif not io.is_large(model):

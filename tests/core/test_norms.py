@@ -175,3 +175,31 @@ def test_group_norm_of_one_group_as_exported_through_instance_norm_loses_channel
     assert result.report.units_removed == 16
     plain = dataclasses.replace(result.plan, renormalised=())
     assert not verify_masked(result.source, result.model, plain).ok
+
+
+def test_onnxruntime_simplified_layer_norm_in_the_onnx_domain_loads_couples_and_verifies_renormalised():
+    """onnxruntime's optimiser writes SimplifiedLayerNormalization (RMS norm) in the ONNX domain, where the ONNX
+    checker has no schema ("No Op registered"): the model was refused at load. It is checked as the contrib op it
+    is, its shapes come from onnxruntime's inference, and its hidden width prunes under the renormalised oracle."""
+    g = G(opset=17)
+    h = g.op("MatMul", ["input", g.rand(16, 32)])
+    g.nodes.append(helper.make_node("SimplifiedLayerNormalization", [h, g.const(np.linspace(0.5, 1.5, 32))], ["sln"],
+                                    name="sln", axis=-1, epsilon=1e-6))
+    g.nodes.append(helper.make_node("MatMul", ["sln", g.rand(32, 16)], ["output"], name="out_proj"))
+    model = g.model(SHAPE, SHAPE)
+    with pytest.raises(onnx.checker.ValidationError, match="No Op registered"):
+        onnx.checker.check_model(model)
+    result = graphprune.prune(model, ratio=0.5, round_to=1, budget="channels")
+    assert result.report.verification.ok and {r.node for r in result.plan.renormalised} == {"sln"}
+    assert result.report.after.params == result.report.before.params // 2
+    plain = dataclasses.replace(result.plan, renormalised=())
+    assert not verify_masked(result.source, result.model, plain).ok
+
+
+def test_a_model_the_checker_refuses_for_another_reason_is_still_refused():
+    g = G(opset=17)
+    h = g.op("MatMul", ["input", g.rand(16, 32)])
+    g.nodes.append(helper.make_node("NoSuchOp", [h], ["y"], name="bad"))
+    g.nodes.append(helper.make_node("MatMul", ["y", g.rand(32, 16)], ["output"], name="out_proj"))
+    with pytest.raises(graphprune.errors.ModelLoadError, match="NoSuchOp"):
+        graphprune.prune(g.model(SHAPE, SHAPE), ratio=0.5)

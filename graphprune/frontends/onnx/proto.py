@@ -9,6 +9,7 @@ import onnx
 
 from graphprune.errors import ModelLoadError
 from graphprune.io import DATA_FIELDS, copy_fields
+from graphprune.runtime import RUNTIME_ONNX_DOMAIN_OPS
 
 
 def first_line(exc: BaseException) -> str:
@@ -114,10 +115,11 @@ def inferred_shapes(model: onnx.ModelProto, *, strict: bool = False) -> onnx.Mod
 
 def contrib_shapes(light: onnx.ModelProto, inferred: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     """Shapes ONNX's inference leaves unknown after an op of another domain (com.microsoft's
-    SkipLayerNormalization, FusedMatMul … in onnxruntime-optimised models: ONNX has no schema for them, so every
+    SkipLayerNormalization, FusedMatMul … in onnxruntime-optimised models, and its ONNX-domain ones such as
+    SimplifiedLayerNormalization: ONNX has no schema for them, so every
     tensor downstream lost its shape and froze), from onnxruntime's symbolic shape inference, which knows its
     contrib ops. Only fully static shapes are taken; anything it cannot do leaves the tensors as they were."""
-    if all(n.domain in ("", "ai.onnx") for n in light.graph.node):
+    if all(n.domain in ("", "ai.onnx") and n.op_type not in RUNTIME_ONNX_DOMAIN_OPS for n in light.graph.node):
         return []
     known = {vi.name for vi in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)
              if vi.type.tensor_type.HasField("shape")}
