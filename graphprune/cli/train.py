@@ -43,7 +43,10 @@ def add_parser(sub) -> None:
     p.add_argument("--budget", choices=("params", "macs", "channels"), default=None,
                    help="what --ratio is a fraction of (default params; channels: of each group's channels)")
     p.add_argument("--round-to", type=int, default=1, metavar="N")
-    p.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs after removal")
+    p.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs after removal (per round with --steps)")
+    p.add_argument("--steps", type=int, default=1, metavar="K",
+                   help="iterative pruning (any method but tpp): K rounds of prune to (1 - ratio)^(k/K) of the "
+                        "budget, then --epochs of fine-tuning with the learning rate rewound (default 1: one-shot)")
     p.add_argument("--lr", type=float, default=1e-2, help="fine-tuning learning rate (SGD, momentum 0.9)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
@@ -127,6 +130,13 @@ def command(args: argparse.Namespace) -> int:
     train = loader_from(args.data, source, args.batch_size, args.seed, loss=args.loss)
     val = loader_from(args.val or args.data, source, 256, args.seed, shuffle=False, loss=args.loss)
     before = evaluate(model, val, loss_fn, classify)
+    if args.steps < 1:
+        raise UsageError(f"steps {args.steps} must be a positive integer")
+    if args.steps != 1 and args.method == "tpp":
+        raise UsageError("--steps (iterative pruning) applies to the one-shot methods, not to tpp, which "
+                         "regularises before removing")
+    if args.steps != 1:
+        return iterative_command(args, model, x0, train, val, loss_fn, classify, before, output)
     if args.method == "tpp":
         tpp = TPP(model, example_inputs=x0, ratio=args.ratio, schedule="fast", budget=args.budget)
         reg_epochs = math.ceil(tpp.total_steps / max(len(train), 1))
@@ -142,14 +152,7 @@ def command(args: argparse.Namespace) -> int:
     pruned = evaluate(small, val, loss_fn, classify)
     small = finetune(small, train, epochs=args.epochs, lr=args.lr, progress=not args.quiet, loss_fn=loss_fn).model
     after = evaluate(small, val, loss_fn, classify)
-    params = [sum(p.numel() for p in m.parameters()) for m in (model, small)]
-    if output.suffix == ".onnx":
-        data = export_bytes(small.eval(), x0)
-    else:
-        buffer = _io.BytesIO()
-        torch.save(small, buffer)
-        data = buffer.getvalue()
-    io.write_bytes_atomic(output, data)
+    params = write_module(small, model, x0, output)
     if not args.quiet:
         print(f"method {args.method}, ratio {args.ratio}: params {params[0]:,} -> {params[1]:,} "
               f"({params[1] / params[0]:.1%})")
@@ -158,6 +161,47 @@ def command(args: argparse.Namespace) -> int:
             print(stages("accuracy", [before[1], pruned[1], after[1]], ".2%", args.epochs))
         print(f"wrote {output}")
     return 0
+
+
+def iterative_command(args, model, x0, train, val, loss_fn, classify: bool, before, output: Path) -> int:
+    """``--steps K``: :func:`graphprune.torch.iterative.iterative_prune`, the loss (and accuracy) after each round."""
+    from graphprune.torch.iterative import iterative_prune
+
+    if args.epochs < 0:
+        raise UsageError(f"epochs {args.epochs} must be >= 0")
+    try:
+        result = iterative_prune(model, train, x0, ratio=args.ratio, steps=args.steps, epochs=args.epochs, lr=args.lr,
+                                 method=args.method, budget=args.budget, round_to=args.round_to, loss_fn=loss_fn,
+                                 eval_fn=lambda m: evaluate(m, val, loss_fn, classify), progress=not args.quiet)
+    except TypeError as exc:
+        raise UsageError(f"method '{args.method}': {exc}") from exc
+    params = write_module(result.model, model, x0, output)
+    if not args.quiet:
+        print(f"method {args.method}, ratio {args.ratio} in {args.steps} rounds: params {params[0]:,} -> "
+              f"{params[1]:,} ({params[1] / params[0]:.1%})")
+        index = 1 if classify else 0
+        fmt = ".2%" if classify else ".4f"
+        label = "accuracy" if classify else f"loss ({args.loss})"
+        print(f"{label}: original {format(before[index], fmt)}")
+        for r in result.rounds:
+            print(f"  round {r.round}: {r.params:,} params, pruned {format(r.pruned[index], fmt)}, after "
+                  f"{args.epochs} fine-tuning epochs {format(r.finetuned[index], fmt)}")
+        print(f"wrote {output}")
+    return 0
+
+
+def write_module(small, model, x0, output: Path) -> tuple[int, int]:
+    """``small`` to ``output`` (ONNX or torch.save), atomically; the params of ``model`` and ``small``."""
+    import torch
+
+    if output.suffix == ".onnx":
+        data = export_bytes(small.eval(), x0)
+    else:
+        buffer = _io.BytesIO()
+        torch.save(small, buffer)
+        data = buffer.getvalue()
+    io.write_bytes_atomic(output, data)
+    return sum(p.numel() for p in model.parameters()), sum(p.numel() for p in small.parameters())
 
 
 def stages(label: str, values: list[float], fmt: str, epochs: int) -> str:

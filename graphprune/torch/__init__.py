@@ -4,6 +4,7 @@ below load their submodule (which imports torch) on first use.
     from graphprune.torch import TPP, finetune          # or graphprune.torch.TPP, graphprune.torch.finetune
     from graphprune.torch.trp import TRP                # or graphprune.torch.TRP
     from graphprune.torch.lowrank import decompose_module
+    from graphprune.torch import iterative_prune        # prune, fine-tune, repeat (learning rate rewound)
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ _LAZY = {
     "FinetuneResult": ("finetune", "FinetuneResult"),
     "TRP": ("trp", "TRP"),
     "decompose_module": ("lowrank", "decompose_module"),
+    "iterative_prune": ("iterative", "iterative_prune"),
 }
-__all__ = ["TPP", "TRP", "FinetuneResult", "decompose_module", "finetune"]
+__all__ = ["TPP", "TRP", "FinetuneResult", "decompose_module", "finetune", "iterative_prune"]
 
 
 def __getattr__(name: str):

@@ -62,3 +62,59 @@ def test_train_needs_labels(tmp_path):
                         "1,1,8,8", "--data", "data.npz", "-o", "small.pt"], cwd=tmp_path, capture_output=True,
                        text=True)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "labels" in r.stderr
+
+
+def data(tmp_path) -> None:
+    (tmp_path / "net.py").write_text(NET)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 128)
+    x = (rng.standard_normal((128, 1, 8, 8)) + labels[:, None, None, None]).astype(np.float32)
+    np.savez(tmp_path / "data.npz", x=x, labels=labels)
+
+
+def test_train_steps_prunes_in_rounds_and_lands_on_the_one_shot_size(tmp_path):
+    """``--steps 2``: two rounds (prune to (1 - 0.75)^(1/2) = 1/2, then to 1/4 of the params, fine-tuning after
+    each), reported per round; the result is about the one-shot target's size."""
+    data(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "graphprune.cli", "train", "net.py:build", "--example-input",
+                        "1,1,8,8", "--data", "data.npz", "--method", "magnitude", "--ratio", "0.75", "--steps", "2",
+                        "--epochs", "1", "-o", "small.pt"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "in 2 rounds" in r.stdout and "round 1:" in r.stdout and "round 2:" in r.stdout
+    sys.path.insert(0, str(tmp_path))
+    small = torch.load(tmp_path / "small.pt", weights_only=False)
+    params = [sum(p.numel() for p in m.parameters()) for m in (sys.modules["net"].build(), small)]
+    assert abs(params[1] / params[0] - 0.25) < 0.05
+
+
+def test_iterative_rounds_follow_the_geometric_schedule():
+    """Each round asks the model as it is for what brings it to (1 - ratio)^(k/K) of the original; every round is
+    a verified prune; fine-tuning runs after each (the evaluation after it differs from the one before)."""
+    from graphprune.torch.iterative import iterative_prune, kept_targets
+
+    torch.manual_seed(0)
+    ns = {}
+    exec(NET, ns)
+    model = ns["build"]()
+    x = torch.randn(64, 1, 8, 8)
+    y = torch.randint(0, 3, (64,))
+    batches = [(x[:32], y[:32]), (x[32:], y[32:])]
+    seen = []
+    result = iterative_prune(model, batches, (torch.zeros(1, 1, 8, 8),), ratio=0.75, steps=3, epochs=1, lr=0.01,
+                             round_to=1, eval_fn=lambda m: seen.append(float(m(x).sum())) or len(seen))
+    before = sum(p.numel() for p in model.parameters())
+    kept = [r.params / before for r in result.rounds]
+    assert kept == sorted(kept, reverse=True) and len(kept) == 3
+    for got, want in zip(kept, kept_targets(0.75, 3)):
+        assert abs(got - want) < 0.06
+    assert all(r.pruned != r.finetuned for r in result.rounds)
+    assert sum(p.numel() for p in result.model.parameters()) == result.rounds[-1].params
+
+
+@pytest.mark.parametrize("argv,message", [(["--steps", "0"], "steps 0"), (["--method", "tpp", "--steps", "2"], "tpp")])
+def test_train_steps_bad_input_is_one_line(tmp_path, argv, message):
+    data(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "graphprune.cli", "train", "net.py:build", "--example-input",
+                        "1,1,8,8", "--data", "data.npz", *argv, "-o", "small.pt"], cwd=tmp_path, capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr
