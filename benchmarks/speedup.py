@@ -2,6 +2,7 @@
 
     python benchmarks/speedup.py [--zoo build/zoo224] [--models resnet18 ...] [--ratios 0.3 0.5 0.7]
                                  [--batches 1 8] [--rounds 5] [--runs 15] [--threads 1] [--round-to 1 8]
+                                 [--budget channels|params|macs]
 
 Models: torchvision exports at 224×224 (``zoo_export.py --side 224 --out build/zoo224``). For each model, ratio
 and ``--round-to``: prune (verified against the masked original), then fold BatchNorm into Conv and drop
@@ -88,6 +89,9 @@ def main() -> None:
     ap.add_argument("--ratios", type=float, nargs="*", default=[0.3, 0.5, 0.7])
     ap.add_argument("--batches", type=int, nargs="*", default=[1, 8])
     ap.add_argument("--round-to", type=int, nargs="*", default=[1])
+    ap.add_argument("--budget", default="channels", choices=("channels", "params", "macs"),
+                    help="what --ratios are fractions of (default channels, the stored results' meaning; the "
+                         "prune default is params)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--threads", type=int, default=1)
@@ -102,7 +106,7 @@ def main() -> None:
             continue
         for ratio in args.ratios:
             for rt in args.round_to:
-                r = graphprune.prune(path, ratio=ratio, budget="channels", round_to=rt, verify="end")
+                r = graphprune.prune(path, ratio=ratio, budget=args.budget, round_to=rt, verify="end")
                 folded, stats = fold_model(r.model)
                 fv = verify_same(r.model, folded, r.source.input_shapes, label="equals_unfolded", what="folded - unfolded")
                 base_folded, _ = fold_model(r.source.model)  # the same post-pass on the unpruned model
@@ -111,7 +115,8 @@ def main() -> None:
                     lat = interleaved({"before": r.source.model, "before_folded": base_folded, "after": r.model,
                                        "after_folded": folded}, batch, args.rounds, args.runs, args.threads)
                     b, a, af = lat["before"]["median_ms"], lat["after"]["median_ms"], lat["after_folded"]["median_ms"]
-                    row = {"model": name, "ratio": ratio, "round_to": rt, "batch": batch, "threads": args.threads,
+                    row = {"model": name, "ratio": ratio, "budget": args.budget, "round_to": rt, "batch": batch,
+                           "threads": args.threads,
                            "verified": r.report.verification.ok, "fold_verified": fv.ok, "fold": stats,
                            "fold_max_error": fv.max_error,
                            "params_ratio": r.report.after.params / r.report.before.params, "macs_ratio": macs,
