@@ -172,6 +172,7 @@ FIXES: dict[str, Callable[[gs.Node, "FixContext"], None]] = {
     "LSTM": fix_hidden_size,
     "GRU": fix_hidden_size,
     "RNN": fix_hidden_size,
+    "DynamicQuantizeLSTM": fix_hidden_size,  # com.microsoft's int8 LSTM (channels/rules/recurrent.py)
     "Conv": fix_group,
     "ConvTranspose": fix_group,
     "ConvInteger": fix_group,  # quantized convs: the same rule (channels/rules/quant.py), the same attribute

@@ -103,14 +103,81 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
 def inferred_shapes(model: onnx.ModelProto, *, strict: bool = False) -> onnx.ModelProto:
     """``model`` (edited in place and returned) with value infos and output shapes from shape inference."""
     weights = {i.name for i in model.graph.initializer if int(np.prod(i.dims, dtype=np.int64)) >= SKELETON_MIN_ELEMENTS}
-    light = skeleton(model) if weights else model
+    light = skeleton(model) if weights else copied(model)
+    declared = undeclared_outputs(light)
     inferred = onnx.shape_inference.infer_shapes(light, strict_mode=strict, data_prop=True)
+    for _ in range(MAX_RECURRENT_ROUNDS):  # one round per quantized LSTM whose input shape the last one revealed
+        extra = quantized_lstm_shapes(light, inferred)
+        if not extra:
+            break
+        light.graph.value_info.extend(extra)
+        inferred = onnx.shape_inference.infer_shapes(light, strict_mode=strict, data_prop=True)
     del model.graph.value_info[:]
     model.graph.value_info.extend(inferred.graph.value_info)
     model.graph.value_info.extend(contrib_shapes(light, inferred))
     del model.graph.output[:]
     model.graph.output.extend(inferred.graph.output)
+    for vi in model.graph.output:
+        if not vi.type.tensor_type.HasField("shape") and declared.get(vi.name) is not None:
+            vi.type.tensor_type.shape.CopyFrom(declared[vi.name])
     return model
+
+
+MAX_RECURRENT_ROUNDS = 8
+
+
+def quantized_lstm_shapes(light: onnx.ModelProto, inferred: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """The output shapes of com.microsoft ``DynamicQuantizeLSTM`` nodes (``quantize_dynamic`` of an LSTM) whose
+    input shape is known and outputs are not: ONNX has no schema for it and onnxruntime's symbolic inference gives
+    up on it, so every tensor after it had no shape, its shape arithmetic did not fold, and all of it froze (the
+    hidden units and the classifier behind ddddocr's int8 recogniser: 12M of its 13.5M params). They are an
+    LSTM's: Y ``(T, directions, B, H)``, Y_h and Y_c ``(directions, B, H)``."""
+    known = {vi.name: vi for vi in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)
+             if vi.type.tensor_type.HasField("shape")}
+    out = []
+    for node in light.graph.node:
+        if node.op_type != "DynamicQuantizeLSTM" or node.domain != "com.microsoft" or node.input[0] not in known:
+            continue
+        x = known[node.input[0]].type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in x.shape.dim]
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if len(dims) != 3 or None in dims[:2] or "hidden_size" not in attrs:
+            continue
+        t, b, h = dims[0], dims[1], int(attrs["hidden_size"])
+        directions = 2 if attrs.get("direction", b"forward") == b"bidirectional" else 1
+        for name, shape in zip(node.output, ([t, directions, b, h], [directions, b, h], [directions, b, h])):
+            if name and name not in known:
+                out.append(onnx.helper.make_tensor_value_info(name, x.elem_type, shape))
+    return out
+
+
+def copied(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def undeclared_outputs(light: onnx.ModelProto) -> dict[str, onnx.TensorShapeProto | None]:
+    """Drop the graph outputs' declared shapes from ``light`` (edited in place) and return them.
+
+    A declared output shape is the exporter's claim, not a fact of the graph: ddddocr's recogniser declares its
+    output ``[1, seqlen]`` while its last Reshape makes it rank 3 (onnxruntime runs it; ONNX's inference cannot
+    see the rank while the shape is computed, so the file passes strict inference). Once folding makes that shape
+    a constant, the claim contradicts the op, and strict inference of the folded or pruned model failed (exit 4).
+    The ops decide; the declaration is put back only where inference finds no shape (after an op it does not
+    know, e.g. com.microsoft's ``DynamicQuantizeLSTM``): the checker requires a graph output to have one."""
+    declared: dict[str, onnx.TensorShapeProto | None] = {}
+    for vi in light.graph.output:
+        if not vi.type.HasField("tensor_type"):
+            continue
+        tensor = vi.type.tensor_type
+        if tensor.HasField("shape"):
+            declared[vi.name] = onnx.TensorShapeProto()
+            declared[vi.name].CopyFrom(tensor.shape)
+        else:
+            declared[vi.name] = None
+        tensor.ClearField("shape")
+    return declared
 
 
 def contrib_shapes(light: onnx.ModelProto, inferred: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
