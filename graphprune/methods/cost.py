@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
@@ -9,6 +10,7 @@ from typing import Mapping
 import numpy as np
 
 from graphprune.channels.layers import MAC_OPS, RECURRENT_OPS, operands
+from graphprune.channels.quantized import INTEGER_LINEAR
 from graphprune.ir import Graph, Node
 
 
@@ -23,7 +25,22 @@ class Cost:
         return other.params / max(self.params, 1), other.macs / max(self.macs, 1)
 
 
+QUANTIZED_RECURRENT = {"DynamicQuantizeLSTM": "LSTM"}  # com.microsoft; W / R transposed: the same products
+
+
+def as_float(node: Node) -> Node:
+    """An integer linear op (ConvInteger, QLinearMatMul …) as the float op it computes, ``a`` and ``b`` as its
+    inputs 0 and 1, so it counts the MACs its float form does; anything else as it is."""
+    q = INTEGER_LINEAR.get(node.op)
+    if q is not None:
+        return dataclasses.replace(node, op=q.kind, inputs=(node.inputs[q.a], node.inputs[q.b]))
+    if node.op in QUANTIZED_RECURRENT:
+        return dataclasses.replace(node, op=QUANTIZED_RECURRENT[node.op])
+    return node
+
+
 def node_macs(graph: Graph, node: Node) -> int:
+    node = as_float(node)
     shape = graph.shape
     try:
         if node.op == "Conv":
@@ -49,7 +66,7 @@ def cost(graph: Graph) -> Cost:
     """Params stored and MACs of one run. Control flow counts too: the weights its bodies hold, and the MACs of a
     run through them (:func:`body_cost`) under the name of the node that holds them."""
     params = sum(int(np.prod(t.shape, dtype=np.int64)) for t in graph.params.values())
-    per_node = {n.name: m for n in graph.nodes if n.op in MAC_OPS and (m := node_macs(graph, n))}
+    per_node = {n.name: m for n in graph.nodes if as_float(n).op in MAC_OPS and (m := node_macs(graph, n))}
     for n in graph.nodes:
         if n.bodies:
             body_params, body_macs = body_cost(graph, n)

@@ -320,3 +320,17 @@ def test_report_shows_the_file_size(tmp_path):
     result, _ = pruned(saved(cast_net(TensorProto.FLOAT16), tmp_path / "fp16.onnx"), tmp_path)
     assert json.loads(result.report.to_json())["file_bytes"]["after"] == result.report.file_bytes["after"]
     assert "file size" in str(result.report)
+
+
+@pytest.mark.parametrize("build, uncounted", [(lambda p: dynamic_net(p), 0), (lambda p: static_net(p, "QOperator"), 32 * 10),
+                                              (lstm_net, 0)],
+                         ids=["ConvInteger/MatMulInteger", "QLinearConv", "DynamicQuantizeLSTM"])
+def test_integer_ops_count_the_macs_of_the_float_model_they_came_from(tmp_path, build, uncounted):
+    """An integer linear op does its float op's multiply-accumulates: a quantized model reports the MACs of the
+    float model it was quantized from (it reported 0: ddddocr's int8 recogniser). ``uncounted``: QOperator's head
+    is a com.microsoft QGemm, which has no rule and is not counted (32 × 10)."""
+    from graphprune.api import inspect
+
+    path = build(tmp_path)
+    source = tmp_path / ("lstm.onnx" if "lstm" in path.name else "float.onnx")
+    assert inspect(str(path)).cost.macs == inspect(str(source)).cost.macs - uncounted > 0
