@@ -1,8 +1,9 @@
 """Hugging Face families on the torch path: each small random-init model (models/hf.py, built from its config) is
 pruned at ratio 0.5 of each group's channels with ``graphprune.prune(module, example_inputs=..., budget="channels")``;
 per family: the capture used, seconds, params and MACs ratios, query / KV heads before and after (from the
-config), whether it verified (or the one-line reason it did not), whether save_pretrained -> from_pretrained rebuilds
-it, and the top freeze reasons. Grouped-query families run a second time with ``query_heads=True`` (rows
+config), whether it verified (or the one-line reason it did not), whether the report says save_pretrained ->
+from_pretrained rebuilds it, the largest output difference after doing that round trip here, whether a decoder
+generates after it, and the top freeze reasons. Grouped-query families run a second time with ``query_heads=True`` (rows
 ``<family>+qh``: query heads inside each KV group instead of whole KV groups).
 
     python benchmarks/hf_families.py [--out benchmarks/results/hf_families.json] [--only llama gemma ...]
@@ -48,7 +49,31 @@ def one(name: str, ratio: float, build=None, prune=None, **options) -> dict:
         if heads(model.config):
             row["heads"] = [heads(model.config), heads(result.model.config)]
         row["rebuilds"] = any("round-trips" in note for note in r.notes)
+        row.update(round_trip(result.model, inputs))
     return row
+
+
+def round_trip(small, inputs) -> dict:
+    """What a user of the pruned model sees: ``save_pretrained`` -> ``from_pretrained`` (the largest difference
+    of the first output against the pruned model's, or the error), and for a model that can generate, whether
+    three greedy tokens come out of the reloaded one."""
+    import tempfile
+
+    import torch
+
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        try:
+            small.save_pretrained(tmp)
+            again = type(small).from_pretrained(tmp).eval()
+            out["reload_max_diff"] = float((again(*inputs)[0] - small(*inputs)[0]).abs().max())
+        except Exception as exc:  # noqa: BLE001 - the benchmark records what a user would hit
+            out["reload_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+            return out
+        if getattr(again, "can_generate", lambda: False)():
+            ids = again.generate(inputs[0], max_new_tokens=3, do_sample=False, use_cache=False)
+            out["generates"] = tuple(ids.shape) == (inputs[0].shape[0], inputs[0].shape[1] + 3)
+    return out
 
 
 def heads(config) -> str | None:

@@ -80,8 +80,12 @@ def run(frontend: Frontend, model, cfg: PruneConfig, *, example_inputs=None):
     finished = frontend.finish(source, done, verification, cfg)
     notes = ()
     if frozen:
-        notes = (f"kept as a plain module: channels touched by {len(frozen)} node(s) with literal channel counts "
-                 f"were frozen ({', '.join(frozen[:5])}{' …' if len(frozen) > 5 else ''})",)
+        calls = {n: path for path, nodes in getattr(source, "module_calls", {}).items() for n in nodes}
+        where = list(dict.fromkeys(calls.get(n, n) for n in frozen))  # a torch module's paths where it has them
+        notes = (f"kept an instance of the module's own class: channels touched by {len(frozen)} node(s) with sizes "
+                 "it could not hold (literal channel counts in forward, or widths a Hugging Face config cannot "
+                 f"describe) were frozen and the plan made again ({', '.join(where[:5])}"
+                 f"{' …' if len(where) > 5 else ''})",)
     report = make_report(cfg, done, finished, verification, notes, cost)
     if cfg.require_removal and report.changed_nothing:
         raise NothingRemovedError(f"nothing was removed: {report.nothing_removed_reason()}; nothing written")

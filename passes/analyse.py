@@ -20,17 +20,19 @@ def refuse_unmapped(cg: ChannelGraph) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class AnalyseChannels(Pass):
-    """Run the channel rules; ``exclude`` (fnmatch patterns on node names) freezes what those nodes touch;
+    """Run the channel rules; ``exclude`` (fnmatch patterns on node names) freezes what those nodes touch, and so
+    does ``held`` (exact node names the emitter asked to keep whole, with that reason);
     ``strict`` refuses a model with an op that has no channel rule; ``query_heads``: grouped-query attention loses
     query heads inside each KV group instead of whole groups (:func:`graphprune.channels.analysis.analyse`)."""
 
     exclude: tuple[str, ...] = ()
+    held: tuple[str, ...] = ()
     strict: bool = False
     query_heads: bool = False
     provides = ("channels",)
 
     def call(self, state: PruneState) -> PassResult:
-        cg = analyse(state.source.graph, self.exclude, query_heads=self.query_heads)
+        cg = analyse(state.source.graph, self.exclude, held=self.held, query_heads=self.query_heads)
         if self.strict:
             refuse_unmapped(cg)
         stats = {"groups": len(cg.candidates), "prunable": len(cg.prunable), "unmapped_ops": len(cg.unmapped)}

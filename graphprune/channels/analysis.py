@@ -88,7 +88,8 @@ class ChannelGraph:
 MAX_LAYOUT_ROUNDS = 8
 
 
-def analyse(graph: Graph, exclude: Iterable[str] = (), *, query_heads: bool = False) -> ChannelGraph:
+def analyse(graph: Graph, exclude: Iterable[str] = (), *, held: Iterable[str] = (),
+            query_heads: bool = False) -> ChannelGraph:
     """Run every node's rule, build the space graph, and derive groups and units. ``query_heads``: an axis
     broadcast by Expand may shrink and the Reshape merging it couples through it (:class:`RuleContext`): grouped-
     query attention then loses query heads inside every KV group (the same ones in each) instead of whole groups.
@@ -96,8 +97,12 @@ def analyse(graph: Graph, exclude: Iterable[str] = (), *, query_heads: bool = Fa
     Reshapes that split or merge axes can couple the outermost or the innermost axis of the run (see
     :func:`graphprune.rules.shape.couple_merged`). They start with the outermost; where the coupled axes end up
     frozen while the other axes are frozen by nothing but these choices, the choices switch and the analysis
-    runs again (a few rounds at most; each segment switches once)."""
-    excluded = excluded_nodes(graph, list(exclude))
+    runs again (a few rounds at most; each segment switches once).
+
+    ``exclude``: the user's fnmatch patterns on node names; ``held``: exact node names the emitter asked to keep
+    whole (:data:`HELD_REASON`). Both freeze everything the node touches, each with its own reason."""
+    excluded = dict.fromkeys(excluded_nodes(graph, list(exclude)), "excluded by --exclude")
+    excluded.update(dict.fromkeys(held, HELD_REASON))
     choices: dict[str, str] = {}
     # The analysis allocates a few objects per space and coupling and frees none of them until it returns;
     # CPython's cyclic GC would rescan them all on every generation-2 collection, which made the analysis of a
@@ -162,8 +167,8 @@ def freezes_after_switch(cg: "ChannelGraph", alts: list) -> list[Freeze]:
     return [f for gid in {cg.group_of[s] for s in kept} for f in cg.groups[gid].freezes if f.space in kept]
 
 
-def analyse_once(graph: Graph, excluded: set[str], choices: dict[str, str], query_heads: bool = False):
-    said = [node_channels(graph, n, n.name in excluded, choices, query_heads) for n in graph.nodes]
+def analyse_once(graph: Graph, excluded: dict[str, str], choices: dict[str, str], query_heads: bool = False):
+    said = [node_channels(graph, n, excluded.get(n.name), choices, query_heads) for n in graph.nodes]
     freezes = [f for s in said for f in s.freezes] + interface_freezes(graph)
     couplings = [c for s in said for c in s.couplings]
     virtual = dict(v for s in said for v in s.virtual)
@@ -177,6 +182,10 @@ def analyse_once(graph: Graph, excluded: set[str], choices: dict[str, str], quer
             alternatives)
 
 
+HELD_REASON = ("kept whole so the pruned module stays its own class: its forward or its Hugging Face config "
+               "fixes this size")
+
+
 def excluded_nodes(graph: Graph, patterns: list[str]) -> set[str]:
     """Node names matched by ``--exclude`` patterns (fnmatch); a pattern matching nothing is an error."""
     out: set[str] = set()
@@ -188,14 +197,15 @@ def excluded_nodes(graph: Graph, patterns: list[str]) -> set[str]:
     return out
 
 
-def node_channels(graph: Graph, node: Node, excluded: bool = False, choices: dict[str, str] | None = None,
+def node_channels(graph: Graph, node: Node, excluded: str | None = None, choices: dict[str, str] | None = None,
                   query_heads: bool = False) -> NodeChannels:
-    """Apply the node's rule; whatever it leaves unmapped (or everything, on failure) is frozen."""
+    """Apply the node's rule; whatever it leaves unmapped (or everything, on failure) is frozen; ``excluded``:
+    the reason the node is kept whole instead."""
     spaces = [Space(t, k) for t in node.touched if graph.shape(t) is not None for k in range(len(graph.shape(t)))]
     unknown = [t for t in node.touched if graph.shape(t) is None and not unread_output(graph, node, t)]
     rule = RULES.get(rule_key(node))
     if excluded:
-        return frozen_all(spaces, node, "excluded by --exclude")
+        return frozen_all(spaces, node, excluded)
     if rule is None:
         return frozen_all(spaces, node, f"no channel rule for op {qualified(node)}")
     if unknown:

@@ -3,20 +3,34 @@ describe the new sizes, so the pruned model runs, generates, and ``save_pretrain
 the same model again. Duck-typed on what a module or config holds (no transformers import).
 
 * **Module attributes**: ``Conv1D.nf`` (GPT-2's transposed linear); GPT-2 attention's ``split_size``, ``embed_dim``
-  and ``num_heads``; the head counts decoder and BERT-style attention keep (``num_heads``, ``num_key_value_heads``,
-  ``num_key_value_groups``, ``num_attention_heads``, ``all_head_size``), from the resized projections and the
-  unchanged head dimension.
+  and ``num_heads``; the head counts decoder, BERT-style and T5 attention keep (``num_heads``, ``num_key_value_heads``,
+  ``num_key_value_groups``, ``num_attention_heads``, ``all_head_size``, T5's ``n_heads`` and ``inner_dim``), from
+  the resized projections and the unchanged head dimension.
 * **Config**: the hidden width, heads, KV heads, head dimension and MLP width, measured on the resized module, under
   whichever of each family's names the config has (``hidden_size`` / ``n_embd`` / ``d_model`` …). A config holds
   one size per kind: when layers differ (``scope="global"``), or the family derives the head dimension from the
   hidden width and heads and that no longer holds, the config is left and the report says why.
+  A family that reads ``config.head_dim`` when it is there but derives it from the hidden width and heads
+  otherwise (Phi-3) gets ``head_dim`` written where the derivation no longer holds, if the class then sizes its
+  attention as pruned (checked on the meta device).
+* **Constants derived from the config** (:func:`fold_embedding_scale`): Gemma multiplies its embeddings by
+  ``sqrt(hidden_size)``, a non-persistent buffer ``from_pretrained`` recomputes from the config. A narrower hidden
+  width would change it on reload, so the embedding rows are multiplied by ``c = old scale / new scale`` and the
+  buffer set to the new scale: the embedding output is the same number. A tied LM head reads those rows too, so
+  the final norm before it is divided by ``c`` (its weight, applied as ``(1 + w)`` or as ``w``; its bias): the
+  logits are the same, the base model's last hidden state (not an output of the LM) is ``1/c`` of before.
+* **What the config cannot describe** (:func:`unsized`): the parameters the plan resized to a shape the class
+  built from the updated config would not have (Whisper sizes its attention projections and first conv from
+  ``d_model``, which stays whole as the encoder's output). The torch frontend excludes the nodes reading them and
+  plans again, so the result reloads; a model whose layers differ (``scope="global"``) is left as the user asked.
 * **Rebuild check** (:func:`rebuild_problem`): the model class built from the updated config, with the pruned
-  weights loaded, must compute what the pruned model computes; where it does not (Gemma scales its embeddings by
-  the square root of the hidden width it is built with), the report says ``from_pretrained`` will not rebuild it.
+  weights loaded, must compute what the pruned model computes; where it does not, the report says
+  ``from_pretrained`` will not rebuild it and names the first difference.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Iterator
 
 import torch
@@ -48,17 +62,21 @@ def fix_modules(model: nn.Module, heads_of: dict[nn.Module, tuple[int, int, int]
     for m, (q, kv, head_dim) in heads_of.items():
         if hasattr(m, "c_attn") and hasattr(m, "split_size"):  # GPT-2: q, k and v in one Conv1D
             m.split_size, m.embed_dim = q * head_dim, out_features(m.c_proj)
-        for name, value in (("num_heads", q), ("num_attention_heads", q), ("num_key_value_heads", kv),
-                            ("num_key_value_groups", q // max(kv, 1)), ("all_head_size", q * head_dim)):
+        for name, value in (("num_heads", q), ("num_attention_heads", q), ("n_heads", q), ("num_key_value_heads", kv),
+                            ("num_key_value_groups", q // max(kv, 1)), ("all_head_size", q * head_dim),
+                            ("inner_dim", q * head_dim)):
             if isinstance(getattr(m, name, None), int):
                 setattr(m, name, value)
 
 
 def attention_heads(m: nn.Module) -> tuple[int, int, int] | None:
     """(query heads, key / value heads, head dimension) of an attention module, from its projections."""
-    head_dim = getattr(m, "head_dim", None) or getattr(m, "attention_head_size", None)
+    head_dim = getattr(m, "head_dim", None) or getattr(m, "attention_head_size", None) or \
+        getattr(m, "key_value_proj_dim", None)  # T5
     if not isinstance(head_dim, int) or head_dim < 1:
         return None
+    if all(isinstance(getattr(m, p, None), nn.Linear) for p in ("q", "k", "v", "o")):  # T5: q, k, v, o
+        return out_features(m.q) // head_dim, out_features(m.k) // head_dim, head_dim
     if all(hasattr(m, p) for p in ("q_proj", "k_proj")):
         return out_features(m.q_proj) // head_dim, out_features(m.k_proj) // head_dim, head_dim
     if all(hasattr(m, p) for p in ("query", "key")):
@@ -140,7 +158,95 @@ def adapt(model: nn.Module) -> tuple[str, ...]:
     heads_of = {m: heads for m in model.modules() if (heads := attention_heads(m)) is not None}
     sizes = measured(model, heads_of)
     fix_modules(model, heads_of)
-    return update_config(model, sizes, stage_widths(model))
+    notes = update_config(model, sizes, stage_widths(model))
+    return notes + fold_embedding_scale(model)
+
+
+def on_meta(model: nn.Module) -> nn.Module | None:
+    """``type(model)(model.config)`` on the meta device: the shapes and the constants computed from the config
+    that ``from_pretrained`` would build, without allocating or initialising weights; None where the class cannot
+    be built from the config (:func:`rebuild_problem` then says why)."""
+    try:
+        with torch.device("meta"):
+            return type(model)(model.config)
+    except Exception:  # noqa: BLE001 - any failure of a foreign constructor means "not buildable"
+        return None
+
+
+def unsized(model: nn.Module, original: nn.Module) -> tuple[str, ...]:
+    """The state-dict names of ``model`` (a resized copy of ``original``) whose shape the plan changed to one the
+    class built from ``model.config`` would not have: what the config cannot describe. Empty for a module without
+    a Hugging Face config, and where layers differ in size (the config holds one size per kind, and the user asked
+    for a plan per layer: the report says it will not rebuild)."""
+    if not hasattr(getattr(model, "config", None), "save_pretrained"):
+        return ()
+    heads_of = {m: heads for m in model.modules() if (heads := attention_heads(m)) is not None}
+    if any(len(values) > 1 for values in measured(model, heads_of).values()):
+        return ()
+    again = on_meta(model)
+    if again is None:
+        return ()
+    theirs, before = again.state_dict(), original.state_dict()
+    return tuple(k for k, v in model.state_dict().items()
+                 if k in theirs and k in before and v.shape != theirs[k].shape and v.shape != before[k].shape)
+
+
+def fold_embedding_scale(model: nn.Module) -> tuple[str, ...]:
+    """Embeddings scaled by a constant the class computes from the config (``embed_scale``, rebuilt from
+    ``scalar_embed_scale``: Gemma's ``sqrt(hidden_size)``) keep their output when the constant changes with the
+    pruned width: the rows are multiplied by ``c = old / new``, and a tied output layer is compensated at the norm
+    before it (:func:`divide_norm`). The report lines; none when nothing changed."""
+    again = on_meta(model)
+    if again is None:
+        return ()
+    notes, rebuilt = [], dict(again.named_modules())
+    for name, m in model.named_modules():
+        scale = getattr(m, "embed_scale", None)
+        new = getattr(rebuilt.get(name), "scalar_embed_scale", None)
+        if not isinstance(scale, torch.Tensor) or scale.numel() != 1 or not isinstance(new, float):
+            continue
+        old = float(scale)
+        if abs(old - new) <= 1e-6 * abs(new):
+            continue
+        c = old / new
+        tied = getattr(model.get_output_embeddings(), "weight", None) is m.weight \
+            if hasattr(model, "get_output_embeddings") else False
+        norm = final_norm(model) if tied else None
+        if tied and norm is None:
+            notes.append(f"{name} is scaled by {old:.6g} here and by {new:.6g} in the class built from the config, "
+                         "and its weight is tied to the output layer with no norm before it to compensate")
+            continue
+        with torch.no_grad():
+            m.weight.copy_((m.weight.double() * c).to(m.weight.dtype))
+            scale.fill_(new)
+            m.scalar_embed_scale = new
+            if norm is not None:
+                divide_norm(norm, c)
+        where = " and the final norm divided by it (the tied LM head reads the same rows)" if norm is not None else ""
+        notes.append(f"Hugging Face: {name} scaled its output by {old:.6g}; the class built from the pruned config "
+                     f"scales by {new:.6g}, so its rows were multiplied by {c:.6g}{where}")
+    return tuple(notes)
+
+
+def final_norm(model: nn.Module) -> nn.Module | None:
+    """The norm whose output the LM head reads: the base model's ``norm`` (Gemma, Llama-style decoders)."""
+    norm = getattr(getattr(model, "base_model", None), "norm", None)
+    return norm if isinstance(getattr(norm, "weight", None), torch.Tensor) else None
+
+
+def divide_norm(norm: nn.Module, c: float) -> None:
+    """``norm``'s output divided by ``c``: its weight is applied as ``(1 + w)`` (Gemma's RMSNorm: the output of a
+    zero weight is not zero) or as ``w``; a bias is divided too."""
+    probe = copy.deepcopy(norm).float()
+    with torch.no_grad():
+        probe.weight.zero_()
+        if getattr(probe, "bias", None) is not None:
+            probe.bias.zero_()
+        offset = bool(probe(torch.ones(1, probe.weight.shape[-1])).abs().max() > 0)
+        w = norm.weight.double()
+        norm.weight.copy_(((1 + w) / c - 1 if offset else w / c).to(norm.weight.dtype))
+        if getattr(norm, "bias", None) is not None:
+            norm.bias.copy_((norm.bias.double() / c).to(norm.bias.dtype))
 
 
 def update_config(model: nn.Module, sizes: dict[str, set[int]], stages: list[int] | None = None) -> tuple[str, ...]:
@@ -165,16 +271,33 @@ def update_config(model: nn.Module, sizes: dict[str, set[int]], stages: list[int
             if getattr(config, f) != value:
                 setattr(config, f, value)
                 written.append(f"{f}={value}")
-    heads, head_dim, hidden = (getattr(config, f, None) for f in ("num_attention_heads", "head_dim", "hidden_size"))
-    if heads and hidden and not hasattr(config, "head_dim") and hidden % heads == 0:
-        derived = hidden // heads
-        if sizes["head_dim"] and derived not in sizes["head_dim"]:
-            notes.append(f"the config derives the head dimension as hidden_size / num_attention_heads = {derived}, "
-                         f"but the heads are {sorted(sizes['head_dim'])} wide: from_pretrained will not rebuild this "
-                         "model")
+    heads, hidden = (getattr(config, f, None) for f in ("num_attention_heads", "hidden_size"))
+    if heads and hidden and not hasattr(config, "head_dim") and sizes["head_dim"] and \
+            hidden / heads not in sizes["head_dim"]:
+        if len(sizes["head_dim"]) == 1 and reads_head_dim(model, min(sizes["head_dim"])):
+            written.append(f"head_dim={config.head_dim}")
+        else:
+            notes.append(f"the config derives the head dimension as hidden_size / num_attention_heads = "
+                         f"{hidden / heads:g}, but the heads are {sorted(sizes['head_dim'])} wide: from_pretrained "
+                         "will not rebuild this model")
     if written:
         notes.insert(0, f"Hugging Face config updated: {', '.join(written)}")
     return tuple(notes)
+
+
+def reads_head_dim(model: nn.Module, head_dim: int) -> bool:
+    """Whether the class takes ``config.head_dim`` when the config has one (Phi-3 reads it, else derives it from
+    the hidden width and heads): ``head_dim`` is written, kept if every attention of the class built from the
+    config on the meta device is then ``head_dim`` wide, and removed again otherwise (Whisper ignores it)."""
+    config: Any = model.config
+    config.head_dim = head_dim
+    again = on_meta(model)
+    widths = {getattr(m, "head_dim", None) for m in (again.modules() if again is not None else ())
+              if attention_heads(m) is not None}
+    if widths == {head_dim}:
+        return True
+    del config.head_dim
+    return False
 
 
 def rebuild_problem(model: nn.Module, inputs: tuple[Any, ...]) -> str | None:

@@ -294,8 +294,10 @@ def reconstruct_pass(cfg: "PruneConfig", opts: ReconstructOptions) -> Reconstruc
     return Reconstruct(ridge=opts.ridge, inputs=opts.reconstruct_inputs, seed=cfg.seed)
 
 
-def analyse(cfg: "PruneConfig", exclude: tuple[str, ...]) -> AnalyseChannels:
-    return AnalyseChannels(exclude=tuple(cfg.exclude) + tuple(exclude), strict=cfg.strict, query_heads=cfg.query_heads)
+def analyse(cfg: "PruneConfig", held: tuple[str, ...]) -> AnalyseChannels:
+    """The analysis with the user's ``--exclude`` patterns and the node names the emitter asked to hold whole."""
+    return AnalyseChannels(exclude=tuple(cfg.exclude), held=tuple(held), strict=cfg.strict,
+                           query_heads=cfg.query_heads)
 
 
 def calibrate(cfg: "PruneConfig", opts: CalibOptions) -> Calibrate:
@@ -405,7 +407,8 @@ def check_chain(method: str, then: tuple[str, ...]) -> None:
 
 def passes(cfg: "PruneConfig", exclude: tuple[str, ...] = ()) -> list[Pass]:
     """The passes of ``--method`` followed by those of every ``--then`` method (and the fold post-pass); ``exclude``:
-    node names the analysis freezes on top of the configured ones (the torch frontend's re-planning)."""
+    node names the analysis holds whole on top of the configured ones (the torch frontend's re-planning, with its
+    own reason in the report)."""
     out = [p for name in (cfg.method, *cfg.then) for p in METHODS[name].build(cfg, cfg.options[name], exclude)]
     return out + [FoldBatchNorm()] if cfg.fold else out
 

@@ -13,6 +13,7 @@ pytest.importorskip("transformers")
 
 import graphprune  # noqa: E402
 import graphprune.channels  # noqa: E402
+from graphprune.channels.analysis import HELD_REASON  # noqa: E402
 from models.hf import build  # noqa: E402
 
 
@@ -63,14 +64,63 @@ def test_gpt2_attention_attributes_follow_the_fused_projection():
     assert result.model.config.n_embd == result.model.transformer.wte.weight.shape[1] < 64
 
 
-def test_gemma_multi_query_attention_keeps_its_heads_whole():
-    model, _, result = pruned("gemma")
-    attn = result.model.model.layers[0].self_attn
+def reloads_equal(small, inputs, tmp_path, field="logits"):
+    """save_pretrained -> from_pretrained gives the pruned model's outputs (what a user's deployment loads)."""
+    small.save_pretrained(tmp_path)
+    again = type(small).from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(getattr(again(*inputs), field), getattr(small(*inputs), field), rtol=1e-5,
+                                   atol=1e-6)
+    return again
+
+
+def test_gemma_multi_query_attention_keeps_its_heads_and_reloads_with_its_embedding_scale(tmp_path):
+    """Gemma: one KV head stays whole with its query heads; the embeddings are scaled by sqrt(hidden_size) of the
+    config the class is built with, so the rows are rescaled for the new width and the final norm before the tied
+    LM head divided back: the logits are the same, save_pretrained -> from_pretrained is equal and generates."""
+    model, inputs, result = pruned("gemma")
+    small = result.model
+    attn = small.model.layers[0].self_attn
     assert attn.k_proj.weight.shape[0] == model.model.layers[0].self_attn.k_proj.weight.shape[0]  # the one KV head
     assert attn.q_proj.weight.shape[0] == model.model.layers[0].self_attn.q_proj.weight.shape[0]
     assert any("head dimension" in why for g in result.report.groups for why in g.frozen_because)
-    # Gemma scales its embeddings by sqrt(hidden_size) of the config it is built with: the report says so
-    assert any("will not rebuild" in note for note in result.report.notes)
+    hidden = small.config.hidden_size
+    assert hidden == small.model.embed_tokens.weight.shape[1] < model.config.hidden_size
+    assert float(small.model.embed_tokens.embed_scale) == pytest.approx(hidden ** 0.5)
+    assert any("embed_tokens scaled its output" in note and "final norm" in note for note in result.report.notes)
+    assert any("round-trips" in note for note in result.report.notes)
+    again = reloads_equal(small, inputs, tmp_path)
+    with torch.no_grad():
+        out = again.generate(inputs[0], max_new_tokens=3, do_sample=False, use_cache=False)
+    assert out.shape == (1, inputs[0].shape[1] + 3)
+
+
+def test_whisper_encoder_keeps_what_its_config_cannot_describe_and_reloads(tmp_path):
+    """Whisper sizes its attention from d_model, which stays whole as the encoder's output: the attention
+    projections are excluded and planned again (named in the report), the MLP width shrinks into
+    ``encoder_ffn_dim``, and save_pretrained -> from_pretrained is equal."""
+    model, inputs, result = pruned("whisper_encoder")
+    small = result.model
+    fc1 = small.layers[0].fc1
+    assert small.config.encoder_ffn_dim == fc1.out_features < model.config.encoder_ffn_dim
+    assert small.layers[0].self_attn.q_proj.weight.shape == model.layers[0].self_attn.q_proj.weight.shape
+    assert result.report.after.params < result.report.before.params
+    assert any("plan made again" in note and "layers.0.self_attn.q_proj" in note for note in result.report.notes)
+    assert any(HELD_REASON in why for g in result.report.groups for why in g.frozen_because)
+    assert any("round-trips" in note for note in result.report.notes)
+    reloads_equal(small, inputs, tmp_path, "last_hidden_state")
+
+
+def test_t5_attention_loses_whole_heads_and_reloads(tmp_path):
+    """T5 (q / k / v / o, ``n_heads``, ``inner_dim``, the config's ``num_heads``): half the heads go, the module
+    attributes and the config follow, and save_pretrained -> from_pretrained is equal."""
+    model, inputs, result = pruned("t5_encoder")
+    small = result.model
+    attn = small.encoder.block[0].layer[0].SelfAttention
+    assert attn.n_heads == small.config.num_heads == model.config.num_heads // 2
+    assert attn.q.weight.shape[0] == attn.inner_dim == attn.n_heads * attn.key_value_proj_dim
+    assert any("round-trips" in note for note in result.report.notes)
+    reloads_equal(small, inputs, tmp_path, "last_hidden_state")
 
 
 def check_query_heads(name: str, tmp_path) -> None:
@@ -179,3 +229,20 @@ def test_the_lm_loss_scores_each_position_against_the_next_token():
     assert float(lm_loss(ahead, tokens)) < 1e-6 < 40 < float(lm_loss(same, tokens))
     with pytest.raises(UsageError):
         lm_loss(torch.zeros(1, 5), tokens)  # class logits are not a language model's
+
+
+@pytest.mark.slow  # ~12 s: two torch.export captures
+def test_phi3_writes_the_head_dim_it_reads_when_the_derivation_breaks_and_reloads(tmp_path):
+    """Phi-3 derives the head dimension from hidden_size / num_attention_heads unless the config has ``head_dim``.
+    With ``query_heads=True`` its heads stay (the fused qkv_proj is sliced at literal offsets) while the hidden
+    width halves, so the derivation no longer holds: ``head_dim`` is written (the class reads it) and
+    save_pretrained -> from_pretrained is equal."""
+    model, inputs, result = pruned("phi3", query_heads=True)
+    small, config = result.model, result.model.config
+    head_dim = model.config.hidden_size // model.config.num_attention_heads
+    assert config.hidden_size == small.model.embed_tokens.weight.shape[1] < model.config.hidden_size
+    assert config.head_dim == head_dim != config.hidden_size // config.num_attention_heads
+    assert small.model.layers[0].self_attn.qkv_proj.weight.shape[0] == \
+        (config.num_attention_heads + 2 * config.num_key_value_heads) * head_dim
+    assert any("round-trips" in note for note in result.report.notes)
+    reloads_equal(small, inputs, tmp_path)

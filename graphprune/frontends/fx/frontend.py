@@ -148,6 +148,8 @@ class TorchFrontend(Frontend):
             nodes += [n.name for t in emitted.traced_only for name, paths in source.paths.items() if paths[0] == t
                       for n in source.graph.consumers.get(name, ())]
             replan = tuple(dict.fromkeys(nodes))
+        elif not emitted.graph_module:
+            replan = config_bound(source, emitted.model)
         return Emitted(emitted.model, notes, replan)
 
     def check(self, claim, source: TorchSource, before, after, tolerance: Tolerance) -> Verification:
@@ -196,6 +198,15 @@ def exported(module: nn.Module, example_inputs: Any) -> TorchSource:
         raise UntraceableModelError(f"torch.export cannot capture {type(module).__name__} ({exc}); export it with "
                                     "torch.onnx.export and prune the .onnx file instead: "
                                     "graphprune.prune('model.onnx', ...)") from exc
+
+
+def config_bound(source: TorchSource, model: nn.Module) -> tuple[str, ...]:
+    """The IR nodes reading a parameter the plan resized to a size the model's Hugging Face config cannot describe
+    (:func:`graphprune.emit.hf.unsized`): excluded and planned again, those parameters stay whole and
+    ``save_pretrained`` -> ``from_pretrained`` builds the pruned model's shapes."""
+    names = set(hf.unsized(model, source.module))
+    consts = [c for c, paths in source.paths.items() if names & set(paths)]
+    return tuple(dict.fromkeys(n.name for c in consts for n in source.graph.consumers.get(c, ())))
 
 
 TORCH = TorchFrontend()
