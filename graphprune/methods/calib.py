@@ -16,6 +16,8 @@ one runs, so the activations of all points are never held at once.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ import numpy as np
 import onnx
 
 from graphprune import progress as bars
-from graphprune.errors import UsageError
+from graphprune.errors import UsageError, VerificationError
 from graphprune.frontends.onnx.load import LoadedModel
 from graphprune.frontends.onnx.proto import graph_inputs
 from graphprune.runtime import run, session
@@ -262,13 +264,26 @@ def expose(model: onnx.ModelProto, names: Iterable[str], relax_batch: bool = Fal
     return out
 
 
+def exposed_session(model: onnx.ModelProto):
+    """A session on a model with intermediate tensors exposed; without graph optimisations where onnxruntime's
+    full optimiser refuses it (measured: a BatchNormalization output of a pruned ResNet block exposed, "Failed to
+    find node output", onnxruntime 1.32, while the same tensor of the unpruned model loads): the values are the
+    same up to float reassociation, and calibration statistics do not need the fused kernels."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # onnxruntime's Python layer prints its provider retry
+            return session(model)
+    except VerificationError:
+        return session(model, optimize=False)
+
+
 class ActivationRunner:
     """Runs the exposed model on batches of any size.
 
     It first tries a copy with a symbolic batch axis (one run per batch). Constant folding may have baked the
     analysed batch size into the graph (a Reshape to ``[1, 256]``), so that copy is trusted only when its first
-    batch runs and matches the static model on the first points; otherwise batches run in chunks of the
-    analysed batch size through the static model (the last chunk padded by repeating its first point).
+    batch runs and its first points match what it gives for them alone, at the analysed batch size (the static
+    model's computation: one session, not two); otherwise batches run in chunks of the analysed batch size
+    through the static model (the last chunk padded by repeating its first point), whose session is made then.
     """
 
     def __init__(self, model: onnx.ModelProto, names: list[str], input_shapes: Mapping[str, tuple[int, ...]]):
@@ -277,14 +292,14 @@ class ActivationRunner:
         self.passthrough = [n for n in self.names if n in inputs]
         self.computed = [n for n in self.names if n not in inputs]
         self.static_batch = min((s[0] for s in input_shapes.values() if s), default=1)
-        self.static = session(expose(model, self.computed)) if self.computed else None
+        self.static = None
         self.model = model
         self.relaxed = None
         self.mode: str | None = None
 
     def run(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {n: batch[n] for n in self.passthrough}
-        if self.static is None:
+        if not self.computed:
             return out
         if self.mode is None:
             self.mode = self.choose(batch)
@@ -297,10 +312,10 @@ class ActivationRunner:
         if n == self.static_batch:
             return "static"
         try:
-            self.relaxed = session(expose(self.model, self.computed, relax_batch=True))
+            self.relaxed = exposed_session(expose(self.model, self.computed, relax_batch=True))
             got = self.run_relaxed(batch)
             head = {k: v[:self.static_batch] for k, v in batch.items()}
-            want = self.run_static(head) if n >= self.static_batch else None
+            want = self.run_relaxed(head) if n >= self.static_batch else None
         except Exception:
             return "static"
         if want is None:
@@ -317,6 +332,8 @@ class ActivationRunner:
         return dict(zip(self.computed, run(self.relaxed, batch)))
 
     def run_static(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.static is None:
+            self.static = exposed_session(expose(self.model, self.computed))
         n = len(next(iter(batch.values())))
         b = self.static_batch
         chunks: dict[str, list[np.ndarray]] = {k: [] for k in self.computed}

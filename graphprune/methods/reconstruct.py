@@ -18,6 +18,11 @@ the layer's *kept* input channels, ``y`` its original output at its kept output 
   weaker when much is removed (digits_resnet at 10 % of its params: 0.45 test accuracy against 0.92). Fitting all
   layers at once on the *pruned* model's activations is wrong (each learns to undo its predecessors' error, which
   their own refits then remove; measured 0.1 against 0.99), so that is not offered.
+* **residual sums** (sequential inputs): a layer whose output reaches a residual ``Add`` alone (directly or through
+  the BatchNormalization it feeds) fits the *sum*, not itself (He et al. 2017 §3.3): its target gets the other
+  addend's error (original at the kept channels − the model refitted so far) over the BatchNorm's gain, so it
+  also absorbs the shortcut's error. Only where the other addend is final when its wave runs (of two branches
+  meeting at the ``Add``, the one refitted last absorbs the other's error).
 * **the intercept** goes where the model already has a place for it: the layer's bias input, else the
   BatchNormalization it feeds alone (``β += γ b / √(σ² + ε)``), else a constant ``Add`` it feeds alone. Without
   one, the weights are refitted without intercept (uncentred moments).
@@ -35,6 +40,7 @@ applies the new values, and its oracle is the masked original with exactly those
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterable, Literal, Mapping
 
@@ -64,6 +70,17 @@ class BiasSlot:
 
 
 @dataclass(frozen=True)
+class Residual:
+    """The layer's output reaches an ``Add`` (through the BatchNormalization it feeds alone, if any) whose other
+    input ``other`` is another activation: a residual sum. ``gain`` (kept channels) is the per-channel factor
+    from the layer's output to the sum (the BatchNorm's γ / √(σ² + ε), else 1)."""
+
+    other: str
+    other_axis: int
+    gain: np.ndarray
+
+
+@dataclass(frozen=True)
 class Target:
     """One consumer to reconstruct: its layer in the *pruned* graph, its output name, the original channels of
     its input and output that were kept (None: all), and where its intercept goes."""
@@ -75,6 +92,8 @@ class Target:
     slot: BiasSlot | None
     refit: bool  # False: bias compensation only
     removed_x: np.ndarray | None = None  # bias compensation: the original input channels that were removed
+    residual: Residual | None = None  # fit the residual sum, not the layer alone (sequential inputs only)
+    kept_other: np.ndarray | None = None  # the original channels of ``residual.other`` that were kept
 
 
 @dataclass(frozen=True)
@@ -112,9 +131,45 @@ def targets(original: Graph, pruned: Graph, plan: Plan) -> list[Target]:
         if layer.trans_a or scaled:
             continue  # Gemm with transA / alpha / beta: rows and intercept mean something else; left as pruned
         refit = uses.get(layer.weight, 0) == 1  # a weight shared with another node: bias compensation only
+        residual = residual_of(pruned, node, y_axis)
+        kept_other = plan.kept(Space(residual.other, residual.other_axis)) if residual else None
         out.append(Target(layer, y, kept_x, plan.kept(Space(y, y_axis)), bias_slot(pruned, node, uses), refit,
-                          removed))
+                          removed, residual, kept_other))
     return out
+
+
+def residual_of(g: Graph, node, y_axis: int) -> Residual | None:
+    """The residual sum ``node``'s output reaches alone, directly or through one BatchNormalization with constant
+    statistics (see :class:`Residual`), or None."""
+    y = node.outputs[0]
+    gain = np.ones(g.shape(y)[y_axis])
+    nxt = sole_reader(g, y)
+    if nxt is not None and (bn := bn_gain(g, nxt, y)) is not None:
+        gain, y = bn, nxt.outputs[0]
+        nxt = sole_reader(g, y)
+    if nxt is None or nxt.op != "Add" or len(nxt.inputs) != 2 or nxt.inputs[0] == nxt.inputs[1]:
+        return None
+    other = nxt.inputs[1] if nxt.inputs[0] == y else nxt.inputs[0]
+    if g.is_const(other) or g.shape(other) != g.shape(y) or np.any(np.abs(gain) < 1e-12):
+        return None
+    return Residual(other, y_axis, gain)
+
+
+def sole_reader(g: Graph, y: str):
+    """The one node reading ``y``, or None (several, none, or ``y`` is a graph output)."""
+    readers = g.consumers.get(y, ())
+    return readers[0] if len(readers) == 1 and y not in g.outputs else None
+
+
+def bn_gain(g: Graph, bn, y: str) -> np.ndarray | None:
+    """γ / √(σ² + ε) of a BatchNormalization normalising ``y`` with constant scale and variance, or None."""
+    if bn.op != "BatchNormalization" or bn.inputs[0] != y or len(bn.inputs) < 5:
+        return None
+    scale, _, _, var = bn.inputs[1:5]
+    if not (g.is_const(scale) and g.is_const(var)):
+        return None
+    eps = float(bn.attr("epsilon", 1e-5))
+    return g.value(scale).astype(np.float64) / np.sqrt(g.value(var).astype(np.float64) + eps)
 
 
 def bias_slot(g: Graph, node, uses: Mapping[str, int]) -> BiasSlot | None:
@@ -123,15 +178,12 @@ def bias_slot(g: Graph, node, uses: Mapping[str, int]) -> BiasSlot | None:
     if len(node.inputs) > 2 and node.inputs[2] and g.is_const(node.inputs[2]) and uses.get(node.inputs[2]) == 1:
         width = g.shape(y)[1 if node.op == "Conv" else -1]
         return BiasSlot("bias", node.inputs[2]) if g.value(node.inputs[2]).size == width else None
-    readers = g.consumers.get(y, ())
-    if len(readers) != 1 or y in g.outputs:
+    nxt = sole_reader(g, y)
+    if nxt is None:
         return None
-    nxt = readers[0]
-    if nxt.op == "BatchNormalization" and nxt.inputs[0] == y and len(nxt.inputs) >= 5:
-        scale, bias, _, var = nxt.inputs[1:5]
-        if all(g.is_const(t) for t in (scale, bias, var)) and uses.get(bias) == 1:
-            eps = float(nxt.attr("epsilon", 1e-5))
-            gain = g.value(scale).astype(np.float64) / np.sqrt(g.value(var).astype(np.float64) + eps)
+    if (gain := bn_gain(g, nxt, y)) is not None:
+        bias = nxt.inputs[2]
+        if g.is_const(bias) and uses.get(bias) == 1:
             return BiasSlot("bn", bias, gain)
     if nxt.op == "Add" and node.op != "Conv":
         other = nxt.inputs[1] if nxt.inputs[0] == y else nxt.inputs[0]
@@ -197,11 +249,15 @@ class Accumulator:
         self.removed_mean: np.ndarray | None = None  # bias compensation: mean of the removed input channels
         self.points = 0
 
-    def add(self, x: np.ndarray, y: np.ndarray, x_full: np.ndarray | None = None) -> None:
-        """``x``: the layer's input with the kept channels only; ``y``: the original output (all channels)."""
+    def add(self, x: np.ndarray, y: np.ndarray, x_full: np.ndarray | None = None,
+            shift: np.ndarray | None = None) -> None:
+        """``x``: the layer's input with the kept channels only; ``y``: the original output (all channels);
+        ``shift``: added to ``y`` at the kept channels (the other addend's error of a residual sum)."""
         t = self.target
         if t.kept_y is not None:
             y = np.take(y, t.kept_y, axis=1 if t.layer.op == "Conv" else y.ndim - 1)
+        if shift is not None:
+            y = y + shift
         rows, pos = t.layer.rows_at(x, self.rng, MAX_PATCHES)
         self.moments.add(rows, target_rows(t.layer, y, pos, self.w0.shape[0]))
         if x_full is not None and t.removed_x is not None and len(t.removed_x):
@@ -313,7 +369,7 @@ def reconstruct(original: Graph, original_model, pruned_model, plan: Plan, calib
         inputs = "sequential" if len(waves) <= MAX_WAVES else "original"
     sequential = inputs == "sequential"
     if not sequential:
-        waves = [todo]
+        waves = [[dataclasses.replace(t, residual=None, kept_other=None) for t in todo]]  # no refit state to sum with
     model, refits = pruned_model, []
     for k, wave in enumerate(bars.track(waves, "reconstructing", total=len(waves), progress=progress)):
         accs = [Accumulator(t, weights[t.layer.weight], seed + len(refits) + i) for i, t in enumerate(wave)]
@@ -331,11 +387,12 @@ def feed(accs: list[Accumulator], original: Graph, original_model, current_model
     """Every calibration batch into ``accs``: the original's outputs (targets) and inputs (for bias compensation);
     the layers' inputs from ``current_model`` (the model refitted so far), or the original's restricted to the
     kept channels when it is None."""
-    wanted = [n for acc in accs for n in (acc.target.layer.x, acc.target.y)]
+    others = [acc.target.residual.other for acc in accs if acc.target.residual is not None]
+    wanted = [n for acc in accs for n in (acc.target.layer.x, acc.target.y)] + others
     runner = ActivationRunner(original_model, wanted, input_shapes)
     current = None
     if current_model is not None:
-        current = ActivationRunner(current_model, [acc.target.layer.x for acc in accs], input_shapes)
+        current = ActivationRunner(current_model, [acc.target.layer.x for acc in accs] + others, input_shapes)
     for batch in calib.batches(batch_for(original, wanted, 64)):
         seen = runner.run(batch)
         now = current.run(batch) if current is not None else None
@@ -343,13 +400,25 @@ def feed(accs: list[Accumulator], original: Graph, original_model, current_model
             t = acc.target
             full = seen[t.layer.x]
             x = now[t.layer.x] if now is not None else np.take(full, t.kept_x, axis=t.layer.x_axis)
-            acc.add(x, seen[t.y], full)
+            acc.add(x, seen[t.y], full, residual_shift(t, seen, now))
 
 
-def dependency_waves(g: Graph, todo: list[Target]) -> list[list[Target]]:
-    """``todo`` in waves: a layer's wave is one past the latest wave of any target upstream of its input, so the
-    layers of one wave read nothing another of them changes (parallel branches, q / k / v share one). One pass
-    over the nodes in order."""
+def residual_shift(t: Target, seen: Mapping[str, np.ndarray], now: Mapping[str, np.ndarray] | None) -> np.ndarray | None:
+    """What the layer's output must add so that its residual sum matches the original's (He et al. 2017 §3.3):
+    the other addend's error (original at the kept channels − the model refitted so far), over the gain between
+    the layer's output and the sum. None without a residual or outside sequential inputs."""
+    res = t.residual
+    if res is None or now is None:
+        return None
+    want = seen[res.other] if t.kept_other is None else np.take(seen[res.other], t.kept_other, axis=res.other_axis)
+    shape = [1] * want.ndim
+    shape[res.other_axis] = -1
+    return ((want.astype(np.float64) - now[res.other]) / res.gain.reshape(shape)).astype(np.float32)
+
+
+def depths(g: Graph, todo: list[Target]) -> tuple[dict[str, int], dict[str, int]]:
+    """Per tensor, one past the latest wave of any target upstream of it (0: none); per target node, its wave
+    (the depth of its input). One pass over the nodes in order."""
     by_node = {t.layer.node: t for t in todo}
     depth: dict[str, int] = {}
     wave_of: dict[str, int] = {}
@@ -360,9 +429,23 @@ def dependency_waves(g: Graph, todo: list[Target]) -> list[list[Target]]:
             level = max(level, wave_of[node.name] + 1)
         for o in node.outputs:
             depth[o] = level
+    return depth, wave_of
+
+
+def dependency_waves(g: Graph, todo: list[Target]) -> list[list[Target]]:
+    """``todo`` in waves: a layer's wave is one past the latest wave of any target upstream of its input, so the
+    layers of one wave read nothing another of them changes (parallel branches, q / k / v share one).
+
+    A target fitting a residual sum keeps that only where the other addend is final when its wave runs (every
+    refit upstream of it in an earlier wave): of two branches meeting at an ``Add``, the one refitted last
+    absorbs the other's error."""
+    depth, wave_of = depths(g, todo)
     waves: list[list[Target]] = [[] for _ in range(max(wave_of.values(), default=-1) + 1)]
     for t in todo:
-        waves[wave_of[t.layer.node]].append(t)
+        wave = wave_of[t.layer.node]
+        if t.residual is not None and depth.get(t.residual.other, 0) > wave:
+            t = dataclasses.replace(t, residual=None, kept_other=None)
+        waves[wave].append(t)
     return [w for w in waves if w]
 
 

@@ -201,3 +201,71 @@ def test_sequential_refit_keeps_more_accuracy_when_much_is_removed():
                                                  reconstruct_inputs=m, verify="off"))["output_cosine"]["after"]
            for m in ("sequential", "original")}
     assert cos["sequential"] >= cos["original"] - 1e-3
+
+
+# ---- residual sums --------------------------------------------------------------------------------------
+
+
+def residual_add_errors(path, monkeypatch) -> dict[bool, list[float]]:
+    """Relative squared error, against the original at the kept channels, at every residual Add output of the model
+    pruned at 0.5 and refitted sequentially, with the residual targets (True) and with each layer fitted alone
+    (False: ``residual_of`` finds none)."""
+    from graphprune.api import load
+    from graphprune.channels.rules import Space
+    from graphprune.frontends.onnx.lower import to_ir
+    from graphprune.methods import reconstruct as rc
+    from graphprune.methods.calib import ActivationRunner, model_inputs, random_calibration
+    from graphprune.methods.edits import with_values
+
+    result = graphprune.prune(path, ratio=0.5, round_to=1, verify="off")
+    source, pruned = load(path), to_ir(result.model)
+    calib = random_calibration(model_inputs(source), 32, 0)
+    adds = [n.outputs[0] for n in pruned.nodes if n.op == "Add" and not any(pruned.is_const(i) for i in n.inputs)]
+    batch = next(calib.batches(32))
+    want = ActivationRunner(source.model, adds, source.input_shapes).run(batch)
+    out = {}
+    for keep in (True, False):
+        with monkeypatch.context() as m:
+            if not keep:
+                m.setattr(rc, "residual_of", lambda *a, **k: None)
+            assert any(t.residual for t in rc.targets(source.graph, pruned, result.plan)) == keep
+            refits, _ = rc.reconstruct(source.graph, source.model, result.model, result.plan, calib,
+                                       source.input_shapes, inputs="sequential")
+        model = with_values(result.model, {k: v for r in refits for k, v in r.values.items()})
+        got = ActivationRunner(model, adds, source.input_shapes).run(batch)
+        out[keep] = []
+        for name in adds:
+            kept = result.plan.kept(Space(name, 1))
+            w = (want[name] if kept is None else np.take(want[name], kept, axis=1)).astype(np.float64)
+            out[keep].append(float(np.sum((got[name] - w) ** 2) / np.sum(w ** 2)))
+    return out
+
+
+# the Add fed through a BatchNorm (its gain divides the target), and directly
+@pytest.mark.parametrize("flavour", ["legacy_bn", pytest.param("legacy", marks=SLOW)])
+def test_fitting_the_residual_sum_lowers_the_error_at_the_add(exported, flavour, monkeypatch):
+    # He et al. 2017 §3.3: the layer before a residual Add also absorbs the other addend's error; without that
+    # target (each layer fitted alone) the error at the Adds after the first block is larger
+    errors = residual_add_errors(exported("resnet_basic", flavour), monkeypatch)
+    with_res, alone = errors[True], errors[False]
+    assert len(with_res) == 3
+    assert with_res[0] == pytest.approx(alone[0], rel=1e-3, abs=1e-7)  # the first block's shortcut is exact: nothing to absorb
+    assert all(a < b * 0.95 for a, b in zip(with_res[1:], alone[1:]))
+
+
+def test_residual_shift_is_the_other_addends_error_over_the_bn_gain():
+    from graphprune.methods.reconstruct import Residual, residual_shift
+
+    rng = np.random.default_rng(0)
+    gain = np.array([2.0, -0.5, 4.0])
+    t = type("T", (), {"residual": Residual("o", 1, gain), "kept_other": np.array([0, 2, 3])})()
+    seen = {"o": rng.normal(size=(5, 4, 2, 2)).astype(np.float32)}  # the original: 4 channels, 3 kept
+    now = {"o": rng.normal(size=(5, 3, 2, 2)).astype(np.float32)}
+    got = residual_shift(t, seen, now)
+    want = (seen["o"][:, [0, 2, 3]] - now["o"]) / gain[None, :, None, None]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    # the sum it makes the layer hit: gain · (y + shift) + other_now == gain · y + other_original
+    y = rng.normal(size=(5, 3, 2, 2))
+    np.testing.assert_allclose(gain[None, :, None, None] * (y + got) + now["o"],
+                               gain[None, :, None, None] * y + seen["o"][:, [0, 2, 3]], rtol=1e-5, atol=1e-5)
+    assert residual_shift(t, seen, None) is None  # "original" inputs: no refit state to sum with
