@@ -1,12 +1,15 @@
 """Sampling's wall time against magnitude's, the same models, one after the other (issue: ≤ 3× magnitude).
 
-    python benchmarks/sampling_speed.py [--out benchmarks/results] [--points 256]
+    python benchmarks/sampling_speed.py [--out benchmarks/results] [--points 256] [--zoo build/zoo [--only NAME ...]]
 
 Models: the reference CNNs / transformers of ``models/`` (legacy export) and, when ``transformers`` is installed
 (the ``hf`` extra), two Hugging Face exports with random weights built from their configs: BERT (hidden 256, 4
 layers, sequence 128) and MobileViT (image 128, 4.9M params). Each is pruned at ratio 0.5 (params) with
 verification off, so the time is analysis + scoring + selection + removal; sampling runs data-free on
-``--points`` seeded points. Writes ``sampling_speed.json`` (seconds per method, the ratio, the median ratio).
+``--points`` seeded points. ``--zoo DIR``: the torchvision exports of ``zoo_export.py`` instead (the issue's
+measure; its ``manifest.json`` gives the input shapes), written to ``sampling_speed_zoo.json``. Writes
+``sampling_speed.json`` (seconds per method, the ratio, the median ratio). ``--only NAME …`` (with ``--zoo``):
+time a subset of the zoo.
 """
 
 from __future__ import annotations
@@ -47,13 +50,24 @@ def hf_exports(folder: Path) -> dict[str, Path]:
     return out
 
 
-def timed(path: Path, method: str, points: int) -> float:
+def timed(path: Path, method: str, points: int, shapes: dict | None = None) -> float:
     import graphprune
 
     kw = dict(max_points=points) if method == "sampling" else {}
     t0 = time.perf_counter()
-    graphprune.prune(path, method=method, ratio=0.5, verify="off", **kw)
+    graphprune.prune(path, method=method, ratio=0.5, verify="off", input_shapes=shapes or {}, **kw)
     return time.perf_counter() - t0
+
+
+def zoo_exports(folder: Path) -> dict[str, tuple[Path, dict]]:
+    """Every model ``zoo_export.py`` wrote to ``folder``, with its input shape from the manifest."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    out = {}
+    for name, entry in sorted(manifest.get("models", manifest).items()):
+        path = folder / f"{name}.onnx"
+        if isinstance(entry, dict) and entry.get("input_shape") and path.exists():
+            out[name] = (path, {"input": tuple(entry["input_shape"])})
+    return out
 
 
 def main() -> None:
@@ -63,21 +77,33 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--points", type=int, default=256)
+    ap.add_argument("--zoo", type=Path, help="time the torchvision exports in this folder (zoo_export.py)")
+    ap.add_argument("--only", nargs="+", metavar="MODEL", help="time only these models (names in the zoo's manifest)")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="sampling_speed_"))
-    paths = {name: export_onnx(spec, tmp / f"{name}.onnx") for name, spec in REFERENCE_MODELS.items()}
-    if importlib.util.find_spec("transformers") is not None:
-        paths |= hf_exports(tmp)
+    if args.zoo:
+        models = zoo_exports(args.zoo)
+        if args.only:
+            unknown = sorted(set(args.only) - set(models))
+            if unknown:
+                ap.error(f"--only: not in {args.zoo / 'manifest.json'}: {', '.join(unknown)}")
+            models = {name: models[name] for name in args.only}
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="sampling_speed_"))
+        paths = {name: export_onnx(spec, tmp / f"{name}.onnx") for name, spec in REFERENCE_MODELS.items()}
+        if importlib.util.find_spec("transformers") is not None:
+            paths |= hf_exports(tmp)
+        models = {name: (path, None) for name, path in paths.items()}
     rows = []
-    for name, path in paths.items():
-        mag, samp = timed(path, "magnitude", args.points), timed(path, "sampling", args.points)
+    for name, (path, shapes) in models.items():
+        mag, samp = timed(path, "magnitude", args.points, shapes), timed(path, "sampling", args.points, shapes)
         rows.append({"model": name, "magnitude_s": mag, "sampling_s": samp, "ratio": samp / mag})
         print(f"{name:20} magnitude {mag:6.2f}s  sampling {samp:6.2f}s  × {samp / mag:.1f}", flush=True)
     result = {"benchmark": "sampling_speed", "graphprune": graphprune.__version__, "machine": platform.platform(),
               "points": args.points, "rows": rows, "median_ratio": float(np.median([r["ratio"] for r in rows]))}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sampling_speed.json").write_text(json.dumps(result, indent=2))
-    print(f"median sampling / magnitude: {result['median_ratio']:.2f}; wrote {args.out / 'sampling_speed.json'}")
+    written = args.out / ("sampling_speed_zoo.json" if args.zoo else "sampling_speed.json")
+    written.write_text(json.dumps(result, indent=2))
+    print(f"median sampling / magnitude: {result['median_ratio']:.2f}; wrote {written}")
 
 
 if __name__ == "__main__":

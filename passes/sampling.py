@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Literal
 
 import numpy as np
@@ -34,7 +35,7 @@ from scipy.optimize import brentq
 from graphprune.methods.budget import BudgetModel, cost_of_sizes, plan_cost
 from graphprune.errors import UsageError
 from graphprune.channels.plan import Plan
-from graphprune.methods.sensitivity import DELTA, alpha, kept_count, sample_size
+from graphprune.methods.sensitivity import DELTA, alpha, distinct_draws, kept_of, log_misses, sample_size
 from graphprune.pipeline.state import PruneState
 
 from graphprune.pipeline.base import Pass, PassResult
@@ -48,19 +49,23 @@ ZERO_FLOOR = 1e-6  # zero sensitivities count as this fraction of the group's la
 
 @dataclass(frozen=True)
 class GroupBound:
-    """What the sampling bound needs about one group."""
+    """What the sampling bound needs about one group (its totals computed once: the ε search asks often)."""
 
     scores: np.ndarray
     alpha: float
     round_to: int = 1
 
-    @property
+    @cached_property
     def total(self) -> float:
         return float(self.scores.sum())
 
-    @property
+    @cached_property
     def p(self) -> np.ndarray:
         return self.scores / self.total if self.total > 0 else np.zeros_like(self.scores)
+
+    @cached_property
+    def log_miss(self) -> np.ndarray:
+        return log_misses(self.p)
 
     def m(self, eps: float) -> float:
         return float(sample_size(eps, self.alpha, self.total))
@@ -69,7 +74,7 @@ class GroupBound:
         n = len(self.scores)
         if self.total <= 0:
             return 1
-        k = kept_count(self.p, self.m(eps), n)
+        k = kept_of(distinct_draws(self.log_miss, self.m(eps)), n)
         return n - round_kept(n, n - k, self.round_to)
 
 
@@ -123,11 +128,21 @@ class SamplingSelect(Pass):
         def kept_at(log_eps: float) -> dict[int, int]:
             return {g: b.kept(10.0 ** log_eps) for g, b in bounds.items()}
 
+        costs: dict[tuple[int, ...], tuple[int, int]] = {}
+
+        def cost_at(log_eps: float) -> int:
+            """The cost is a step function of ε: once the search brackets one step, its ends repeat kept counts."""
+            kept = kept_at(log_eps)
+            key = tuple(kept.values())
+            if key not in costs:
+                costs[key] = model.cost(kept)
+            return costs[key][which]
+
         if self.ratio <= 0 or not bounds:
             log_eps, how = LOG_EPS_RANGE[0], "nothing to prune"
             kept = {g: len(b.scores) for g, b in bounds.items()}
         else:
-            log_eps, how = solve_epsilon(lambda x: model.cost(kept_at(x))[which], target)
+            log_eps, how = solve_epsilon(cost_at, target)
             kept = kept_at(log_eps)
         eps = 10.0 ** log_eps
         reweight = {}

@@ -261,7 +261,7 @@ def test_graphprune_verify_rebuilds_the_reweighting(exported, tmp_path):
 
 @pytest.mark.parametrize("shape", [(700, 1, 64, 40, 1), (300, 2, 48, 36, 9), (256, 1, 9, 30, 1), (50, 3, 16, 8, 1)])
 def test_fast_channel_sensitivity_equals_the_definition(shape):
-    # the bounded max-product (passes/..., methods/sensitivity.max_product) against the (rows, G, F, D) tensor
+    # the bounded max-product (passes/..., methods/sensitivity.bounded_max) against the (rows, G, F, D) tensor
     from graphprune.methods.sensitivity import channel_sensitivity_direct, split_signs
 
     rows_n, g, f, d, kappa = shape
@@ -273,3 +273,24 @@ def test_fast_channel_sensitivity_equals_the_definition(shape):
     fast = channel_sensitivity(rows, w, kappa)
     direct = channel_sensitivity_direct(split_signs(rows), w, kappa)
     np.testing.assert_allclose(fast, direct, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("dense", [0.0, 1.1])
+def test_bounded_max_with_a_floor_equals_the_definition(monkeypatch, dense):
+    # both ways of step (2) of bounded_max (whole arrays / pair by pair), and the floor carried across batches
+    import graphprune.methods.sensitivity as sens
+
+    monkeypatch.setattr(sens, "DENSE_PAIRS", dense)
+    rng = np.random.default_rng(7)
+    g, f, d, kappa = 2, 24, 36, 9
+    w = rng.normal(size=(g, f, d)).astype(np.float32)
+    w[np.abs(w) < 0.3] = 0
+    signed = sens.signed_weights(w)
+    batches = [np.abs(rng.normal(size=(120, g, d))).astype(np.float32) * rng.uniform(0.1, 3) for _ in range(3)]
+    batches[1][:, :, ::4] = 0  # dead inputs
+    floor = np.zeros(g * d // kappa, np.float32)
+    for rows in batches:
+        floor = channel_sensitivity(rows, w, kappa, signed, floor=floor)
+    direct = sens.channel_sensitivity_direct(np.concatenate(batches), w, kappa)
+    np.testing.assert_allclose(floor, direct, rtol=1e-5, atol=1e-7)
+    assert np.array_equal(signed[0].bt, np.maximum(w, 0).transpose(0, 2, 1))  # largest() restored what it marked
