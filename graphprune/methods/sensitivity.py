@@ -254,7 +254,12 @@ class Signed:
 
     def of(self, w: np.ndarray) -> np.ndarray:
         """This sign of weight entries ``w`` (gathered from the (G, F, D) weight), as in ``bt``."""
-        return np.maximum(-w, 0) if self.negative else np.maximum(w, 0)
+        return sign_part(w, self.negative)
+
+
+def sign_part(w: np.ndarray, negative: bool) -> np.ndarray:
+    """``max(W, 0)``, or ``max(−W, 0)`` for the negative part: one sign of a weight, non-negative."""
+    return np.maximum(-w, 0) if negative else np.maximum(w, 0)
 
 
 def largest(m: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -277,7 +282,7 @@ def signed_weights(w: np.ndarray) -> tuple[Signed, Signed]:
     """(W⁺, −W⁻) of ``w`` (G, F, D) as :class:`Signed`, their column tops found once per layer."""
     out = []
     for negative in (False, True):
-        bt = np.ascontiguousarray((np.maximum(-w, 0) if negative else np.maximum(w, 0)).transpose(0, 2, 1))
+        bt = np.ascontiguousarray(sign_part(w, negative).transpose(0, 2, 1))
         top, values, nxt = largest(bt, min(TOP_FILTERS, bt.shape[-1]))
         out.append(Signed(negative, bt, top, values, nxt))
     return out[0], out[1]
