@@ -18,8 +18,8 @@ is concentrated keep few units, flat ones keep many.
 One deviation from the paper: a unit with zero sensitivity (its activations were always zero on the
 calibration points, e.g. a dead ReLU) would never be drawn, so no ε could keep it and a budget larger than
 the sensitive units could not be met. Such units get a floor of ``ZERO_FLOOR × max sensitivity`` of their
-group for the bound only: they are still ranked (and removed) first, and kept only once m is so large that
-every sensitive unit is in.
+group (of every group, for a group that is all zeros) for the bound only: they are still ranked (and
+removed) first, and kept only once m is so large that every sensitive unit is in.
 """
 
 from __future__ import annotations
@@ -78,9 +78,13 @@ class GroupBound:
         return n - round_kept(n, n - k, self.round_to)
 
 
-def floored(scores) -> np.ndarray:
+def floored(scores, largest: float) -> np.ndarray:
+    """``scores`` raised to ``ZERO_FLOOR`` × their group's largest, or × ``largest`` (over every group) for a
+    group that is all zeros, so that it, too, can be kept when the budget asks for it (see the module doc)."""
     s = np.asarray(scores, np.float64)
-    return np.maximum(s, ZERO_FLOOR * s.max()) if s.size else s
+    if not s.size:
+        return s
+    return np.maximum(s, ZERO_FLOOR * (s.max() if s.max() > 0 else largest))
 
 
 def solve_epsilon(cost: Callable[[float], float], target: float) -> tuple[float, str]:
@@ -120,7 +124,8 @@ class SamplingSelect(Pass):
         before = cost_of_sizes(cg, {})
         target = (1.0 - self.ratio) * before[which]
         by_group = group_layers(cg)
-        bounds = {g: GroupBound(floored(s), self.group_alpha(by_group.get(g, [])), self.round_to)
+        largest = max((float(np.max(s)) for s in scores.values() if np.size(s)), default=0.0)
+        bounds = {g: GroupBound(floored(s, largest), self.group_alpha(by_group.get(g, [])), self.round_to)
                   for g, s in scores.items()}
         orders = {g: np.argsort(-b.scores, kind="stable") for g, b in bounds.items()}
         model = BudgetModel(cg, orders)

@@ -29,7 +29,8 @@ from graphprune.channels.layers import layer_of as weighted_layer
 from graphprune.channels.rules import Space
 from graphprune.ir import Graph, Node
 
-EPS = float(np.finfo(np.float32).eps)  # |z| at or below this contributes nothing (authors' code)
+EPS = float(np.finfo(np.float32).eps)  # z at or below this × its row's largest contributes nothing (see inverse)
+TINY = float(np.finfo(np.float32).tiny)  # 1 / z of a z above this is finite in float32
 CHUNK_ELEMENTS = 1 << 22  # elements of the (rows, groups, filters, D) temporary per chunk
 DELTA = 1e-16  # failure probability δ of the sampling bound (code default)
 DELTA_S = 1e-16  # failure probability of the data-set size bound (code default)
@@ -200,9 +201,8 @@ def edge_ratios(rows: np.ndarray, w_pos: np.ndarray, w_neg: np.ndarray) -> np.nd
     """(R, G, F, D): ``W⁺/z⁺ + W⁻/z⁻`` per row, filter and weight (to be multiplied by the row's ``a``)."""
     zp = np.einsum("rgd,gfd->rgf", rows, w_pos)
     zn = np.einsum("rgd,gfd->rgf", rows, w_neg)
-    with np.errstate(divide="ignore", over="ignore"):
-        rp = np.where(zp > EPS, 1.0 / zp, 0.0).astype(np.float32)
-        rn = np.where(zn < -EPS, 1.0 / zn, 0.0).astype(np.float32)
+    rp = inverse(zp, zp.max(axis=(1, 2), keepdims=True)).astype(np.float32)
+    rn = -inverse(-zn, (-zn).max(axis=(1, 2), keepdims=True)).astype(np.float32)
     e = w_pos[None] * rp[..., None]
     e += w_neg[None] * rn[..., None]
     return e
@@ -291,12 +291,20 @@ def signed_weights(w: np.ndarray) -> tuple[Signed, Signed]:
 def reciprocals(rows: np.ndarray, s: Signed) -> np.ndarray:
     """(G, R, F): ``1 / z`` of each row and filter of this sign (0 where ``z ≤ eps``), one BLAS product per group."""
     g, d, f = s.bt.shape
-    a = np.empty((g, len(rows), f), np.float32)
+    z = np.empty((g, len(rows), f), np.float32)
     for gi in range(g):  # a loop over conv groups, each one matrix product
-        z = rows[:, gi] @ s.bt[gi]
-        with np.errstate(divide="ignore", over="ignore"):
-            a[gi] = np.where(z > EPS, 1.0 / z, 0.0)
-    return a
+        np.matmul(rows[:, gi], s.bt[gi], out=z[gi])
+    return inverse(z, z.max(axis=(0, 2), keepdims=True))
+
+
+def inverse(z: np.ndarray, row_max: np.ndarray) -> np.ndarray:
+    """``1 / z`` where ``z`` is above ``EPS`` times the largest ``z`` of its row (one point and patch, over every
+    group and filter), else 0. The authors' code drops outputs with ``z ≤ EPS`` as rounding noise; relative to
+    the row it does the same on a trained net and stays scale-free, as the ratio ``a w / z`` is: an untrained
+    net's activations of 1e-8 (torchvision's init, eval-mode BN) would otherwise all count as noise and give a
+    whole group zero sensitivity."""
+    with np.errstate(divide="ignore", over="ignore"):
+        return np.where((z > EPS * row_max) & (z > TINY), 1.0 / z, 0.0).astype(z.dtype, copy=False)
 
 
 def beats(v: np.ndarray, best: np.ndarray, kappa: int) -> np.ndarray:

@@ -96,20 +96,22 @@ def test_sample_size_formulas_by_hand():
 # ---- a model with a dead channel -------------------------------------------------------------------------
 
 
-def dead_channel_model() -> onnx.ModelProto:
+def dead_channel_model(dead_conv2: bool = False) -> onnx.ModelProto:
     """conv1 (3→4) → Relu → conv2 (4→6) → Relu → GAP → Flatten → Gemm. conv1's channel 2 has the largest
-    weights but a bias of −1000, so after the Relu it is always zero."""
+    weights but a bias of −1000, so after the Relu it is always zero; with ``dead_conv2`` every channel of
+    conv2 is, too (a bias of −1000 each)."""
     rng = np.random.default_rng(0)
     w1 = rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3
     w1[2] *= 10
     b1 = np.array([0.1, 0.1, -1000.0, 0.1], np.float32)
     w2 = rng.standard_normal((6, 4, 3, 3)).astype(np.float32) * 0.3
     w2[:, 2] *= 10
+    b2 = np.full(6, -1000.0 if dead_conv2 else 0.0, np.float32)
     fc = rng.standard_normal((2, 6)).astype(np.float32)
-    inits = [numpy_helper.from_array(v, n) for n, v in (("w1", w1), ("b1", b1), ("w2", w2), ("fc", fc))]
+    inits = [numpy_helper.from_array(v, n) for n, v in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2), ("fc", fc))]
     nodes = [helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], name="conv1", pads=[1] * 4),
              helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
-             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", pads=[1] * 4),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1] * 4),
              helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
              helper.make_node("GlobalAveragePool", ["r2"], ["g"], name="gap"),
              helper.make_node("Flatten", ["g"], ["f"], name="flat"),
@@ -154,6 +156,30 @@ def test_dead_channel_scores_zero():
     gid = state.channels.group_of[Space("w1", 0)]
     scores = state.scores[gid]
     assert scores[2] == 0 and (np.delete(scores, 2) > 0).all()
+
+
+def test_a_group_with_no_sensitivity_at_all_still_meets_the_budget():
+    # conv2's six channels are dead on every point: the group has no sensitivity to rank by. Its units go
+    # first, but only as many as the budget needs (it used to be cut to one channel: 44% kept for a 70% target)
+    calib = np.random.default_rng(1).standard_normal((16, 3, 6, 6)).astype(np.float32)
+    result = graphprune.prune(dead_channel_model(dead_conv2=True), method="sampling", ratio=0.3, calib=calib,
+                              round_to=1)
+    assert result.report.verification.ok, result.report.verification.failure
+    select = next(p for p in result.report.passes if p.name == "SamplingSelect")
+    assert select.stats["search"] == "brentq"
+    assert abs(select.stats["achieved_kept"] - 0.7) < 0.06  # one conv2 channel is 11% of the params
+    assert group_of_conv1(result) not in result.plan.removed  # the live group keeps everything
+
+
+@pytest.mark.parametrize("filters", [3, 40])  # the direct tensor, and the bounded max-product
+def test_sensitivity_is_scale_free(filters):
+    # g = a w / z: scaling activations or weights changes nothing, however small (an untrained net's 1e-8)
+    rng = np.random.default_rng(filters)
+    rows = np.abs(rng.normal(size=(64, 1, 30))).astype(np.float32)
+    w = rng.normal(size=(1, filters, 30)).astype(np.float32)
+    s = channel_sensitivity(rows, w, kappa=1)
+    assert (s > 0).all()
+    np.testing.assert_allclose(channel_sensitivity(rows * 1e-9, w * 1e-3, kappa=1), s, rtol=1e-4)
 
 
 # ---- the ε search ----------------------------------------------------------------------------------------
