@@ -84,7 +84,8 @@ def floored(scores, largest: float) -> np.ndarray:
     s = np.asarray(scores, np.float64)
     if not s.size:
         return s
-    return np.maximum(s, ZERO_FLOOR * (s.max() if s.max() > 0 else largest))
+    top = s.max()
+    return np.maximum(s, ZERO_FLOOR * (top if top > 0 else largest))
 
 
 def solve_epsilon(cost: Callable[[float], float], target: float) -> tuple[float, str]:

@@ -200,9 +200,9 @@ def split_signs(rows: np.ndarray) -> np.ndarray:
 def edge_ratios(rows: np.ndarray, w_pos: np.ndarray, w_neg: np.ndarray) -> np.ndarray:
     """(R, G, F, D): ``W⁺/z⁺ + W⁻/z⁻`` per row, filter and weight (to be multiplied by the row's ``a``)."""
     zp = np.einsum("rgd,gfd->rgf", rows, w_pos)
-    zn = np.einsum("rgd,gfd->rgf", rows, w_neg)
+    zn = -np.einsum("rgd,gfd->rgf", rows, w_neg)  # -z⁻ ≥ 0
     rp = inverse(zp, zp.max(axis=(1, 2), keepdims=True)).astype(np.float32)
-    rn = -inverse(-zn, (-zn).max(axis=(1, 2), keepdims=True)).astype(np.float32)
+    rn = -inverse(zn, zn.max(axis=(1, 2), keepdims=True)).astype(np.float32)
     e = w_pos[None] * rp[..., None]
     e += w_neg[None] * rn[..., None]
     return e
