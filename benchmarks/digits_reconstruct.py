@@ -7,7 +7,7 @@ Trains ``digits_resnet`` and ``digits_vgg`` (models/digits.py, seeded, 30 epochs
 For ratios 0.3 / 0.5 / 0.7, Torch-Pruning 1.6 (when installed: ``pip install torch-pruning==1.6.1 --no-deps``)
 prunes the torch module with ``GroupMagnitudeImportance(p=1)`` (the classifier ignored); graphprune then prunes
 the ONNX export to the same fraction of parameters (``budget="params"``, ``round_to=1``) with magnitude and
-sampling, each with and without ``reconstruct=True`` on ``--points`` calibration points of the training split,
+sampling, each with and without ``reconstruct=True`` refitted on ``--points`` calibration points of the training split,
 and with ``budget="channels"`` at the same ratio (the per-group fraction Torch-Pruning uses). Accuracy is on the
 held-out test split in onnxruntime; every graphprune model is verified. Writes ``digits_reconstruct.json``.
 """
@@ -55,6 +55,8 @@ def graphprune_point(path: Path, data, calib, method: str, **kw) -> dict:
     opts = dict(method=method, round_to=1, **kw)
     if method == "sampling" or kw.get("reconstruct"):
         opts["calib"] = calib
+    if kw.get("reconstruct"):
+        opts["reconstruct_points"] = len(calib)  # every point for the refit (sampling's scoring reads its default)
     t0 = time.perf_counter()
     result = graphprune.prune(path, **opts)
     seconds = time.perf_counter() - t0

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from graphprune.errors import VerificationError
 from graphprune.methods.edits import with_values
-from graphprune.methods.reconstruct import COSINE_POINTS, RIDGE, output_cosine, reconstruct, summary
+from graphprune.methods.reconstruct import COSINE_POINTS, RECONSTRUCT_POINTS, RIDGE, output_cosine, reconstruct, summary
 from graphprune.pipeline.base import Pass, PassResult
 from graphprune.pipeline.state import PruneState
 from graphprune.verify import metadata
@@ -24,27 +24,28 @@ from graphprune.verify.claims import Claim, Refitted
 @dataclass(frozen=True, kw_only=True)
 class Reconstruct(Pass):
     """``ridge``: λ relative to the mean input variance of each layer; ``inputs``: "sequential" (wave by wave on the
-    model refitted so far), "original" (every layer at once from the original's activations) or "auto"."""
+    model refitted so far), "original" (every layer at once from the original's activations) or "auto";
+    ``max_points``: the calibration points the refits read at most (the first ones)."""
 
     ridge: float = RIDGE
     inputs: str = "auto"
+    max_points: int = RECONSTRUCT_POINTS
     seed: int = 0
     requires = ("channels", "plan", "calib")
     mutates = True
     runs_on = frozenset({"onnx"})
 
     def call(self, state: PruneState) -> PassResult:
-        plan, source = state.plan, state.source
+        plan, source, calib = state.plan, state.source, state.calib.head(self.max_points)
         if plan.empty:
             return PassResult(state, modified=False, stats={"layers": 0})
         try:
-            refits, inputs = reconstruct(source.graph, source.model, state.model, plan, state.calib,
+            refits, inputs = reconstruct(source.graph, source.model, state.model, plan, calib,
                                          source.input_shapes, inputs=self.inputs, ridge=self.ridge, seed=self.seed)
         except VerificationError as exc:  # onnxruntime cannot run the calibration points (an input without a batch axis)
             note = f"reconstruction skipped: the calibration points do not run through the model ({exc})"
             return PassResult(state, modified=False, stats={"layers": 0, "applied": False, "notes": [note]})
         values = {name: v for r in refits for name, v in r.values.items()}
-        calib = state.calib
         stats = summary(refits) | {"ridge": self.ridge, "inputs": inputs, "calibration": calib.describe()}
         if not values:
             return PassResult(state, modified=False, stats=stats)

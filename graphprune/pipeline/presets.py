@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 from graphprune.errors import UsageError
 from graphprune.methods.calib import CalibInput
 from graphprune.methods.lowrank import DEFAULT_MIN_SAVING, check_min_saving, check_rank_options
-from graphprune.methods.reconstruct import RIDGE
+from graphprune.methods.reconstruct import RECONSTRUCT_POINTS, RIDGE
 from graphprune.methods.sensitivity import DELTA
 from graphprune.passes import AnalyseChannels, FoldBatchNorm, MagnitudeScore, RandomScore, RemoveChannels, Select
 from graphprune.passes.bn_scale import BNScaleScore
@@ -126,7 +126,7 @@ class CalibOptions(Options):
                         "points) or .npy (one input); without it, seeded random inputs (data-free); taylor "
                         "(FILE.py:FUNCTION only): .npz with the inputs and 'labels'", metavar="FILE",
                         unused="--calib is read by the data-informed methods ({readers}), not by '{method}'")
-    max_points: int = option(256, "sampling / sipp / --reconstruct: use at most N calibration points (default 256)",
+    max_points: int = option(256, "sampling / sipp / taylor: score on at most N calibration points (default 256)",
                              type=int, metavar="N")
 
     def __post_init__(self) -> None:
@@ -147,6 +147,10 @@ class ReconstructOptions(CalibOptions):
                                "the refitted weights", action="store_true")
     ridge: float = option(RIDGE, "--reconstruct: ridge λ relative to each layer's mean input variance (default 1e-3)",
                           type=float, unused="--ridge is read by --reconstruct only")
+    reconstruct_points: int = option(
+        RECONSTRUCT_POINTS, f"--reconstruct: refit on at most N calibration points (default {RECONSTRUCT_POINTS}; "
+        "apart from --max-points, since a least-squares fit gains from more points than a ranking needs)",
+        type=int, metavar="N", unused="--reconstruct-points is read by --reconstruct only")
     reconstruct_inputs: Literal["auto", "sequential", "original"] = option(
         "auto", "--reconstruct: 'sequential' refits the layers wave by wave on the activations of the model refitted "
         "so far (two calibration runs per wave); 'original' all at once from one run of the original, on its "
@@ -159,6 +163,14 @@ class ReconstructOptions(CalibOptions):
             raise UsageError(f"reconstruct inputs '{self.reconstruct_inputs}' must be auto, sequential or original")
         if not (math.isfinite(self.ridge) and self.ridge >= 0):
             raise UsageError(f"ridge {self.ridge} must be a finite number >= 0")
+        if int(self.reconstruct_points) != self.reconstruct_points or self.reconstruct_points < 1:
+            raise UsageError(f"reconstruct points {self.reconstruct_points} must be a positive integer")
+        changed = [flag for flag, value, default in (("--ridge", self.ridge, RIDGE),
+                                                     ("--reconstruct-points", self.reconstruct_points, RECONSTRUCT_POINTS),
+                                                     ("--reconstruct-inputs", self.reconstruct_inputs, "auto"))
+                   if value != default]
+        if changed and not self.reconstruct:
+            raise UsageError(f"{', '.join(changed)} set how --reconstruct refits: add --reconstruct")
 
 
 def calib_needs_reconstruct(method: str) -> Callable[[ReconstructOptions], ReconstructOptions]:
@@ -291,7 +303,8 @@ def channel_pipeline(score: Pass, cfg: "PruneConfig", opts: SelectOptions, exclu
 
 
 def reconstruct_pass(cfg: "PruneConfig", opts: ReconstructOptions) -> Reconstruct:
-    return Reconstruct(ridge=opts.ridge, inputs=opts.reconstruct_inputs, seed=cfg.seed)
+    return Reconstruct(ridge=opts.ridge, inputs=opts.reconstruct_inputs, max_points=opts.reconstruct_points,
+                       seed=cfg.seed)
 
 
 def analyse(cfg: "PruneConfig", held: tuple[str, ...]) -> AnalyseChannels:
@@ -301,7 +314,9 @@ def analyse(cfg: "PruneConfig", held: tuple[str, ...]) -> AnalyseChannels:
 
 
 def calibrate(cfg: "PruneConfig", opts: CalibOptions) -> Calibrate:
-    return Calibrate(data=opts.calib, max_points=opts.max_points, seed=cfg.seed)
+    """Load as many points as the passes after it read: the scoring's ``max_points``, reconstruction's own limit."""
+    points = max(opts.max_points, opts.reconstruct_points) if getattr(opts, "reconstruct", False) else opts.max_points
+    return Calibrate(data=opts.calib, max_points=points, seed=cfg.seed)
 
 
 def magnitude(cfg: "PruneConfig", opts: NormOptions, exclude) -> list[Pass]:

@@ -134,6 +134,30 @@ def test_a_fit_that_lowers_the_output_cosine_is_not_applied(exported):
         assert any("not applied" in n for n in result.report.notes)
 
 
+def test_the_refit_reads_its_own_number_of_points(exported):
+    # scoring ranks on few points, the least-squares fit gains from more: each reads its own limit
+    path = exported("plain_cnn")
+    calib = np.random.default_rng(0).normal(size=(48, 3, 32, 32)).astype(np.float32)
+    result = graphprune.prune(path, method="sampling", ratio=0.5, round_to=1, calib=calib, max_points=8,
+                              reconstruct=True, reconstruct_points=40)
+    assert reconstruct_stats(result)["calibration"]["points"] == 40
+    assert metadata.read(result.model).refit["points"] == 40
+    score = next(p.stats for p in result.report.passes if p.name == "SensitivityScore")
+    assert score["points_used"] == 8
+
+
+@pytest.mark.parametrize("option", [{"ridge": 0.1}, {"reconstruct_points": 64}, {"reconstruct_inputs": "original"}])
+def test_refit_options_without_reconstruct_are_refused(option):
+    with pytest.raises(UsageError, match="add --reconstruct"):
+        graphprune.config.PruneConfig(**option)
+
+
+@pytest.mark.parametrize("points", [0, 2.5])
+def test_bad_reconstruct_points_are_refused(points):
+    with pytest.raises(UsageError, match="reconstruct points"):
+        graphprune.config.PruneConfig(reconstruct=True, reconstruct_points=points)
+
+
 # ---- bad input ------------------------------------------------------------------------------------------
 
 
