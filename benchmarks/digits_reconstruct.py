@@ -7,7 +7,8 @@ Trains ``digits_resnet`` and ``digits_vgg`` (models/digits.py, seeded, 30 epochs
 For ratios 0.3 / 0.5 / 0.7, Torch-Pruning 1.6 (when installed: ``pip install torch-pruning==1.6.1 --no-deps``)
 prunes the torch module with ``GroupMagnitudeImportance(p=1)`` (the classifier ignored); graphprune then prunes
 the ONNX export to the same fraction of parameters (``budget="params"``, ``round_to=1``) with magnitude and
-sampling, each with and without ``reconstruct=True`` refitted on ``--points`` calibration points of the training split,
+sampling, each without and with ``reconstruct=True`` refitted on ``--points`` calibration points of the training split
+(the units that go chosen for the refit, the default, and as the method ranks them: ``reconstruct_choice="score"``),
 and with ``budget="channels"`` at the same ratio (the per-group fraction Torch-Pruning uses). Accuracy is on the
 held-out test split in onnxruntime; every graphprune model is verified. Writes ``digits_reconstruct.json``.
 """
@@ -103,10 +104,11 @@ def main() -> None:
             else:
                 target = 1.0 - ratio
             for method in ("magnitude", "sampling"):
-                for rec in (False, True):
-                    key = method + ("+reconstruct" if rec else "")
+                row[method] = graphprune_point(path, data, calib, method, ratio=1.0 - target, budget="params")
+                for choice in ("refit", "score"):
+                    key = method + "+reconstruct" + ("" if choice == "refit" else "(score)")
                     row[key] = graphprune_point(path, data, calib, method, ratio=1.0 - target, budget="params",
-                                                reconstruct=rec)
+                                                reconstruct=True, reconstruct_choice=choice)
             row["magnitude_channels"] = graphprune_point(path, data, calib, "magnitude", ratio=ratio, budget="channels")
             res["points"].append(row)
             print(name, ratio, {k: (round(v["accuracy"], 3), round(v["kept_params"], 3)) for k, v in row.items()

@@ -35,6 +35,7 @@ from graphprune.passes.calibrate import Calibrate
 from graphprune.passes.latency import MeasureLatency
 from graphprune.passes.lowrank import LowRank
 from graphprune.passes.reconstruct import Reconstruct
+from graphprune.passes.refit_choice import RefitChoice
 from graphprune.passes.reweight import Reweight
 from graphprune.passes.sampling import SamplingSelect
 from graphprune.passes.sensitivity import SensitivityScore
@@ -151,6 +152,10 @@ class ReconstructOptions(CalibOptions):
         RECONSTRUCT_POINTS, f"--reconstruct: refit on at most N calibration points (default {RECONSTRUCT_POINTS}; "
         "apart from --max-points, since a least-squares fit gains from more points than a ranking needs)",
         type=int, metavar="N", unused="--reconstruct-points is read by --reconstruct only")
+    reconstruct_choice: Literal["refit", "score"] = option(
+        "refit", "--reconstruct: which units of each group go (as many as the method chose): 'refit' (default) those "
+        "whose loss the kept channels rebuild best (structured Optimal Brain Surgeon on the calibration inputs); "
+        "'score' the method's lowest-scored", choices=("refit", "score"))
     reconstruct_inputs: Literal["auto", "sequential", "original"] = option(
         "auto", "--reconstruct: 'sequential' refits the layers wave by wave on the activations of the model refitted "
         "so far (two calibration runs per wave); 'original' all at once from one run of the original, on its "
@@ -159,6 +164,8 @@ class ReconstructOptions(CalibOptions):
 
     def __post_init__(self) -> None:
         CalibOptions.__post_init__(self)
+        if self.reconstruct_choice not in ("refit", "score"):
+            raise UsageError(f"reconstruct choice '{self.reconstruct_choice}' must be refit or score")
         if self.reconstruct_inputs not in ("auto", "sequential", "original"):
             raise UsageError(f"reconstruct inputs '{self.reconstruct_inputs}' must be auto, sequential or original")
         if not (math.isfinite(self.ridge) and self.ridge >= 0):
@@ -167,7 +174,8 @@ class ReconstructOptions(CalibOptions):
             raise UsageError(f"reconstruct points {self.reconstruct_points} must be a positive integer")
         changed = [flag for flag, value, default in (("--ridge", self.ridge, RIDGE),
                                                      ("--reconstruct-points", self.reconstruct_points, RECONSTRUCT_POINTS),
-                                                     ("--reconstruct-inputs", self.reconstruct_inputs, "auto"))
+                                                     ("--reconstruct-inputs", self.reconstruct_inputs, "auto"),
+                                                     ("--reconstruct-choice", self.reconstruct_choice, "refit"))
                    if value != default]
         if changed and not self.reconstruct:
             raise UsageError(f"{', '.join(changed)} set how --reconstruct refits: add --reconstruct")
@@ -294,12 +302,21 @@ class LowRankOptions(Options):
 def channel_pipeline(score: Pass, cfg: "PruneConfig", opts: SelectOptions, exclude: tuple[str, ...]) -> list[Pass]:
     select = Select(ratio=cfg.ratio, budget=opts.budget or DEFAULT_BUDGET, scope=opts.scope, threshold=opts.threshold,
                     round_to=cfg.round_to, max_group_ratio=opts.max_group_ratio)
-    passes = [analyse(cfg, exclude), score, select, RemoveChannels()]
+    reconstruct = getattr(opts, "reconstruct", False)
+    chosen = refit_choice(cfg, opts) if reconstruct and select.threshold is None else []  # a threshold promises what goes
+    passes = [analyse(cfg, exclude), score, select, *chosen, RemoveChannels()]
     if select.budget == "latency" and select.threshold is None:
         passes.insert(1, MeasureLatency(threads=opts.latency_threads, round_to=cfg.round_to))
-    if getattr(opts, "reconstruct", False):
+    if reconstruct:
         return [calibrate(cfg, opts), *passes, reconstruct_pass(cfg, opts)]
     return passes
+
+
+def refit_choice(cfg: "PruneConfig", opts: ReconstructOptions) -> list[Pass]:
+    """The pass that re-chooses, for the refit, which units go (none with ``--reconstruct-choice score``)."""
+    if opts.reconstruct_choice != "refit":
+        return []
+    return [RefitChoice(max_points=opts.reconstruct_points, seed=cfg.seed)]
 
 
 def reconstruct_pass(cfg: "PruneConfig", opts: ReconstructOptions) -> Reconstruct:
@@ -347,8 +364,9 @@ def sampling(cfg: "PruneConfig", opts: SamplingOptions, exclude) -> list[Pass]:
                          "applies to the score methods (magnitude, random, bn_scale, taylor)")
     select = SamplingSelect(ratio=cfg.ratio, budget=opts.budget or DEFAULT_BUDGET, sampling=opts.sampling, delta=opts.delta,
                             round_to=cfg.round_to, seed=cfg.seed)
+    chosen = refit_choice(cfg, opts) if opts.reconstruct else []
     passes = [calibrate(cfg, opts), analyse(cfg, exclude),
-              SensitivityScore(max_points=opts.max_points, seed=cfg.seed), select, RemoveChannels()]
+              SensitivityScore(max_points=opts.max_points, seed=cfg.seed), select, *chosen, RemoveChannels()]
     if opts.reconstruct:
         passes.append(reconstruct_pass(cfg, opts))
     return passes + ([Reweight()] if opts.sampling == "randomized" else [])

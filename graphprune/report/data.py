@@ -267,6 +267,10 @@ def stage_lines(report: PruneReport) -> list[str]:
         elif p.name == "SiPPSparsify" and "weights" in p.stats:
             lines.append(f"weights zeroed: {p.stats['zeroed']} of {p.stats['weights']} ({p.stats['sparsity']:.1%}) in "
                          f"{p.stats.get('layers', '?')} layers; shapes unchanged (params and MACs count dense weights)")
+        elif p.name == "RefitChoice" and p.stats.get("groups_chosen"):
+            lines.append(f"chosen for the refit: in {p.stats['groups_chosen']} groups the units that go are those the "
+                         f"kept channels rebuild best (structured OBS; {p.stats['units_changed']} differ from the "
+                         "method's lowest-scored, the counts are its)")
         elif p.name == "Reconstruct" and "refitted" in p.stats:
             lines.append(reconstruct_line(p.stats))
         elif p.name == "Reweight":

@@ -72,8 +72,9 @@ CASES = [("plain_cnn", "legacy"), ("resnet_basic", "legacy_bn"), pytest.param("r
 
 @pytest.mark.parametrize("name,flavour", CASES)
 def test_reconstruction_verifies_and_raises_the_output_cosine(exported, name, flavour):
+    # the refit itself, on the method's choice (the choice made for the refit: tests/passes/test_refit_choice.py)
     path = exported(name, flavour)
-    result = graphprune.prune(path, ratio=0.5, round_to=1, reconstruct=True)
+    result = graphprune.prune(path, ratio=0.5, round_to=1, reconstruct=True, reconstruct_choice="score")
     assert result.report.verification.ok
     assert "Reconstruct/refitted_masked_original" in result.report.verification.checks
     stats = reconstruct_stats(result)
