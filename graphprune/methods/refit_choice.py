@@ -28,7 +28,7 @@ of its params 0.920 → 0.964 test accuracy with sampling, 0.913 → 0.944 with 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -39,7 +39,7 @@ from graphprune.methods.calib import Calibration, batch_for, gather
 from graphprune.methods.reconstruct import MAX_PATCHES, RIDGE, bias_slot
 from graphprune.methods.sensitivity import Layer, group_layers
 
-STEPS = 16  # rounds of removal per group: one unit per round measured alike on digits, at up to 4x the solves
+STEPS = 16  # rounds of removal per group, one downdate each (one unit per round: a downdate per unit removed)
 MAX_ROWS = 2048  # input rows (channels × kernel positions) of a consumer considered; H is MAX_ROWS² float64 (32 MB)
 MEMORY = 256 * 2**20  # bytes of covariances held at once; more consumers: another calibration run
 
@@ -135,16 +135,35 @@ def consumer(cg: ChannelGraph, plan: Plan, gid: int, layer: Layer, h: np.ndarray
     return Consumer(units, layer.kappa, w, np.linalg.inv(h), energy)
 
 
-def choose(consumers: list[Consumer], n_units: int, count: int, steps: int = STEPS) -> np.ndarray:
-    """The ``count`` units (sorted) whose removal the consumers' refits recover best, in ``steps`` greedy rounds."""
+def choose(consumers: list[Consumer], n_units: int, count: int, steps: int = STEPS,
+           spaces: Iterable[np.ndarray] = ()) -> np.ndarray:
+    """The ``count`` units (sorted) whose removal the consumers' refits recover best, in ``steps`` greedy rounds.
+
+    ``spaces``: the unit labels of each space of the group; every space keeps a unit, as the selection
+    guarantees (a tensor never becomes empty): a space's last unit is never taken, and of a round's units that
+    would together empty a space the costliest is given back (so fewer than ``count`` may go, as with
+    the selection's own give-back)."""
+    spaces = list(spaces)
+    member = np.zeros((len(spaces), n_units), bool)
+    for i, labels in enumerate(spaces):
+        member[i, labels] = True
     gone = np.zeros(n_units, bool)
     per_round = max(1, -(-count // steps))
     while gone.sum() < count:
         cost = sum(c.costs(n_units) for c in consumers)
-        cost[gone] = np.inf
+        alive = member & ~gone
+        cost[gone | alive[alive.sum(1) == 1].any(0)] = np.inf  # removed, or the last unit of a space
         take = np.argsort(cost, kind="stable")[:min(per_round, count - int(gone.sum()))]
-        gone[take] = True
-        consumers = [c.without(take) for c in consumers]
+        take = take[np.isfinite(cost[take])]
+        taken = np.zeros(n_units, bool)
+        taken[take] = True
+        for row in member[(alive & ~taken).sum(1) == 0]:  # spaces this round would empty: keep their costliest
+            both = np.flatnonzero(row & taken)
+            taken[both[np.argmax(cost[both])]] = False
+        if not taken.any():
+            break
+        gone |= taken
+        consumers = [c.without(np.flatnonzero(taken)) for c in consumers]
     return np.flatnonzero(gone)
 
 
@@ -183,7 +202,8 @@ def refit_choice(cg: ChannelGraph, plan: Plan, model, calib: Calibration, input_
             consumers = [c for lay in ls if (c := consumer(cg, plan, gid, lay, hs[lay.node])) is not None]
             if not consumers:
                 continue
-            new = choose(consumers, cg.groups[gid].n_units, len(plan.removed[gid]))
+            group = cg.groups[gid]
+            new = choose(consumers, group.n_units, len(plan.removed[gid]), spaces=group.labels.values())
             changed += int(len(np.setdiff1d(new, plan.removed[gid])))
             removed[gid], chosen = new, chosen + 1
     stats = {"groups_chosen": chosen, "groups_kept_choice": len(plan.removed) - chosen, "units_changed": changed,

@@ -59,6 +59,20 @@ def test_a_duplicated_channel_goes_before_a_small_unique_one():
     assert 3 in choose([c], 4, 2)  # the second to go is the small unique one, not the other copy
 
 
+def test_every_space_keeps_a_unit():
+    # units 0 and 1 are the cheapest to lose, and the only units of one space (a Concat part): one stays
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(500, 4))
+    x[:, 1] = x[:, 0] + 1e-3 * rng.normal(size=500)
+    w = np.array([[1e-3], [1e-3], [1.0], [2.0]])
+    h = x.T @ x / len(x)
+    c = Consumer(np.arange(4), 1, w, np.linalg.inv(h), float((w.T @ h @ w)[0, 0]))
+    assert choose([c], 4, 2).tolist() == [0, 1]
+    for steps in (1, 2):
+        gone = choose([c], 4, 2, steps=steps, spaces=[np.array([0, 1]), np.arange(4)])
+        assert len(gone) >= 1 and not {0, 1} <= set(gone.tolist())
+
+
 def test_units_with_several_channels_are_costed_together():
     _, w, c = problem(3, channels=4)
     two = Consumer(np.array([0, 0, 1, 1]), c.kappa, c.w, c.hinv, c.energy)  # 2 units of 2 channels each
@@ -95,7 +109,7 @@ def test_the_choice_keeps_the_counts_and_verifies(exported):
 
 
 CASES = [("plain_cnn", "legacy"), ("inception_block", "legacy_bn"), ("grouped_split", "legacy"),
-         ("transformer_mlp", "dynamo"), ("lstm_classifier", "legacy")]
+         ("densenet_block", "dynamo"), ("transformer_mlp", "dynamo"), ("lstm_classifier", "legacy")]
 
 
 @pytest.mark.parametrize("name,flavour", CASES)
