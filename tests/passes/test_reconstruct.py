@@ -18,6 +18,9 @@ from graphprune.verify import metadata
 from graphprune.verify.refit import placed, verify_refit
 
 
+FAST = {"reconstruct_points": 256}  # these check the mechanics: half the default points, half the time
+
+
 def reconstruct_stats(result) -> dict:
     return next(p.stats for p in result.report.passes if p.name == "Reconstruct")
 
@@ -74,7 +77,7 @@ CASES = [("plain_cnn", "legacy"), ("resnet_basic", "legacy_bn"), pytest.param("r
 def test_reconstruction_verifies_and_raises_the_output_cosine(exported, name, flavour):
     # the refit itself, on the method's choice (the choice made for the refit: tests/passes/test_refit_choice.py)
     path = exported(name, flavour)
-    result = graphprune.prune(path, ratio=0.5, round_to=1, reconstruct=True, reconstruct_choice="score")
+    result = graphprune.prune(path, ratio=0.5, round_to=1, reconstruct=True, **FAST, reconstruct_choice="score")
     assert result.report.verification.ok
     assert "Reconstruct/refitted_masked_original" in result.report.verification.checks
     stats = reconstruct_stats(result)
@@ -87,7 +90,7 @@ def test_reconstruction_verifies_and_raises_the_output_cosine(exported, name, fl
 
 def test_sampling_with_reconstruction_and_the_cli_verify(exported, tmp_path):
     path = exported("resnet_basic", "legacy")
-    result = graphprune.prune(path, method="sampling", ratio=0.5, round_to=1, reconstruct=True)
+    result = graphprune.prune(path, method="sampling", ratio=0.5, round_to=1, reconstruct=True, **FAST)
     assert result.report.verification.ok and reconstruct_stats(result)["applied"]
     out = result.save(tmp_path / "small.onnx")
     assert graphprune.verify_files(path, out).ok  # rebuilt from the file's record alone
@@ -95,7 +98,7 @@ def test_sampling_with_reconstruction_and_the_cli_verify(exported, tmp_path):
 
 def test_an_unrecorded_change_fails_the_oracle(exported):
     path = exported("vgg", "legacy_bn")
-    result = graphprune.prune(path, ratio=0.5, round_to=1, reconstruct=True)
+    result = graphprune.prune(path, ratio=0.5, round_to=1, reconstruct=True, **FAST)
     names = metadata.read(result.model).refit["weights"]
     source = result.source
     weight = next(n for n in names if numpy_helper.to_array(
@@ -119,7 +122,7 @@ def test_an_unrecorded_change_fails_the_oracle(exported):
 
 
 def test_data_free_reconstruction_is_reported(exported):
-    result = graphprune.prune(exported("plain_cnn"), ratio=0.5, round_to=1, reconstruct=True)
+    result = graphprune.prune(exported("plain_cnn"), ratio=0.5, round_to=1, reconstruct=True, **FAST)
     assert reconstruct_stats(result)["calibration"]["data_free"] is True
     assert metadata.read(result.model).refit["data_free"] is True
 
@@ -127,7 +130,7 @@ def test_data_free_reconstruction_is_reported(exported):
 def test_a_fit_that_lowers_the_output_cosine_is_not_applied(exported):
     # a small attention block: its hidden width runs through renormalised LayerNorms, where each layer fits
     # better but the whole does not (measured 0.92 -> 0.82); the pruned model is returned as removal left it
-    result = graphprune.prune(exported("attention_block"), ratio=0.5, round_to=1, reconstruct=True)
+    result = graphprune.prune(exported("attention_block"), ratio=0.5, round_to=1, reconstruct=True, **FAST)
     stats = reconstruct_stats(result)
     assert result.report.verification.ok
     if not stats["applied"]:
@@ -192,7 +195,7 @@ def test_cli_reconstruct_json_report(exported, tmp_path, capsys):
 
 @pytest.mark.parametrize("inputs", ["sequential", "original"])
 def test_both_input_modes_verify_and_are_reported(exported, inputs):
-    result = graphprune.prune(exported("inception_block", "legacy"), ratio=0.5, round_to=1, reconstruct=True,
+    result = graphprune.prune(exported("inception_block", "legacy"), ratio=0.5, round_to=1, reconstruct=True, **FAST,
                               reconstruct_inputs=inputs)
     stats = reconstruct_stats(result)
     assert result.report.verification.ok and stats["inputs"] == inputs and stats["applied"]
@@ -222,7 +225,7 @@ def test_sequential_refit_keeps_more_accuracy_when_much_is_removed():
     from pathlib import Path
 
     path = export_onnx(REFERENCE_MODELS["resnet_basic"], Path(tempfile.mkdtemp()) / "r.onnx")
-    cos = {m: reconstruct_stats(graphprune.prune(path, ratio=0.8, round_to=1, reconstruct=True,
+    cos = {m: reconstruct_stats(graphprune.prune(path, ratio=0.8, round_to=1, reconstruct=True, **FAST,
                                                  reconstruct_inputs=m, verify="off"))["output_cosine"]["after"]
            for m in ("sequential", "original")}
     assert cos["sequential"] >= cos["original"] - 1e-3

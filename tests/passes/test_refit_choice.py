@@ -108,15 +108,18 @@ def test_the_choice_keeps_the_counts_and_verifies(exported):
     assert chosen.report.after.params == scored.report.after.params
 
 
-CASES = [("plain_cnn", "legacy"), ("inception_block", "legacy_bn"), ("grouped_split", "legacy"),
-         ("densenet_block", "dynamo"), ("transformer_mlp", "dynamo"), ("lstm_classifier", "legacy")]
+SLOW = pytest.mark.slow  # more of the same on larger graphs, kept out of the default run's time
+CASES = [pytest.param("plain_cnn", "legacy", marks=SLOW), pytest.param("inception_block", "legacy_bn", marks=SLOW),
+         ("grouped_split", "legacy"), ("densenet_block", "dynamo"), ("transformer_mlp", "dynamo"),
+         ("lstm_classifier", "legacy")]
 
 
 @pytest.mark.parametrize("name,flavour", CASES)
 def test_the_chosen_plan_verifies_on_every_architecture(exported, name, flavour):
     path = exported(name, flavour)
-    chosen = graphprune.prune(path, ratio=0.5, round_to=1, reconstruct=True)
-    scored = graphprune.plan(path, ratio=0.5, round_to=1, reconstruct=True, reconstruct_choice="score")
+    chosen = graphprune.prune(path, ratio=0.5, round_to=1, reconstruct=True, reconstruct_points=256)
+    scored = graphprune.plan(path, ratio=0.5, round_to=1, reconstruct=True, reconstruct_choice="score",
+                             reconstruct_points=256)
     assert chosen.report.verification.ok
     assert {g: len(u) for g, u in chosen.plan.removed.items()} == {g: len(u) for g, u in scored.removed.items()}
     stats = passes_of(chosen)["Reconstruct"]
@@ -131,7 +134,7 @@ def test_memory_bounded_batches_choose_alike(exported, monkeypatch):
     from graphprune.config import PruneConfig
 
     path = exported("resnet_basic")
-    cfg = PruneConfig.make(None, ratio=0.5, round_to=1, reconstruct=True)
+    cfg = PruneConfig.make(None, ratio=0.5, round_to=1, reconstruct=True, reconstruct_points=256)
 
     def planned():
         state = planned_state(frontend_for(path), path, cfg)
