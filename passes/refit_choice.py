@@ -31,7 +31,6 @@ class RefitChoice(Pass):
         if state.plan.empty:
             return PassResult(state, modified=False, stats={"groups_chosen": 0})
         source = state.source
-        plan, stats = refit_choice(state.channels, state.plan, source.model, state.calib.head(self.max_points),
-                                   source.input_shapes,
-                                   seed=self.seed)
+        calib = state.calib.head(self.max_points)
+        plan, stats = refit_choice(state.channels, state.plan, source.model, calib, source.input_shapes, seed=self.seed)
         return PassResult(state.with_(plan=plan), modified=False, stats=stats)

@@ -110,13 +110,19 @@ class Refit:
     how: str
 
 
+def input_uses(g: Graph) -> dict[str, int]:
+    """How many node inputs read each tensor (a weight read twice is shared: no refit, no intercept slot)."""
+    uses: dict[str, int] = {}
+    for n in g.nodes:
+        for i in n.inputs:
+            uses[i] = uses.get(i, 0) + 1
+    return uses
+
+
 def targets(original: Graph, pruned: Graph, plan: Plan) -> list[Target]:
     """Every layer of ``pruned`` that lost input channels, with what its refit needs."""
     by_node = {n.name: n for n in original.nodes}
-    uses: dict[str, int] = {}
-    for n in pruned.nodes:
-        for i in n.inputs:
-            uses[i] = uses.get(i, 0) + 1
+    uses = input_uses(pruned)
     out = []
     for node in pruned.nodes:
         layer = layer_of(pruned, node)

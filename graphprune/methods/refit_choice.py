@@ -36,7 +36,7 @@ from graphprune.channels.analysis import ChannelGraph
 from graphprune.channels.plan import Plan
 from graphprune.channels.rules import Space
 from graphprune.methods.calib import Calibration, batch_for, gather
-from graphprune.methods.reconstruct import MAX_PATCHES, RIDGE, bias_slot
+from graphprune.methods.reconstruct import MAX_PATCHES, RIDGE, bias_slot, input_uses
 from graphprune.methods.sensitivity import Layer, group_layers
 
 STEPS = 16  # rounds of removal per group, one downdate each (one unit per round: a downdate per unit removed)
@@ -90,10 +90,7 @@ def covariances(cg: ChannelGraph, model, layers: list[Layer], calib: Calibration
     intercept, as the refit fits one there), with the refit's ridge on its diagonal; ``seeds[node]`` draws the
     layer's patches, so a layer's covariance does not depend on the others read in the same run."""
     g = cg.graph
-    uses: dict[str, int] = {}
-    for n in g.nodes:
-        for i in n.inputs:
-            uses[i] = uses.get(i, 0) + 1
+    uses = input_uses(g)
     sums = {lay.node: [0, 0.0, 0.0] for lay in layers}
     rngs = {lay.node: np.random.default_rng(seeds[lay.node]) for lay in layers}
     by_input: dict[str, list[Layer]] = {}

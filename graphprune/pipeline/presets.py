@@ -172,11 +172,9 @@ class ReconstructOptions(CalibOptions):
             raise UsageError(f"ridge {self.ridge} must be a finite number >= 0")
         if int(self.reconstruct_points) != self.reconstruct_points or self.reconstruct_points < 1:
             raise UsageError(f"reconstruct points {self.reconstruct_points} must be a positive integer")
-        changed = [flag for flag, value, default in (("--ridge", self.ridge, RIDGE),
-                                                     ("--reconstruct-points", self.reconstruct_points, RECONSTRUCT_POINTS),
-                                                     ("--reconstruct-inputs", self.reconstruct_inputs, "auto"),
-                                                     ("--reconstruct-choice", self.reconstruct_choice, "refit"))
-                   if value != default]
+        refit_options = ("ridge", "reconstruct_points", "reconstruct_inputs", "reconstruct_choice")
+        changed = ["--" + f.name.replace("_", "-") for f in dataclasses.fields(self)
+                   if f.name in refit_options and getattr(self, f.name) != default_of(f)]
         if changed and not self.reconstruct:
             raise UsageError(f"{', '.join(changed)} set how --reconstruct refits: add --reconstruct")
 
