@@ -4,6 +4,9 @@ which is the activation, and which of their axes are the input and output channe
 :func:`operands` says it for any such node from its attributes and ranks (the channel rules use it whether or not
 the weight is a constant); :func:`weighted_layers` lists, once per graph, the nodes whose weight is a constant and
 whose other operand is an activation: what cost, budget, sensitivity, low rank and the reports call a layer.
+A MatMul reading ``Transpose(W)`` of a constant 2-D ``W`` alone (the torch lowering of an ``nn.Linear`` on an N-D
+input, ``x @ W.T``) is the layer of ``W`` itself, its operands those of the stored (out, in) matrix: the weight a
+refit writes and a score reads is the parameter, not a tensor the lowering made.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class WeightedLayer:
     node: Node
     ops: Operands
     groups: int = 1
+    through: str | None = None  # the constant W of a weight input computed as Transpose(W) (see the module doc)
 
     @property
     def name(self) -> str:
@@ -79,7 +83,7 @@ class WeightedLayer:
 
     @property
     def weight(self) -> str:
-        return self.node.inputs[self.ops.w]
+        return self.through or self.node.inputs[self.ops.w]
 
     @property
     def y(self) -> str:
@@ -95,11 +99,29 @@ def weighted_layer(graph: Graph, node: Node) -> WeightedLayer | None:
     if ops is None:
         return None
     x, w, y = node.inputs[ops.x], node.inputs[ops.w], node.outputs[0]
-    if not graph.is_const(w) or graph.is_const(x) or graph.shape(x) is None or graph.shape(y) is None:
+    if graph.is_const(x) or graph.shape(x) is None or graph.shape(y) is None:
         return None
+    if not graph.is_const(w):
+        source = transposed_constant(graph, node, w) if node.op == "MatMul" and ops.w == 1 else None
+        if source is None:
+            return None
+        return WeightedLayer(node, Operands(ops.x, ops.x_axis, ops.w, 1, 0, ops.y_axis), through=source)
     if node.op in ("Conv", "ConvTranspose") and len(graph.shape(x)) < 3:
         return None
     return WeightedLayer(node, ops, int(node.attr("group", 1)) if node.op in ("Conv", "ConvTranspose") else 1)
+
+
+def transposed_constant(graph: Graph, node: Node, w: str) -> str | None:
+    """The constant 2-D ``W`` when ``w`` is ``Transpose(W)`` (perm 1, 0) read by ``node`` alone, else None."""
+    producer = graph.producers.get(w)
+    if producer is None or producer.op != "Transpose" or w in graph.outputs:
+        return None
+    source = producer.inputs[0]
+    perm = tuple(int(p) for p in (producer.attr("perm") or (1, 0)))
+    readers = graph.consumers.get(w, ())
+    if not graph.is_const(source) or graph.tensor(source).rank != 2 or perm != (1, 0) or len(readers) != 1:
+        return None
+    return source
 
 
 def weighted_layers(graph: Graph) -> tuple[WeightedLayer, ...]:

@@ -73,17 +73,13 @@ class Layer:
         if self.op == "Conv":
             f = w.shape[0]
             return w.reshape(self.groups, f // self.groups, -1)
-        if self.op == "Gemm":
-            return (w if self.w_axis == 1 else w.T)[None]
-        return w.T[None]  # MatMul: B is (K, N)
+        return (w if self.w_axis == 1 else w.T)[None]  # Gemm, MatMul: stored (out, in) when w_axis is 1
 
     def unmatrix(self, m: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """Inverse of :meth:`matrix` (for per-weight arrays)."""
         if self.op == "Conv":
             return m.reshape(shape)
-        if self.op == "Gemm":
-            return (m[0] if self.w_axis == 1 else m[0].T).reshape(shape)
-        return m[0].T.reshape(shape)
+        return (m[0] if self.w_axis == 1 else m[0].T).reshape(shape)
 
     def rows(self, a: np.ndarray, rng: np.random.Generator | None = None, max_patches: int | None = None) -> np.ndarray:
         """Input rows (R, groups, D) of one batch of activations; at most ``max_patches`` patches per point."""
@@ -163,6 +159,10 @@ def layer_of(graph: Graph, node: Node) -> Layer | None:
         dil = tuple(int(d) for d in (node.attr("dilations") or (1,) * nd))
         pads = conv_pads(node, graph.shape(x)[2:], kernel, strides, dil)
         out_spatial = tuple(int(o) for o in graph.shape(lay.y)[2:])
+        cut = tuple((i + p[0] + p[1] - d * (k - 1) - 1) // s + 1
+                    for i, p, d, k, s in zip(graph.shape(x)[2:], pads, dil, kernel, strides))
+        if cut != out_spatial:
+            return None  # the attributes do not describe the patches the output was computed from
         return Layer(node.name, "Conv", x, ops.x_axis, lay.weight, ops.w_in, lay.groups, kernel, strides, pads, dil,
                      out_spatial, int(np.prod(out_spatial, dtype=np.int64)))
     if w.rank != 2:

@@ -125,13 +125,29 @@ def check_rank(lw, x: str, spatial: int) -> None:
         raise Unsupported("unbatched input")
 
 
+def spatial_list(value, spatial: int) -> list[int]:
+    return [int(v) for v in value] if isinstance(value, (tuple, list)) else [int(value)] * spatial
+
+
+def padding(value, spatial: int) -> dict:
+    """A torch conv's ``padding`` as ONNX attributes: ``pads`` (begins, then ends), or ``auto_pad`` for
+    ``"same"`` (the extra at the end, as torch pads) and ``"valid"``. The data-informed methods read it to cut
+    the conv's input patches; a ``padding_mode`` other than zeros is cut as if zero-padded."""
+    if value == "same":
+        return {"auto_pad": "SAME_UPPER"}
+    if value == "valid":
+        return {"auto_pad": "VALID"}
+    return {"pads": spatial_list(value, spatial) * 2}
+
+
 def conv_module(op: str, spatial: int) -> Lower:
     def lower(lw, c):
         m, x = c.module, lw.input(c.arg("input"))
         check_rank(lw, x, spatial)
         w, b = lw.param("weight"), lw.param("bias")
+        pads = padding(m.padding, spatial) if op == "Conv" else {}
         lw.emit(op, [x, w] + ([b] if b else []), [lw.out()], group=int(m.groups), kernel_shape=list(m.kernel_size),
-                strides=list(m.stride), dilations=list(m.dilation))
+                strides=list(m.stride), dilations=list(m.dilation), **pads)
     return lower
 
 
@@ -147,7 +163,12 @@ def conv_fn(op: str, spatial: int) -> Canon:
         check_rank(lw, x, spatial)
         b = c.arg("bias")
         group = int(lw.value(c.arg("groups", 1)))
-        lw.emit(op, [x, w] + ([lw.input(b)] if b is not None else []), [lw.out()], group=group)
+        geometry = {}
+        if op == "Conv":
+            geometry = dict(strides=spatial_list(lw.value(c.arg("stride", 1)), spatial),
+                            dilations=spatial_list(lw.value(c.arg("dilation", 1)), spatial),
+                            **padding(lw.value(c.arg("padding", 0)), spatial))
+        lw.emit(op, [x, w] + ([lw.input(b)] if b is not None else []), [lw.out()], group=group, **geometry)
     return Canon(op, lower, CONV_PARAMS[op], fix="conv_groups")
 
 
