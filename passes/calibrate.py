@@ -20,7 +20,7 @@ class Calibrate(Pass):
     max_points: int = 256
     seed: int = 0
     provides = ("calib",)
-    runs_on = frozenset({"onnx"})  # calibration points feed onnxruntime
+    runs_on = frozenset({"onnx", "torch"})
 
     def call(self, state: PruneState) -> PassResult:
         calib = prepare(self.data, state.source, max_points=self.max_points, seed=self.seed)

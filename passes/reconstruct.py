@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from graphprune.errors import VerificationError
-from graphprune.methods.edits import with_values
 from graphprune.methods.reconstruct import COSINE_POINTS, RECONSTRUCT_POINTS, RIDGE, output_cosine, reconstruct, summary
 from graphprune.pipeline.base import Pass, PassResult
 from graphprune.pipeline.state import PruneState
@@ -33,32 +32,36 @@ class Reconstruct(Pass):
     seed: int = 0
     requires = ("channels", "plan", "calib")
     mutates = True
-    runs_on = frozenset({"onnx"})
+    runs_on = frozenset({"onnx", "torch"})
 
     def call(self, state: PruneState) -> PassResult:
         plan, source, calib = state.plan, state.source, state.calib.head(self.max_points)
+        access = state.frontend.access(source)
         if plan.empty:
             return PassResult(state, modified=False, stats={"layers": 0})
         try:
             refits, inputs = reconstruct(source.graph, source.model, state.model, plan, calib,
-                                         source.input_shapes, inputs=self.inputs, ridge=self.ridge, seed=self.seed)
-        except VerificationError as exc:  # onnxruntime cannot run the calibration points (an input without a batch axis)
-            note = f"reconstruction skipped: the calibration points do not run through the model ({exc})"
+                                         source.input_shapes, inputs=self.inputs, ridge=self.ridge, seed=self.seed,
+                                         access=access)
+        except VerificationError as exc:  # points that do not run (an input without a batch axis), a pruned torch
+            # module that cannot be captured again
+            note = f"reconstruction skipped: the calibration points do not run through the models ({exc})"
             return PassResult(state, modified=False, stats={"layers": 0, "applied": False, "notes": [note]})
         values = {name: v for r in refits for name, v in r.values.items()}
         stats = summary(refits) | {"ridge": self.ridge, "inputs": inputs, "calibration": calib.describe()}
         if not values:
             return PassResult(state, modified=False, stats=stats)
-        model = with_values(state.model, values)
-        before, after = output_cosine(source.model, (state.model, model), calib, source.input_shapes)
+        model = access.with_values(state.model, values)
+        before, after = output_cosine(source.model, (state.model, model), calib, source.input_shapes, access=access)
         stats["output_cosine"] = {"before": before, "after": after, "points": min(calib.n_points, COSINE_POINTS)}
         if after < before:  # each layer fits better, the whole does not (inputs the original cannot show: renormalised norms)
             stats["notes"] = [f"reconstruction not applied: it lowered the output cosine to the original on the "
                               f"calibration points ({before:.4f} → {after:.4f})"]
             return PassResult(state, modified=False, stats=stats | {"applied": False})
         stats["applied"] = True
-        metadata.write(model, refit={"weights": sorted(values), "ridge": self.ridge, "points": calib.n_points,
-                                     "data_free": calib.data_free})
+        if state.frontend.kind == "onnx":  # a file records what `graphprune verify` rebuilds
+            metadata.write(model, refit={"weights": sorted(values), "ridge": self.ridge, "points": calib.n_points,
+                                         "data_free": calib.data_free})
         return PassResult(state.with_(model=model, refitted=tuple(sorted(values))), modified=True, stats=stats)
 
     def claim(self, before: PruneState, after: PruneState) -> Claim:

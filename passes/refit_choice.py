@@ -25,12 +25,13 @@ class RefitChoice(Pass):
     seed: int = 0
     requires = ("channels", "plan", "calib")
     provides = ("plan",)
-    runs_on = frozenset({"onnx"})  # activations gathered by onnxruntime
+    runs_on = frozenset({"onnx", "torch"})
 
     def call(self, state: PruneState) -> PassResult:
         if state.plan.empty:
             return PassResult(state, modified=False, stats={"groups_chosen": 0})
         source = state.source
         calib = state.calib.head(self.max_points)
-        plan, stats = refit_choice(state.channels, state.plan, source.model, calib, source.input_shapes, seed=self.seed)
+        plan, stats = refit_choice(state.channels, state.plan, source.model, calib, source.input_shapes, seed=self.seed,
+                                   access=state.frontend.access(source))
         return PassResult(state.with_(plan=plan), modified=False, stats=stats)

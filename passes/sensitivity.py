@@ -48,7 +48,7 @@ class SensitivityScore(Pass):
     progress: bool | None = None
     requires = ("channels", "calib")
     provides = ("scores",)
-    runs_on = frozenset({"onnx"})  # activations gathered by onnxruntime
+    runs_on = frozenset({"onnx", "torch"})
 
     def call(self, state: PruneState) -> PassResult:
         cg, graph = state.channels, state.channels.graph
@@ -71,7 +71,7 @@ class SensitivityScore(Pass):
         if trackers:
             gather(state.source.model, list(by_input), calib, on_batch, input_shapes=state.source.input_shapes,
                    batch_size=batch_for(graph, by_input, self.batch_size), progress=self.progress,
-               description="PFP sensitivity")
+               description="PFP sensitivity", access=state.frontend.access(state.source))
         scores = {}
         tracker_of = {t.layer.node: t for t in trackers}
         for gid, ls in by_group.items():

@@ -78,6 +78,11 @@ class Frontend(abc.ABC):
     def cost(self, source: Any, model: Any) -> Cost:
         """Parameters and MACs of ``model`` (the source's or a pruned one) at the analysed shapes."""
 
+    def access(self, source: Any) -> Any:
+        """What the data-informed passes read models through (the protocol of
+        :class:`graphprune.methods.calib.OnnxAccess`: IR, activations on calibration batches, new values, outputs)."""
+        raise UsageError(f"calibration runs on ONNX and torch models, not on {self.name} ones")
+
     def graph_after(self, source: Any, model: Any) -> Graph | None:
         """The IR of a changed model, for the per-layer report."""
         return None

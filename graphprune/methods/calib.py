@@ -30,7 +30,10 @@ import onnx
 from graphprune import progress as bars
 from graphprune.errors import UsageError, VerificationError
 from graphprune.frontends.onnx.load import LoadedModel
+from graphprune.frontends.onnx.lower import to_ir
 from graphprune.frontends.onnx.proto import graph_inputs
+from graphprune.ir import Graph
+from graphprune.methods.edits import with_values
 from graphprune.runtime import run, session
 
 CalibData = Any  # str | PathLike | np.ndarray | Mapping[str, np.ndarray] | Iterable[np.ndarray | Mapping]
@@ -114,8 +117,11 @@ def load_file(path: str | os.PathLike) -> np.ndarray | dict[str, np.ndarray]:
         raise UsageError(f"--calib {p}: cannot read it ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
 
 
-def model_inputs(source: LoadedModel) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Input name → (analysed shape, dtype)."""
+def model_inputs(source) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Input name → (analysed shape, dtype): an ONNX file's declared inputs, a torch capture's IR inputs."""
+    if not isinstance(source, LoadedModel):
+        g = source.graph
+        return {name: (tuple(g.shape(name)), np.dtype(g.tensor(name).dtype)) for name in g.inputs}
     out = {}
     for vi in graph_inputs(source.model):
         if vi.name in source.input_shapes:
@@ -206,7 +212,7 @@ def kind(dtype: np.dtype) -> str:
     return dtype.kind
 
 
-def prepare(data: CalibData | None, source: LoadedModel, *, max_points: int = 256, seed: int = 0) -> Calibration:
+def prepare(data: CalibData | None, source, *, max_points: int = 256, seed: int = 0) -> Calibration:
     """Validated calibration points (at most ``max_points``, the first ones), or seeded random ones."""
     inputs = model_inputs(source)
     if data is None:
@@ -362,15 +368,38 @@ def show_progress(progress: bool | None) -> bool:
     return bars.enabled(progress)
 
 
-def gather(model: onnx.ModelProto, names: Iterable[str], calib: Calibration, on_batch: Callable[[dict[str, np.ndarray]], None],
+class OnnxAccess:
+    """What the data-informed methods read from an ONNX model, and the protocol every frontend's access follows
+    (``frontend.access(source)``; the torch one is :class:`graphprune.frontends.fx.activations.TorchAccess`): the
+    model's IR, its activations by IR tensor name on calibration batches, a copy with new constant values, and the
+    names of its outputs."""
+
+    def __init__(self, input_shapes: Mapping[str, tuple[int, ...]]):
+        self.input_shapes = input_shapes
+
+    def ir(self, model: onnx.ModelProto) -> Graph:
+        return to_ir(model)
+
+    def activations(self, model: onnx.ModelProto, names: Iterable[str]) -> ActivationRunner:
+        return ActivationRunner(model, list(names), self.input_shapes)
+
+    def with_values(self, model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+        return with_values(model, values)
+
+    def outputs(self, model: onnx.ModelProto) -> list[str]:
+        return [o.name for o in model.graph.output]
+
+
+def gather(model: Any, names: Iterable[str], calib: Calibration, on_batch: Callable[[dict[str, np.ndarray]], None],
            *, input_shapes: Mapping[str, tuple[int, ...]], batch_size: int = 32, progress: bool | None = None,
-           description: str = "calibrating") -> int:
+           description: str = "calibrating", access: Any = None) -> int:
     """Run ``model`` on every calibration batch and hand ``on_batch`` the tensors ``names`` of that batch.
 
     ``on_batch`` must reduce what it needs (running maxima, sums) and keep nothing else. Returns the number of
-    points processed. A progress bar shows on a terminal (``progress=None``), never in pipes or logs.
+    points processed. A progress bar shows on a terminal (``progress=None``), never in pipes or logs. ``access``
+    reads the activations (:class:`OnnxAccess` of ``input_shapes`` when None).
     """
-    runner = ActivationRunner(model, list(names), input_shapes)
+    runner = (access or OnnxAccess(input_shapes)).activations(model, names)
     batches = calib.batches(batch_size)
     total = -(-calib.n_points // max(1, batch_size))
     for batch in bars.track(batches, description, total=total, progress=progress):

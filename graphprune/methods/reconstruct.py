@@ -48,10 +48,8 @@ import numpy as np
 from graphprune import progress as bars
 from graphprune.channels.plan import Plan
 from graphprune.channels.rules import Space
-from graphprune.frontends.onnx.lower import to_ir
 from graphprune.ir import Graph
-from graphprune.methods.calib import ActivationRunner, batch_for
-from graphprune.methods.edits import with_values
+from graphprune.methods.calib import OnnxAccess, batch_for
 from graphprune.methods.sensitivity import Layer, layer_of
 
 RIDGE = 1e-3  # λ relative to the mean input variance: enough to make a rank-deficient fit well posed
@@ -126,12 +124,12 @@ def targets(original: Graph, pruned: Graph, plan: Plan) -> list[Target]:
     out = []
     for node in pruned.nodes:
         layer = layer_of(pruned, node)
-        if layer is None or node.name not in by_node:
-            continue
+        y = node.outputs[0]
+        if layer is None or node.name not in by_node or original.shape(layer.x) is None or original.shape(y) is None:
+            continue  # (a torch module captured again names what it computes after the original's nodes)
         kept_x = plan.kept(Space(layer.x, layer.x_axis))
         if kept_x is None:
             continue
-        y = node.outputs[0]
         y_axis = 1 if layer.op == "Conv" else len(original.shape(y)) - 1
         n_in = original.shape(layer.x)[layer.x_axis]
         removed = np.setdiff1d(np.arange(n_in), kept_x)
@@ -362,12 +360,14 @@ def summary(refits: Iterable[Refit]) -> dict:
 
 def reconstruct(original: Graph, original_model, pruned_model, plan: Plan, calib, input_shapes, *,
                 inputs: Literal["auto", "sequential", "original"] = "auto", ridge: float = RIDGE, seed: int = 0,
-                progress: bool | None = None) -> tuple[list[Refit], str]:
+                progress: bool | None = None, access=None) -> tuple[list[Refit], str]:
     """Refit every consumer of removed channels of ``pruned_model`` (see the module docstring). ``calib``: a
     :class:`graphprune.methods.calib.Calibration`; the returned refits hold the new values, nothing is applied.
     ``inputs``: "sequential" (wave by wave on the model refitted so far), "original" (all at once from the
-    original's activations), "auto": sequential up to ``MAX_WAVES`` waves. Also returns the inputs used."""
-    pruned = to_ir(pruned_model)
+    original's activations), "auto": sequential up to ``MAX_WAVES`` waves. Also returns the inputs used.
+    ``access`` reads the models (:class:`graphprune.methods.calib.OnnxAccess` when None)."""
+    access = access or OnnxAccess(input_shapes)
+    pruned = access.ir(pruned_model)
     todo = targets(original, pruned, plan)
     if not todo:
         return [], inputs
@@ -381,26 +381,26 @@ def reconstruct(original: Graph, original_model, pruned_model, plan: Plan, calib
     model, refits = pruned_model, []
     for k, wave in enumerate(bars.track(waves, "reconstructing", total=len(waves), progress=progress)):
         accs = [Accumulator(t, weights[t.layer.weight], seed + len(refits) + i) for i, t in enumerate(wave)]
-        feed(accs, original, original_model, model if sequential else None, calib, input_shapes)
+        feed(accs, original, original_model, model if sequential else None, calib, access)
         done = [solve(acc, weights, original, ridge) for acc in accs]
         values = {name: v for r in done for name, v in r.values.items()}
         weights.update(values)
         if sequential and k + 1 < len(waves):
-            model = with_values(model, values)
+            model = access.with_values(model, values)
         refits += done
     return refits, inputs
 
 
-def feed(accs: list[Accumulator], original: Graph, original_model, current_model, calib, input_shapes) -> None:
+def feed(accs: list[Accumulator], original: Graph, original_model, current_model, calib, access) -> None:
     """Every calibration batch into ``accs``: the original's outputs (targets) and inputs (for bias compensation);
     the layers' inputs from ``current_model`` (the model refitted so far), or the original's restricted to the
     kept channels when it is None."""
     others = [acc.target.residual.other for acc in accs if acc.target.residual is not None]
     wanted = [n for acc in accs for n in (acc.target.layer.x, acc.target.y)] + others
-    runner = ActivationRunner(original_model, wanted, input_shapes)
+    runner = access.activations(original_model, wanted)
     current = None
     if current_model is not None:
-        current = ActivationRunner(current_model, [acc.target.layer.x for acc in accs] + others, input_shapes)
+        current = access.activations(current_model, [acc.target.layer.x for acc in accs] + others)
     for batch in calib.batches(batch_for(original, wanted, 64)):
         seen = runner.run(batch)
         now = current.run(batch) if current is not None else None
@@ -461,14 +461,16 @@ MAX_WAVES = 24  # "auto": sequential up to this many waves (two calibration runs
 COSINE_POINTS = 64  # calibration points the before / after output cosine is measured on
 
 
-def output_cosine(original_model, models, calib, input_shapes, points: int = COSINE_POINTS) -> list[float]:
+def output_cosine(original_model, models, calib, input_shapes, points: int = COSINE_POINTS,
+                  access=None) -> list[float]:
     """Mean over calibration points of the cosine between the original's outputs and each of ``models``'
     (all outputs of a point flattened together): how much of the function survived, before and after refitting."""
-    names = [o.name for o in original_model.graph.output]
+    access = access or OnnxAccess(input_shapes)
     batch = next(calib.head(points).batches(points))
 
     def flat(model) -> np.ndarray:
-        out = ActivationRunner(model, names, input_shapes).run(batch)
+        names = access.outputs(model)
+        out = access.activations(model, names).run(batch)
         return np.concatenate([np.asarray(out[n], np.float64).reshape(len(out[n]), -1) for n in names], axis=1)
 
     ref = flat(original_model)

@@ -85,7 +85,7 @@ def qualifies(layer: Layer, cg: ChannelGraph) -> bool:
 
 
 def covariances(cg: ChannelGraph, model, layers: list[Layer], calib: Calibration, input_shapes, *,
-                seeds: Mapping[str, int]) -> dict[str, np.ndarray]:
+                seeds: Mapping[str, int], access=None) -> dict[str, np.ndarray]:
     """Each layer's input-row covariance on the calibration points (centred where the layer has a place for an
     intercept, as the refit fits one there), with the refit's ridge on its diagonal; ``seeds[node]`` draws the
     layer's patches, so a layer's covariance does not depend on the others read in the same run."""
@@ -105,7 +105,7 @@ def covariances(cg: ChannelGraph, model, layers: list[Layer], calib: Calibration
                 s[0], s[1], s[2] = s[0] + len(rows), s[1] + rows.sum(0), s[2] + rows.T @ rows
 
     gather(model, list(by_input), calib, on_batch, input_shapes=input_shapes,
-           batch_size=batch_for(g, by_input, 32), description="refit-aware choice")
+           batch_size=batch_for(g, by_input, 32), description="refit-aware choice", access=access)
     out = {}
     for lay in layers:
         n, sx, sxx = sums[lay.node]
@@ -185,8 +185,9 @@ def batches(todo: Mapping[int, list[Layer]], cg: ChannelGraph, budget: int | Non
 
 
 def refit_choice(cg: ChannelGraph, plan: Plan, model, calib: Calibration, input_shapes, *,
-                 seed: int = 0) -> tuple[Plan, dict]:
-    """``plan`` with each group's removed units re-chosen for the refit (counts unchanged), and the stats."""
+                 seed: int = 0, access=None) -> tuple[Plan, dict]:
+    """``plan`` with each group's removed units re-chosen for the refit (counts unchanged), and the stats;
+    ``access`` reads the model's activations (:class:`graphprune.methods.calib.OnnxAccess` when None)."""
     by_group = group_layers(cg)
     todo = {gid: [lay for lay in by_group.get(gid, []) if qualifies(lay, cg)] for gid in plan.removed}
     todo = {gid: ls for gid, ls in todo.items() if ls}
@@ -194,7 +195,8 @@ def refit_choice(cg: ChannelGraph, plan: Plan, model, calib: Calibration, input_
     removed, changed, chosen = dict(plan.removed), 0, 0
     runs = batches(todo, cg) if todo else []
     for batch in runs:
-        hs = covariances(cg, model, [lay for ls in batch.values() for lay in ls], calib, input_shapes, seeds=seeds)
+        hs = covariances(cg, model, [lay for ls in batch.values() for lay in ls], calib, input_shapes, seeds=seeds,
+                         access=access)
         for gid, ls in batch.items():
             consumers = [c for lay in ls if (c := consumer(cg, plan, gid, lay, hs[lay.node])) is not None]
             if not consumers:

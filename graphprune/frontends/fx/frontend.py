@@ -39,10 +39,11 @@ from graphprune.emit import hf
 from graphprune.emit.torch import emit
 from graphprune.errors import InternalError, UsageError
 from graphprune.frontends.base import Emitted, Finished, Frontend
+from graphprune.frontends.fx.activations import TorchAccess
 from graphprune.frontends.fx.export import ExportError, capture as export_module
 from graphprune.frontends.fx.trace import TorchSource, UntraceableModelError, in_eval_mode, load as trace_module
 from graphprune.methods.cost import Cost, cost
-from graphprune.verify.claims import MaskedOriginal, Unchanged
+from graphprune.verify.claims import MaskedOriginal, Refitted, Unchanged
 from graphprune.verify.result import Drift, Tolerance, Verification, drift
 from graphprune.verify.torch import OPSET, run_eval, seeded_inputs, verify
 
@@ -157,9 +158,15 @@ class TorchFrontend(Frontend):
             plan = Plan({}, {}, {})
         elif isinstance(claim, MaskedOriginal):
             plan = claim.plan
+        elif isinstance(claim, Refitted):
+            return verify(source, after, claim.plan, rtol=tolerance.rtol, atol=tolerance.atol, seed=tolerance.seed,
+                          refitted=tuple(claim.names))
         else:
             raise InternalError(f"the torch frontend has no oracle for {type(claim).__name__}")
         return verify(source, after, plan, rtol=tolerance.rtol, atol=tolerance.atol, seed=tolerance.seed)
+
+    def access(self, source: TorchSource) -> TorchAccess:
+        return TorchAccess(source)
 
     def drift(self, source: TorchSource, model: nn.Module, tolerance: Tolerance) -> Drift:
         inputs = seeded_inputs(source.example_inputs, tolerance.seed)

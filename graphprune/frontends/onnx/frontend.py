@@ -24,6 +24,7 @@ from graphprune.frontends.onnx.load import LoadedModel, load
 from graphprune.frontends.onnx.lower import to_ir
 from graphprune.ir import Graph
 from graphprune.frontends.onnx.latency import latency_table
+from graphprune.methods.calib import OnnxAccess
 from graphprune.methods.cost import Cost, cost
 from graphprune.methods.evaluate import read_labelled, top1
 from graphprune.runtime import check_model, latency_ms, run, runnable, seeded_inputs, session
@@ -122,6 +123,9 @@ class OnnxFrontend(Frontend):
 
     def cost(self, source: LoadedModel, model: onnx.ModelProto) -> Cost:
         return cost(source.graph if model is source.model else to_ir(model))
+
+    def access(self, source: LoadedModel) -> OnnxAccess:
+        return OnnxAccess(source.input_shapes)
 
     def graph_after(self, source: LoadedModel, model: onnx.ModelProto) -> Graph | None:
         return to_ir(model)
