@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from graphprune.errors import InternalError
-from graphprune.frontends.fx.trace import TorchSource, fetch, in_eval_mode
+from graphprune.frontends.fx.trace import TorchSource, evaluating, fetch, in_eval_mode
 from graphprune.channels.plan import Plan
 from graphprune.runtime import run, session
 from graphprune.verify.refit import placed
@@ -150,14 +150,8 @@ def flat_tensors(value: Any) -> list[np.ndarray]:
 
 def run_eval(model: nn.Module, inputs: tuple[Any, ...], interpreter=None) -> list[np.ndarray]:
     """Outputs in eval mode without gradients; training flags are restored afterwards."""
-    modes = {m: m.training for m in model.modules()}
-    in_eval_mode(model)
-    try:
-        with torch.no_grad():
-            return flat_tensors(interpreter.run(*inputs) if interpreter is not None else model(*inputs))
-    finally:
-        for m, training in modes.items():
-            m.training = training
+    with evaluating(model):
+        return flat_tensors(interpreter.run(*inputs) if interpreter is not None else model(*inputs))
 
 
 def exported(model: nn.Module, inputs: tuple[Any, ...], names: list[str]) -> onnx.ModelProto:

@@ -18,7 +18,6 @@ one padded by repeating its first point.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from dataclasses import replace
 from typing import Any, Callable, Iterable, Mapping
@@ -29,7 +28,7 @@ from torch import fx, nn
 
 from graphprune.errors import InternalError, ModelLoadError, VerificationError
 from graphprune.frontends.fx.export import ExportError, capture as export_module
-from graphprune.frontends.fx.trace import first_line, TorchSource, fetch, in_eval_mode, load as trace_module
+from graphprune.frontends.fx.trace import evaluating, first_line, TorchSource, fetch, in_eval_mode, load as trace_module
 from graphprune.ir import Graph, Node
 
 
@@ -187,19 +186,6 @@ def fx_names(capture: TorchSource) -> dict[str, tuple[str, int | None]]:
                 if isinstance(element, str):
                     out.setdefault(element, (fx_name, k))
     return out
-
-
-@contextlib.contextmanager
-def evaluating(gm: nn.Module):
-    """``gm`` in eval mode without gradients for a while; its training flags restored after."""
-    modes = {m: m.training for m in gm.modules()}
-    in_eval_mode(gm)
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for m, training in modes.items():
-            m.training = training
 
 
 def agrees(got: np.ndarray, head: np.ndarray, n: int) -> bool:

@@ -187,6 +187,19 @@ def propagate(traced: fx.GraphModule, inputs: tuple[Any, ...], what: str) -> dic
     return rec.values
 
 
+@contextlib.contextmanager
+def evaluating(gm: nn.Module):
+    """``gm`` in eval mode without gradients for a while; its training flags restored after."""
+    modes = {m: m.training for m in gm.modules()}
+    in_eval_mode(gm)
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
 def in_eval_mode(module: nn.Module) -> None:
     """Every submodule in eval mode, flag by flag: a graph captured by torch.export refuses ``.eval()`` (it was
     captured in a mode already), and setting the flags is what ``.eval()`` does for the others."""
