@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from graphprune.errors import VerificationError
-from graphprune.methods.reconstruct import COSINE_POINTS, RECONSTRUCT_POINTS, RIDGE, output_cosine, reconstruct, summary
+from graphprune.methods.reconstruct import (COSINE_POINTS, RECONSTRUCT_POINTS, RIDGE, judging_points, output_cosine,
+                                            reconstruct, summary)
 from graphprune.pipeline.base import Pass, PassResult
 from graphprune.pipeline.state import PruneState
 from graphprune.verify import metadata
@@ -52,11 +53,15 @@ class Reconstruct(Pass):
         if not values:
             return PassResult(state, modified=False, stats=stats)
         model = access.with_values(state.model, values)
-        before, after = output_cosine(source.model, (state.model, model), calib, source.input_shapes, access=access)
-        stats["output_cosine"] = {"before": before, "after": after, "points": min(calib.n_points, COSINE_POINTS)}
-        if after < before:  # each layer fits better, the whole does not (inputs the original cannot show: renormalised norms)
-            stats["notes"] = [f"reconstruction not applied: it lowered the output cosine to the original on the "
-                              f"calibration points ({before:.4f} → {after:.4f})"]
+        judged = judging_points(calib)  # the held-out points: a fit judged on its own points flatters itself
+        where = "held-out points" if judged.n_points < calib.n_points else "calibration points"
+        before, after = output_cosine(source.model, (state.model, model), judged, source.input_shapes, access=access)
+        stats["output_cosine"] = {"before": before, "after": after, "points": min(judged.n_points, COSINE_POINTS),
+                                  "on": where}
+        if after <= before:  # each layer fits better, the whole does not (inputs the original cannot show:
+            # renormalised norms)
+            stats["notes"] = [f"reconstruction not applied: it did not raise the output cosine to the original on the "
+                              f"{where} ({before:.4f} → {after:.4f})"]
             return PassResult(state, modified=False, stats=stats | {"applied": False})
         stats["applied"] = True
         if state.frontend.kind == "onnx":  # a file records what `graphprune verify` rebuilds

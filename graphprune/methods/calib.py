@@ -57,6 +57,11 @@ class Calibration:
             return self
         return Calibration(MappingProxyType({k: v[:n] for k, v in self.inputs.items()}), self.data_free, self.source)
 
+    def take(self, indices: np.ndarray) -> "Calibration":
+        """The points at ``indices`` (in that order)."""
+        return Calibration(MappingProxyType({k: v[indices] for k, v in self.inputs.items()}), self.data_free,
+                           self.source)
+
     def batches(self, size: int) -> Iterator[dict[str, np.ndarray]]:
         for start in range(0, self.n_points, max(1, size)):
             yield {k: v[start:start + size] for k, v in self.inputs.items()}

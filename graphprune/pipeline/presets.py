@@ -139,15 +139,16 @@ class CalibOptions(Options):
 
 @dataclass(frozen=True, kw_only=True)
 class ReconstructOptions(CalibOptions):
-    """Layer-wise reconstruction after channel removal (passes/reconstruct.py), for every channel method that
-    runs on ONNX models."""
+    """Layer-wise reconstruction after channel removal (passes/reconstruct.py), for every channel method."""
 
     reconstruct: bool = option(False, "after removing channels, refit every layer that lost input channels so its "
                                "output matches the original's on the calibration inputs (--calib; without it, seeded "
                                "random inputs), by ridge least squares; verified against the masked original with "
                                "the refitted weights", action="store_true")
-    ridge: float = option(RIDGE, "--reconstruct: ridge λ relative to each layer's mean input variance (default 1e-3)",
-                          type=float, unused="--ridge is read by --reconstruct only")
+    ridge: float = option(RIDGE, "--reconstruct: the smallest ridge λ tried, relative to each layer's mean input "
+                          "variance (default 1e-3); the held-out calibration points choose among it × 1 … 1e5, "
+                          "pulling the weights towards the pruned ones", type=float,
+                          unused="--ridge is read by --reconstruct only")
     reconstruct_points: int = option(
         RECONSTRUCT_POINTS, f"--reconstruct: refit on at most N calibration points (default {RECONSTRUCT_POINTS}; "
         "apart from --max-points, since a least-squares fit gains from more points than a ranking needs)",
