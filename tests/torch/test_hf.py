@@ -246,3 +246,24 @@ def test_phi3_writes_the_head_dim_it_reads_when_the_derivation_breaks_and_reload
         (config.num_attention_heads + 2 * config.num_key_value_heads) * head_dim
     assert any("round-trips" in note for note in result.report.notes)
     reloads_equal(small, inputs, tmp_path)
+
+
+def test_a_llamas_activations_run_under_vmap_and_equal_the_point_by_point_run():
+    # torch.export guards the batch axis, so the points run through torch.func.vmap; its `view`s of batched
+    # tensors failed there ("view size is not compatible") and every HF model fell back to one point per run
+    from graphprune.frontends.fx.activations import TorchActivations
+    from graphprune.frontends.fx.export import capture
+    from graphprune.methods.calib import model_inputs, random_calibration
+
+    module, inputs = build("llama")
+    source = capture(module, inputs)
+    names = [n.outputs[0] for n in source.graph.nodes if n.op == "MatMul"][-3:] + list(source.graph.outputs)
+    calib = random_calibration(model_inputs(source), 5, seed=0)
+    mapped = TorchActivations(source, names)
+    got = mapped.run(calib.inputs)
+    assert mapped.mode == "vmap"
+    one_by_one = TorchActivations(source, names)
+    one_by_one.mode = "chunks"
+    want = one_by_one.run(calib.inputs)
+    for name in names:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5)
