@@ -2,7 +2,8 @@
 model (models/hf.py, the ``hf`` extra), ``graphprune.prune(module, example_inputs=..., ratio=0.5)`` with
 ``method="sampling"`` and with ``reconstruct=True`` (magnitude, refit choice, data-free); per run: the capture,
 whether it verified (or the one-line reason), seconds, params kept, and for reconstruction the output cosine to the
-original on the calibration points before → after, and whether the refit was applied.
+original on the held-out calibration points (which no refit reads) before → after, and whether the refit was
+applied.
 
     python benchmarks/torch_reconstruct.py [--out benchmarks/results/torch_reconstruct.json] [--only NAME ...]
 
