@@ -343,19 +343,31 @@ def solve(acc: Accumulator, weights: Mapping[str, np.ndarray], original: Graph, 
     if not t.refit:
         return compensate(acc, weights, original, before)
     intercept = slot is not None
-    ridges = np.unique(ridge * RIDGES) if held.n else np.array([ridge])
-    fits = [fit.solve(r, intercept, prior=acc.w0) for r in ridges]
-    errors = np.array([judge.error(w, b) / energy if np.isfinite(w).all() and np.isfinite(b).all() else np.inf
-                       for w, b in fits])
-    best = int(np.argmin(np.where(np.isfinite(errors), errors, np.inf)))
-    w, b = fits[best]
-    if not np.isfinite(errors[best]) or errors[best] >= before:
+    (w, b), error, chosen = ridge_path(fit, judge, np.unique(ridge * RIDGES) if held.n else [ridge], intercept,
+                                       acc.w0)
+    error /= energy
+    if not np.isfinite(error) or error >= before:
         return Refit(layer.node, {}, before, before, "kept")
     shape = weights[layer.weight].shape
     values = {layer.weight: layer.unmatrix(w.transpose(0, 2, 1), shape).astype(weights[layer.weight].dtype)}
     if slot is not None:
         values[slot.name] = with_intercept(slot, weights[slot.name], (b - current_b).reshape(-1))
-    return Refit(layer.node, values, before, float(errors[best]), "refit", float(ridges[best]), held.n > 0)
+    return Refit(layer.node, values, before, float(error), "refit", float(chosen), held.n > 0)
+
+
+def ridge_path(fit: Moments, judge: Moments, ridges, intercept: bool, prior: np.ndarray):
+    """The fit on ``fit`` with the ridge (of ``ridges``, ascending) whose error on ``judge`` is least, that error and
+    the ridge. The error along the path falls while the fit over-reads its points and rises once the pull towards
+    ``prior`` outweighs the data, so the walk stops at the first rise: two solves where the data determine the fit."""
+    best = ((None, None), np.inf, None)
+    for r in ridges:
+        w, b = fit.solve(r, intercept, prior=prior)
+        error = judge.error(w, b) if np.isfinite(w).all() and np.isfinite(b).all() else np.inf
+        if error >= best[1] and best[2] is not None:
+            break
+        if error < best[1]:
+            best = ((w, b), error, r)
+    return best
 
 
 def current_bias(t: Target, weights: Mapping[str, np.ndarray], shape: tuple[int, int, int]) -> np.ndarray:

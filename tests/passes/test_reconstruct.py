@@ -68,6 +68,28 @@ def test_a_strong_ridge_pulls_the_fit_to_the_pruned_weights():
     np.testing.assert_allclose(tight, prior, atol=1e-4)
 
 
+def test_the_held_out_points_choose_the_ridge():
+    from graphprune.methods.reconstruct import RIDGES, ridge_path
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(1, 30, 2))
+
+    def moments(rows: int, noise: float) -> Moments:
+        x = rng.normal(size=(rows, 1, 30)).astype(np.float32)
+        m = Moments(1, 30, 2)
+        m.add(x, (np.einsum("rgd,gdf->rgf", x, w) + noise * rng.normal(size=(rows, 1, 2))).astype(np.float32))
+        return m
+
+    prior = np.zeros_like(w)
+    _, _, chosen = ridge_path(moments(2000, 0.01), moments(200, 0.01), 1e-3 * RIDGES, True, prior)
+    assert chosen == 1e-3  # the data determine the fit: the least pull
+    # 20 noisy rows for 30 unknowns: the least-squares fit interpolates them, a stronger pull predicts better
+    few, held = moments(20, 3.0), moments(200, 3.0)
+    _, error, chosen = ridge_path(few, held, 1e-3 * RIDGES, True, prior)
+    assert chosen > 1e-3
+    assert error < 0.9 * held.error(*few.solve(1e-3, True, prior=prior))
+
+
 def test_every_eighth_point_is_held_out_of_the_fit():
     from graphprune.methods.reconstruct import Accumulator, held_out
     from graphprune.methods.sensitivity import Layer
