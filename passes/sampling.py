@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable, Literal
+from typing import Callable, Literal, Mapping
 
 import numpy as np
 from scipy.optimize import brentq
@@ -35,7 +35,7 @@ from scipy.optimize import brentq
 from graphprune.methods.budget import BudgetModel, cost_of_sizes, plan_cost
 from graphprune.errors import UsageError
 from graphprune.channels.plan import Plan
-from graphprune.methods.sensitivity import DELTA, alpha, distinct_draws, kept_of, log_misses, sample_size
+from graphprune.methods.sensitivity import DELTA, alpha, kept_of, log_misses, sample_size
 from graphprune.pipeline.state import PruneState
 
 from graphprune.pipeline.base import Pass, PassResult
@@ -70,12 +70,37 @@ class GroupBound:
     def m(self, eps: float) -> float:
         return float(sample_size(eps, self.alpha, self.total))
 
-    def kept(self, eps: float) -> int:
-        n = len(self.scores)
-        if self.total <= 0:
-            return 1
-        k = kept_of(distinct_draws(self.log_miss, self.m(eps)), n)
-        return n - round_kept(n, n - k, self.round_to)
+
+class Bounds:
+    """Every group's :class:`GroupBound` at once: the kept counts k_g(ε) of all groups from one sample-size and one
+    ``exp`` over all groups' channels. The search asks for them some 50 times, and numpy's per-call overhead of a
+    sample size and an ``exp`` per group cost more than the arithmetic (profiled on efficientnet_b0 at 64 px: 1.2 s of
+    its 1.65 s ε search). Each group's sum is still ``np.sum`` over its own slice, so the counts are those of the group alone."""
+
+    def __init__(self, bounds: Mapping[int, GroupBound]):
+        self.bounds = bounds
+        self.live = live = [g for g, b in bounds.items() if b.total > 0]
+        self.alphas = np.array([bounds[g].alpha for g in live], np.float64)
+        self.totals = np.array([bounds[g].total for g in live], np.float64)
+        misses = [bounds[g].log_miss for g in live]
+        self.lengths = np.array([len(m) for m in misses], np.int64)
+        self.log_miss = np.concatenate(misses) if misses else np.zeros(0)
+        self.ends = np.cumsum(self.lengths)
+
+    def kept(self, eps: float) -> dict[int, int]:
+        """Group → kept units at ``eps``: ceil of the expected distinct draws in m_g(ε), clipped to [1, n_g] and
+        rounded; 1 for a group without sensitivity."""
+        m = sample_size(eps, self.alphas, self.totals)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            miss = np.exp(np.repeat(m, self.lengths) * self.log_miss)
+        drawn = 1.0 - np.nan_to_num(miss, nan=0.0)
+        out = {g: 1 for g, b in self.bounds.items() if b.total <= 0}
+        for g, end, length in zip(self.live, self.ends.tolist(), self.lengths.tolist()):
+            b = self.bounds[g]
+            n = len(b.scores)
+            k = kept_of(float(np.sum(drawn[end - length:end])), n)
+            out[g] = n - round_kept(n, n - k, b.round_to)
+        return {g: out[g] for g in self.bounds}
 
 
 def floored(scores, largest: float) -> np.ndarray:
@@ -130,9 +155,10 @@ class SamplingSelect(Pass):
                   for g, s in scores.items()}
         orders = {g: np.argsort(-b.scores, kind="stable") for g, b in bounds.items()}
         model = BudgetModel(cg, orders)
+        every = Bounds(bounds)
 
         def kept_at(log_eps: float) -> dict[int, int]:
-            return {g: b.kept(10.0 ** log_eps) for g, b in bounds.items()}
+            return every.kept(10.0 ** log_eps)
 
         costs: dict[tuple[int, ...], tuple[int, int]] = {}
 

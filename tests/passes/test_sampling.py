@@ -229,6 +229,30 @@ def test_randomized_sampling_reweights_and_verifies_in_two_stages(exported):
     assert c.model.SerializeToString() != a.model.SerializeToString()
 
 
+def test_all_group_bounds_equal_each_group_alone():
+    """The search's kept counts for all groups at once (passes.sampling.Bounds) are each group's own by the
+    definition, at every ε: groups of all sizes, an all-zero group, a concentrated one, rounding to multiples."""
+    from passes.sampling import Bounds, GroupBound, floored
+    from passes.select import round_kept
+
+    def alone(b: GroupBound, eps: float) -> int:
+        n = len(b.scores)
+        if b.total <= 0:
+            return 1
+        k = kept_count(b.p, b.m(eps), n)
+        return n - round_kept(n, n - k, b.round_to)
+
+    rng = np.random.default_rng(3)
+    groups = {g: GroupBound(floored(rng.random(n) ** 4, 1.0), alpha=float(rng.uniform(200, 400)), round_to=r)
+              for g, (n, r) in enumerate([(1, 1), (7, 1), (64, 8), (300, 1), (1000, 4)])}
+    groups[5] = GroupBound(np.zeros(16), alpha=300.0)
+    groups[6] = GroupBound(np.r_[1.0, np.full(31, 1e-9)], alpha=300.0)
+    every = Bounds(groups)
+    for log_eps in np.linspace(-30, 30, 241):
+        eps = 10.0 ** log_eps
+        assert every.kept(eps) == {g: alone(b, eps) for g, b in groups.items()}, log_eps
+
+
 def test_randomized_draws_are_unbiased():
     """E[count / (m p)] = 1 for every drawn channel: the reweighted sum estimates the full one."""
     from passes.sampling import GroupBound, SamplingSelect
