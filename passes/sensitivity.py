@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from graphprune.methods.calib import batch_for, gather
 from graphprune.channels.analysis import ChannelGraph
@@ -69,9 +70,12 @@ class SensitivityScore(Pass):
                     t.update(values[name])
 
         if trackers:
-            gather(state.source.model, list(by_input), calib, on_batch, input_shapes=state.source.input_shapes,
-                   batch_size=batch_for(graph, by_input, self.batch_size), progress=self.progress,
-               description="PFP sensitivity", access=state.frontend.access(state.source))
+            with threadpool_limits(1, user_api="blas"):  # the kernel's products are one batch × one layer: a
+                # second OpenBLAS thread spun more than it worked on 2 cores, and took the core onnxruntime and
+                # other processes needed (resnet50 at 64 px on a busy 2-core machine: 32 s → 16 s)
+                gather(state.source.model, list(by_input), calib, on_batch, input_shapes=state.source.input_shapes,
+                       batch_size=batch_for(graph, by_input, self.batch_size), progress=self.progress,
+                       description="PFP sensitivity", access=state.frontend.access(state.source))
         scores = {}
         tracker_of = {t.layer.node: t for t in trackers}
         for gid, ls in by_group.items():
