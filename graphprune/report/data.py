@@ -281,7 +281,8 @@ def stage_lines(report: PruneReport) -> list[str]:
 
 
 def reconstruct_line(s: Mapping[str, Any]) -> str:
-    """What reconstruction refitted, on which data, and the output cosine to the original before / after."""
+    """What reconstruction refitted, on which data, and the output cosine to the original before / after (on the
+    held-out points no refit read, where there were any)."""
     calib = s.get("calibration", {})
     data = "data-free random inputs" if calib.get("data_free") else "calibration inputs"
     line = (f"reconstructed: {s['refitted']} of {s['layers']} layers refitted"
@@ -290,9 +291,10 @@ def reconstruct_line(s: Mapping[str, Any]) -> str:
             + f" on {calib.get('points', '?')} {data}")
     cos = s.get("output_cosine")
     if cos:
-        line += f"; output cosine to the original {cos['before']:.4f} → {cos['after']:.4f}"
+        on = f" on the {cos['points']} held-out points" if cos.get("on") == "held-out points" else ""
+        line += f"; output cosine to the original{on} {cos['before']:.4f} → {cos['after']:.4f}"
     if s.get("applied") is False:
-        line += " (not applied: it lowered the cosine)"
+        line += " (not applied: it did not raise the cosine)"
     return line
 
 
