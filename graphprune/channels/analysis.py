@@ -272,7 +272,9 @@ def derive_groups(graph: Graph, g: nx.MultiGraph, couplings: list[Coupling],
     frozen_by: dict[Space, list[Freeze]] = {}
     for f in freezes:
         frozen_by.setdefault(f.space, []).append(f)
-    components = [list(c) for c in nx.connected_components(g)]
+    # each component in Space order: a set's order follows string hashing, which Python seeds per process, and the
+    # unit numbering (so ties in a ranking and seeded draws) would differ from run to run
+    components = [sorted(c, key=order_key) for c in nx.connected_components(g)]
     group_of = {s: gid for gid, comp in enumerate(components) for s in comp}
     size, param = dict(g.nodes(data="size")), dict(g.nodes(data="param"))  # once: networkx views are slow per call
     live = [gid for gid, comp in enumerate(components)
@@ -280,7 +282,6 @@ def derive_groups(graph: Graph, g: nx.MultiGraph, couplings: list[Coupling],
     labels, n_units = unit_labels(size, [components[i] for i in live], couplings, group_of, set(live))
     groups = []
     for gid, comp in enumerate(components):
-        comp.sort(key=order_key)
         groups.append(Group(
             id=gid, spaces=tuple(comp), sizes=MappingProxyType({s: size[s] for s in comp}),
             params=tuple(s for s in comp if param[s]),
