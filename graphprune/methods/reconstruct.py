@@ -293,7 +293,7 @@ class Accumulator:
             self.points += count
 
 
-HOLD_OUT = 8  # every HOLD_OUT-th calibration point is held out: it judges the refits, and then joins the fit
+HOLD_OUT = 8  # every HOLD_OUT-th calibration point is held out: it judges the refits and never joins a fit
 
 
 def held_out(n_points: int, start: int = 0) -> np.ndarray:
@@ -363,10 +363,10 @@ def ridge_path(fit: Moments, judge: Moments, ridges, intercept: bool, prior: np.
     for r in ridges:
         w, b = fit.solve(r, intercept, prior=prior)
         error = judge.error(w, b) if np.isfinite(w).all() and np.isfinite(b).all() else np.inf
-        if error >= best[1] and best[2] is not None:
-            break
         if error < best[1]:
             best = ((w, b), error, r)
+        elif best[2] is not None:
+            break  # the first rise after a finite fit
     return best
 
 

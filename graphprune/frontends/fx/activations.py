@@ -59,7 +59,6 @@ def keeping(traced: fx.GraphModule, wanted: Iterable[str]) -> fx.GraphModule:
     reconstruction that reads the first layers stops there. Its placeholders are the capture's, in order; its
     ``view``\ s are ``reshape``\ s, so it runs under ``torch.func.vmap``."""
     graph, env = fx.Graph(), {}
-    by_name = {}
     for node in traced.graph.nodes:
         if node.op == "output":
             break
@@ -67,8 +66,8 @@ def keeping(traced: fx.GraphModule, wanted: Iterable[str]) -> fx.GraphModule:
         if node.op == "call_function" and node.target is torch.ops.aten.view.default:
             env[node].target = torch.ops.aten.reshape.default  # the same values; under vmap a view of a batched
             # tensor can span strides a plain run has contiguous ("view size is not compatible", every HF model)
-        by_name[node.name] = env[node]
-    graph.output({name: by_name[name] for name in wanted})
+    wanted = set(wanted)
+    graph.output({node.name: copy for node, copy in env.items() if node.name in wanted})
     program = fx.GraphModule(traced, graph)
     program.graph.eliminate_dead_code()  # (the purity of a call_module node is read from the owning module)
     program.recompile()
@@ -86,10 +85,10 @@ class TorchActivations:
         self.placeholders = [n for n in capture.traced.graph.nodes if n.op == "placeholder"]
         self.mode: str | None = None
         self.wanted = {self.fx_of[n][0] for n in self.needed_fx()}
-        self.program = keeping(capture.traced, sorted(self.wanted))
+        self.program = keeping(capture.traced, self.wanted)
 
     def needed_fx(self) -> list[str]:
-        """Every IR tensor read from the interpreter: the names asked for, or the inputs of their rebuild."""
+        """Every IR tensor read from the capture's run: the names asked for, or the inputs of their rebuild."""
         out, todo, seen = [], list(self.names), set()
         g = self.capture.graph
         while todo:
@@ -172,7 +171,7 @@ class TorchActivations:
         return examples[i] if i < len(examples) else None  # a non-tensor input (a flag, None) as the example gave it
 
     def value(self, name: str, values: dict[str, Any]) -> torch.Tensor:
-        """IR tensor ``name`` from the interpreter's values, rebuilt through :data:`OPS` where it has no fx node."""
+        """IR tensor ``name`` from the capture's values, rebuilt through :data:`OPS` where it has no fx node."""
         if name in values:
             return values[name]
         g = self.capture.graph
