@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from graphprune.errors import VerificationError
-from graphprune.methods.reconstruct import (COSINE_POINTS, RECONSTRUCT_POINTS, RIDGE, judging_points, output_cosine,
-                                            reconstruct, summary)
+from graphprune.methods.reconstruct import (COSINE_POINTS, HOLD_OUT, RECONSTRUCT_POINTS, RIDGE, judging_points,
+                                            output_cosine, reconstruct, summary)
 from graphprune.pipeline.base import Pass, PassResult
 from graphprune.pipeline.state import PruneState
 from graphprune.verify import metadata
@@ -64,6 +64,9 @@ class Reconstruct(Pass):
                               f"{where} ({before:.4f} → {after:.4f})"]
             return PassResult(state, modified=False, stats=stats | {"applied": False})
         stats["applied"] = True
+        if where == "calibration points":  # fewer points than HOLD_OUT: nothing held out, so nothing unseen judged it
+            stats["notes"] = [f"reconstruction judged on the {calib.n_points} calibration points it fitted (too few to "
+                              f"hold any out): its cosine is in-sample; pass at least {HOLD_OUT} points"]
         if state.frontend.kind == "onnx":  # a file records what `graphprune verify` rebuilds
             metadata.write(model, refit={"weights": sorted(values), "ridge": self.ridge, "points": calib.n_points,
                                          "data_free": calib.data_free})

@@ -231,6 +231,15 @@ def test_the_refit_reads_its_own_number_of_points(exported):
     assert score["points_used"] == 8
 
 
+def test_too_few_points_to_hold_out_are_reported_as_in_sample(exported):
+    calib = np.random.default_rng(0).normal(size=(4, 3, 32, 32)).astype(np.float32)
+    result = graphprune.prune(exported("plain_cnn"), ratio=0.5, round_to=1, calib=calib, reconstruct=True)
+    stats = reconstruct_stats(result)
+    assert stats["output_cosine"]["on"] == "calibration points" and stats["errors_on"] == "calibration points"
+    if stats["applied"]:
+        assert any("in-sample" in n for n in result.report.notes)
+
+
 @pytest.mark.parametrize("option", [{"ridge": 0.1}, {"reconstruct_points": 64}, {"reconstruct_inputs": "original"}])
 def test_refit_options_without_reconstruct_are_refused(option):
     with pytest.raises(UsageError, match="add --reconstruct"):
