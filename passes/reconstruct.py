@@ -70,7 +70,10 @@ class Reconstruct(Pass):
         if state.frontend.kind == "onnx":  # a file records what `graphprune verify` rebuilds
             metadata.write(model, refit={"weights": sorted(values), "ridge": self.ridge, "points": calib.n_points,
                                          "data_free": calib.data_free})
-        return PassResult(state.with_(model=model, refitted=tuple(sorted(values))), modified=True, stats=stats)
+        captured = (model, access.ir(model))  # the refitted model's IR (a value-only edit): held by the access, so
+        # the report's cost needs no capture of its own
+        return PassResult(state.with_(model=model, refitted=tuple(sorted(values)), captured=captured), modified=True,
+                          stats=stats)
 
     def claim(self, before: PruneState, after: PruneState) -> Claim:
         return Refitted(after.plan, after.refitted)

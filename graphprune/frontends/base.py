@@ -75,8 +75,9 @@ class Frontend(abc.ABC):
         """``model``'s outputs against the unpruned original's on the seeded inputs."""
 
     @abc.abstractmethod
-    def cost(self, source: Any, model: Any) -> Cost:
-        """Parameters and MACs of ``model`` (the source's or a pruned one) at the analysed shapes."""
+    def cost(self, source: Any, model: Any, graph: Graph | None = None) -> Cost:
+        """Parameters and MACs of ``model`` (the source's or a pruned one) at the analysed shapes; ``graph``: its IR
+        when the caller has it (nothing is captured again)."""
 
     def access(self, source: Any) -> Any:
         """What the data-informed passes read models through (the protocol of

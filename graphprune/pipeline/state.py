@@ -38,6 +38,9 @@ class PruneState:
     weight_edits: Mapping[str, Any] | None = None  # initializer → WeightEdit of the last value-only pass
     refitted: tuple[str, ...] = ()  # initializers whose values reconstruction replaced (Reconstruct sets it)
     latency: Any = None  # graphprune.methods.latency.LatencyTable: measured per-node cost curves (MeasureLatency)
+    captured: tuple[Any, Any] | None = None  # (a model, its IR Graph) for its structure (shapes, parameter counts;
+    # a torch capture's constants may predate a value-only edit): handed on by a pass that has it anyway
+    # (Reconstruct), so the report's cost does not capture the model again (torch.export of a small Llama: ~9 s)
 
     @staticmethod
     def start(source: Any) -> "PruneState":
@@ -50,6 +53,12 @@ class PruneState:
     def frontend(self) -> Any:
         """The :class:`graphprune.frontends.base.Frontend` of the source."""
         return self.source.frontend
+
+    @property
+    def model_graph(self) -> Any:
+        """The IR of ``model`` when a pass handed it on (:attr:`captured`), else None; only while ``model`` is
+        the very model it was taken from, so a later pass that replaces the model cannot leave a stale graph."""
+        return self.captured[1] if self.captured is not None and self.captured[0] is self.model else None
 
     def with_(self, **changes: Any) -> "PruneState":
         return replace(self, **changes)

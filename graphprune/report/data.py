@@ -379,8 +379,10 @@ def run_cost(run) -> RunCost:
     state = run.state
     source, frontend = state.source, state.frontend
     before = frontend.cost(source, source.model)
-    after = frontend.cost(source, state.model) if run.modified else before
-    after_graph = frontend.graph_after(source, state.model) if run.modified and frontend.layer_table else None
+    after = frontend.cost(source, state.model, state.model_graph) if run.modified else before
+    after_graph = None
+    if run.modified and frontend.layer_table:
+        after_graph = state.model_graph or frontend.graph_after(source, state.model)
     return RunCost(before, after, after_graph)
 
 

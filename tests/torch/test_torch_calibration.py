@@ -167,3 +167,24 @@ def test_conv_geometry_reaches_the_ir_so_patches_are_cut_right():
     assert "a.weight" in found  # reflect padding changes values, not shapes: cut as if zero-padded (documented)
     result = prune_module(Reflect().eval(), (torch.randn(1, 3, 12, 12),), ratio=0.5, reconstruct=True, **FAST)
     assert result.report.verification.ok
+
+
+def test_the_report_costs_the_refitted_module_from_the_capture_reconstruction_took(monkeypatch):
+    from graphprune.frontends.fx import frontend
+    from graphprune.methods.cost import cost
+
+    captured = []
+    real = activations.trace_module
+
+    def counting(model, example_inputs):
+        captured.append(model)
+        return real(model, example_inputs)
+
+    monkeypatch.setattr(activations, "trace_module", counting)
+    monkeypatch.setattr(frontend, "trace_module", counting)
+    module, x = example("resnet_basic")
+    result = prune_module(module, x, ratio=0.5, reconstruct=True, **FAST)
+    assert next(p.stats for p in result.report.passes if p.name == "Reconstruct")["applied"]
+    assert len(captured) == 2  # the user's module (load) and the pruned one (reconstruction): the cost takes no third
+    assert result.report.after.params == sum(p.numel() for p in result.model.parameters())
+    assert result.report.after.macs == cost(real(result.model, x).graph).macs

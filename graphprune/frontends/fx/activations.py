@@ -57,7 +57,7 @@ def keeping(traced: fx.GraphModule, wanted: Iterable[str]) -> fx.GraphModule:
     nothing they do not need: generated code, not a node-by-node ``Interpreter`` (whose Python overhead was most of
     a torch.export model's reconstruction: 298k node visits, 40 of 55 s on a small Llama), and a wave of
     reconstruction that reads the first layers stops there. Its placeholders are the capture's, in order; its
-    ``view``\ s are ``reshape``\ s, so it runs under ``torch.func.vmap``."""
+    ``view`` calls are ``reshape`` calls, so it runs under ``torch.func.vmap``."""
     graph, env = fx.Graph(), {}
     for node in traced.graph.nodes:
         if node.op == "output":

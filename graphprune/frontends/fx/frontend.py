@@ -43,6 +43,7 @@ from graphprune.frontends.fx.activations import TorchAccess
 from graphprune.frontends.fx.export import ExportError, capture as export_module
 from graphprune.frontends.fx.trace import TorchSource, UntraceableModelError, in_eval_mode, load as trace_module
 from graphprune.methods.cost import Cost, cost
+from graphprune.ir import Graph
 from graphprune.verify.claims import MaskedOriginal, Refitted, Unchanged
 from graphprune.verify.result import Drift, Tolerance, Verification, drift
 from graphprune.verify.torch import OPSET, run_eval, seeded_inputs, verify
@@ -83,10 +84,10 @@ class TorchPruneResult:
         return io.write_bytes_atomic(path, buffer.getvalue())
 
 
-def module_cost(source: TorchSource) -> Cost:
-    """Parameters as the module counts them (buffers and lowering constants excluded); MACs from the IR."""
-    c = cost(source.graph)
-    return Cost(sum(p.numel() for p in source.module.parameters()), c.macs, c.per_node_macs)
+def module_cost(module: nn.Module, graph: Graph) -> Cost:
+    """Parameters as the module counts them (buffers and lowering constants excluded); MACs from its IR."""
+    c = cost(graph)
+    return Cost(sum(p.numel() for p in module.parameters()), c.macs, c.per_node_macs)
 
 
 def latency_ms(model: nn.Module, inputs: tuple[Any, ...], runs: int = 20, warmup: int = 3) -> float:
@@ -172,11 +173,13 @@ class TorchFrontend(Frontend):
         inputs = seeded_inputs(source.example_inputs, tolerance.seed)
         return drift(run_eval(source.module, inputs), run_eval(model, inputs))
 
-    def cost(self, source: TorchSource, model: nn.Module) -> Cost:
+    def cost(self, source: TorchSource, model: nn.Module, graph: Graph | None = None) -> Cost:
         if model is source.module:
-            return module_cost(source)
-        again = export_module if source.capture == "torch.export" else trace_module
-        return module_cost(again(model, source.example_inputs))
+            return module_cost(model, source.graph)
+        if graph is None:
+            again = export_module if source.capture == "torch.export" else trace_module
+            graph = again(model, source.example_inputs).graph
+        return module_cost(model, graph)
 
     def latency(self, source: TorchSource, before, after, seed: int, threads: int = 0) -> dict[str, Any]:
         inputs = seeded_inputs(source.example_inputs, seed)

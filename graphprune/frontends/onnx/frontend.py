@@ -121,8 +121,8 @@ class OnnxFrontend(Frontend):
         feeds = seeded_inputs(source.model, source.input_shapes, tolerance.seed)
         return drift(run(session(source.model, once=True), feeds), run(session(model, once=True), feeds))
 
-    def cost(self, source: LoadedModel, model: onnx.ModelProto) -> Cost:
-        return cost(source.graph if model is source.model else to_ir(model))
+    def cost(self, source: LoadedModel, model: onnx.ModelProto, graph: Graph | None = None) -> Cost:
+        return cost(source.graph if model is source.model else graph or to_ir(model))
 
     def access(self, source: LoadedModel) -> OnnxAccess:
         return OnnxAccess(source.input_shapes)
