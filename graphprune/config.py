@@ -99,8 +99,9 @@ class PruneConfig:
 
     def method_options(self, given: Mapping[str, Any], fields: Mapping[str, dataclasses.Field]) -> dict[str, Options]:
         """Each method's record from ``given``. Every record is built, so every given value is validated; the
-        records of the pipeline's methods are kept (and their ``require`` run). A value no kept record reads is
-        ignored, or refused when its option says so."""
+        records of the pipeline's methods are kept (and their ``require`` run). A value other than its default that
+        no kept record reads is refused (``--reconstruct`` with SiPP was run without refitting and said nothing),
+        with the option's own message where it has one."""
         built = {name: m.options(**{k: v for k, v in given.items() if k in names(m.options)})
                  for name, m in METHODS.items()}
         chain = (self.method, *self.then)
@@ -108,9 +109,10 @@ class PruneConfig:
         for name, value in given.items():
             f = fields[name]
             read = any(name in names(METHODS[m].options) for m in chain)
-            if not read and f.metadata.get("unused") and not is_default(value, default_of(f)):
+            if not read and not is_default(value, default_of(f)):
                 readers = ", ".join(m for m, spec in METHODS.items() if name in names(spec.options))
-                raise UsageError(f.metadata["unused"].format(method=self.method, flag=flag(name), readers=readers))
+                message = f.metadata.get("unused") or "{flag} is read by {readers}, not by '{method}'"
+                raise UsageError(message.format(method="' / '".join(chain), flag=flag(name), readers=readers))
         return {name: METHODS[name].require(opts) if METHODS[name].require else opts for name, opts in kept.items()}
 
     def __getattr__(self, name: str) -> Any:

@@ -246,6 +246,22 @@ def test_refit_options_without_reconstruct_are_refused(option):
         graphprune.config.PruneConfig(**option)
 
 
+@pytest.mark.parametrize("options, message", [
+    (dict(method="sipp", reconstruct=True), "--reconstruct is read by magnitude, random, sampling, bn_scale, not by 'sipp'"),
+    (dict(method="lowrank", reconstruct=True), "not by 'lowrank'"),
+    (dict(method="lowrank", budget="params"), "--budget is read by .*, not by 'lowrank'"),
+    (dict(method="sampling", scope="global"), "--scope is read by .*, not by 'sampling'"),
+])
+def test_an_option_no_method_of_the_pipeline_reads_is_refused(options, message):
+    """Not ignored: SiPP with --reconstruct ran without refitting and said nothing."""
+    with pytest.raises(UsageError, match=message):
+        graphprune.config.PruneConfig(**options)
+
+
+def test_an_option_a_later_method_reads_is_accepted():
+    assert graphprune.config.PruneConfig(method="magnitude", then=("lowrank",), reconstruct=True).reconstruct
+
+
 @pytest.mark.parametrize("points", [0, 2.5])
 def test_bad_reconstruct_points_are_refused(points):
     with pytest.raises(UsageError, match="reconstruct points"):
