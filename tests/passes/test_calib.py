@@ -129,3 +129,100 @@ def test_a_labels_array_is_ignored_by_input_only_methods():
     arrays = {"input": np.zeros((4, 3), np.float32), "labels": np.zeros(4, np.int64)}
     out = validate(arrays, {"input": ((1, 3), np.dtype(np.float32))}, "calib.npz")
     assert set(out) == {"input"}
+
+
+# ---- the run one batch ahead (calib.ahead) -------------------------------------------------------------
+
+
+def calibration_threads():
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "graphprune-calibration"]
+
+
+def test_ahead_gives_the_plain_loop_in_order_and_bounds_what_is_alive():
+    import threading
+    import time
+
+    from graphprune.methods.calib import ahead
+
+    alive, most, lock = [0], [0], threading.Lock()
+
+    def slow(i):  # uneven run times, so a reordering or a lost item would show
+        time.sleep(0.002 * (i % 3))
+        with lock:
+            alive[0] += 1
+            most[0] = max(most[0], alive[0])
+        return i * i
+
+    got = []
+    for v in ahead(slow, range(20)):
+        time.sleep(0.001 * (v % 2))
+        got.append(v)
+        with lock:
+            alive[0] -= 1  # the caller is done with it
+    assert got == [i * i for i in range(20)]
+    assert most[0] <= 2  # the caller's result and the one being made: two batches of memory
+    assert not calibration_threads()
+
+
+def test_gather_gives_exactly_the_plain_loop(source):
+    from graphprune.methods.calib import OnnxAccess
+
+    name = next(n.inputs[0] for n in source.graph.nodes if n.op in ("Gemm", "MatMul"))
+    calib = prepare(points(23, seed=5), source)
+    seen = []
+    gather(source.model, [name], calib, lambda v: seen.append(v[name].copy()), input_shapes=source.input_shapes,
+           batch_size=4, progress=False)
+    runner = OnnxAccess(source.input_shapes).activations(source.model, [name])
+    plain = [runner.run(b)[name] for b in calib.batches(4)]
+    assert len(seen) == len(plain) == 6
+    for a, b in zip(seen, plain):
+        np.testing.assert_array_equal(a, b)  # the same values, bit for bit, in the same order
+
+
+class FailingAccess:
+    """An access whose runner fails on its third batch, as onnxruntime's failures reach the caller."""
+
+    def __init__(self, error):
+        self.error = error
+
+    def activations(self, model, names):
+        access = self
+
+        class Runner:
+            calls = 0
+
+            def run(self, batch):
+                self.calls += 1
+                if self.calls == 3:
+                    raise access.error
+                return {"x": batch["input"]}
+
+        return Runner()
+
+
+def test_an_error_in_a_batch_surfaces_as_its_typed_error(source):
+    from graphprune.errors import VerificationError
+
+    error = VerificationError("onnxruntime failed to run the model: boom")
+    seen = []
+    with pytest.raises(VerificationError, match="boom") as info:
+        gather(source.model, ["x"], prepare(points(10), source), lambda v: seen.append(len(v["x"])),
+               input_shapes=source.input_shapes, batch_size=2, progress=False, access=FailingAccess(error))
+    assert info.value is error and seen == [2, 2]  # the batches before it were reduced, in order
+    assert not calibration_threads()
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, ValueError])
+def test_the_caller_stopping_stops_the_thread(source, stop):
+    calls = []
+
+    def on_batch(values):
+        calls.append(1)
+        raise stop()
+
+    with pytest.raises(stop):
+        gather(source.model, ["input"], prepare(points(12), source), on_batch, input_shapes=source.input_shapes,
+               batch_size=2, progress=False)
+    assert calls == [1] and not calibration_threads()  # joined, not left running the model
