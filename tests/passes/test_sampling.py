@@ -77,6 +77,35 @@ def test_conv_sensitivity_matches_the_definition(stride, pad):
     np.testing.assert_allclose(s, brute_force_conv_sensitivity(x, w, stride, pad), rtol=1e-5)
 
 
+def padded_window_rows(x, layer, pos):
+    """Im2col rows by the definition: the zero-padded input, each chosen patch's window, channel by channel."""
+    xp = np.pad(x, [(0, 0), (0, 0), *layer.pads])
+    rows = []
+    for b in range(len(x)):
+        for p in pos:
+            start = [o * s for o, s in zip(np.unravel_index(p, layer.out_spatial), layer.strides)]
+            window = tuple(slice(st, st + d * (k - 1) + 1, d) for st, k, d in zip(start, layer.kernel, layer.dilations))
+            rows.append(xp[(b, slice(None)) + window].reshape(layer.groups, -1))
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("spatial,kernel,stride,dilation,pads,groups", [
+    ((7, 6), (3, 3), (1, 1), (1, 1), ((1, 1), (1, 1)), 1),
+    ((7, 6), (3, 2), (2, 1), (1, 2), ((2, 0), (0, 1)), 2),  # asymmetric pads, mixed strides and dilations
+    ((9,), (5,), (2,), (1,), ((2, 2),), 4),
+    ((4, 5, 3), (1, 3, 3), (1, 2, 1), (1, 1, 1), ((0, 0), (1, 1), (1, 1)), 1),
+    ((6, 6), (1, 1), (1, 1), (1, 1), ((0, 0), (0, 0)), 1)])
+def test_conv_rows_equal_the_padded_windows(spatial, kernel, stride, dilation, pads, groups):
+    x = np.random.default_rng(2).standard_normal((3, 4, *spatial)).astype(np.float32)
+    out = tuple((i + lo + hi - d * (k - 1) - 1) // s + 1
+                for i, (lo, hi), d, k, s in zip(spatial, pads, dilation, kernel, stride))
+    layer = Layer("conv", "Conv", "x", 1, "w", 1, groups, kernel, stride, pads, dilation, out, int(np.prod(out)))
+    for max_patches in (None, 3):
+        rows, pos = layer.rows_at(x, np.random.default_rng(0), max_patches)
+        want = padded_window_rows(x, layer, np.arange(int(np.prod(out))) if pos is None else pos)
+        np.testing.assert_array_equal(rows, want)  # copies of the input and zeros: the same bits
+
+
 def test_sample_size_formulas_by_hand():
     a = alpha(3, 9, 1e-16)
     assert a == pytest.approx(6 * math.log(8 * 4 * 9 / 1e-16))
