@@ -226,3 +226,18 @@ def test_the_caller_stopping_stops_the_thread(source, stop):
         gather(source.model, ["input"], prepare(points(12), source), on_batch, input_shapes=source.input_shapes,
                batch_size=2, progress=False)
     assert calls == [1] and not calibration_threads()  # joined, not left running the model
+
+
+def test_the_first_batch_runs_once(exported):
+    from graphprune.methods.calib import ActivationRunner
+
+    src = graphprune.api.load(exported("plain_cnn", "legacy"))
+    name = next(n.inputs[0] for n in src.graph.nodes if n.op in ("Gemm", "MatMul"))
+    runner = ActivationRunner(src.model, [name], src.input_shapes)
+    calls = []
+    relaxed = runner.run_relaxed
+    runner.run_relaxed = lambda batch: calls.append(len(next(iter(batch.values())))) or relaxed(batch)
+    x = points(5)
+    got = runner.run({"input": x})[name]
+    assert runner.mode == "relaxed" and calls == [5, 1]  # the trial's run of the batch is its result; then the head
+    np.testing.assert_array_equal(got, relaxed({"input": x})[name])
