@@ -131,39 +131,7 @@ def test_a_labels_array_is_ignored_by_input_only_methods():
     assert set(out) == {"input"}
 
 
-# ---- the run one batch ahead (calib.ahead) -------------------------------------------------------------
-
-
-def calibration_threads():
-    import threading
-
-    return [t for t in threading.enumerate() if t.name == "graphprune-calibration"]
-
-
-def test_ahead_gives_the_plain_loop_in_order_and_bounds_what_is_alive():
-    import threading
-    import time
-
-    from graphprune.methods.calib import ahead
-
-    alive, most, lock = [0], [0], threading.Lock()
-
-    def slow(i):  # uneven run times, so a reordering or a lost item would show
-        time.sleep(0.002 * (i % 3))
-        with lock:
-            alive[0] += 1
-            most[0] = max(most[0], alive[0])
-        return i * i
-
-    got = []
-    for v in ahead(slow, range(20)):
-        time.sleep(0.001 * (v % 2))
-        got.append(v)
-        with lock:
-            alive[0] -= 1  # the caller is done with it
-    assert got == [i * i for i in range(20)]
-    assert most[0] <= 2  # the caller's result and the one being made: two batches of memory
-    assert not calibration_threads()
+# ---- gather: batch by batch, in order, errors typed ----------------------------------------------------
 
 
 def test_gather_gives_exactly_the_plain_loop(source):
@@ -211,21 +179,6 @@ def test_an_error_in_a_batch_surfaces_as_its_typed_error(source):
         gather(source.model, ["x"], prepare(points(10), source), lambda v: seen.append(len(v["x"])),
                input_shapes=source.input_shapes, batch_size=2, progress=False, access=FailingAccess(error))
     assert info.value is error and seen == [2, 2]  # the batches before it were reduced, in order
-    assert not calibration_threads()
-
-
-@pytest.mark.parametrize("stop", [KeyboardInterrupt, ValueError])
-def test_the_caller_stopping_stops_the_thread(source, stop):
-    calls = []
-
-    def on_batch(values):
-        calls.append(1)
-        raise stop()
-
-    with pytest.raises(stop):
-        gather(source.model, ["input"], prepare(points(12), source), on_batch, input_shapes=source.input_shapes,
-               batch_size=2, progress=False)
-    assert calls == [1] and not calibration_threads()  # joined, not left running the model
 
 
 def test_the_first_batch_runs_once(exported):
