@@ -228,18 +228,28 @@ def prepare(data: CalibData | None, source, *, max_points: int = 256, seed: int 
     return Calibration(MappingProxyType(checked), False, described).head(max_points)
 
 
+RANDOM_CHUNK = 1 << 22  # elements drawn at once for data-free points: the draws are float64 / int64, 8 bytes each
+
+
 def random_calibration(inputs: Mapping[str, tuple[tuple[int, ...], np.dtype]], n: int, seed: int) -> Calibration:
-    """``n`` seeded points per input: standard normal floats, small non-negative integers, random bools."""
+    """``n`` seeded points per input: standard normal floats, small non-negative integers, random bools.
+
+    Drawn a few points at a time into the array of the input's own dtype: the same values as one draw of all
+    (the generator's stream does not depend on how it is cut), without a float64 copy of every point at once
+    (512 points of an 800 × 608 detector: 6 GB of float64 beside the 3 GB kept)."""
     rng = np.random.default_rng(seed)
     out = {}
     for name, (shape, dtype) in inputs.items():
-        full = (n, *shape[1:])
-        if kind(dtype) == "f":
-            out[name] = rng.standard_normal(full).astype(dtype)
-        elif kind(dtype) == "b":
-            out[name] = rng.random(full) < 0.5
-        else:
-            out[name] = rng.integers(0, 2, full).astype(dtype)
+        out[name] = np.empty((n, *shape[1:]), bool if kind(dtype) == "b" else dtype)
+        step = max(1, RANDOM_CHUNK // max(1, int(np.prod(shape[1:], dtype=np.int64))))
+        for start in range(0, n, step):
+            part = (min(step, n - start), *shape[1:])
+            if kind(dtype) == "f":
+                out[name][start:start + step] = rng.standard_normal(part)
+            elif kind(dtype) == "b":
+                out[name][start:start + step] = rng.random(part) < 0.5
+            else:
+                out[name][start:start + step] = rng.integers(0, 2, part)
     return Calibration(MappingProxyType(out), True, "random (data-free)")
 
 

@@ -194,3 +194,20 @@ def test_the_first_batch_runs_once(exported):
     got = runner.run({"input": x})[name]
     assert runner.mode == "relaxed" and calls == [5, 1]  # the trial's run of the batch is its result; then the head
     np.testing.assert_array_equal(got, relaxed({"input": x})[name])
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 22])
+def test_data_free_points_drawn_in_chunks_are_those_of_one_draw(monkeypatch, chunk):
+    """A few points at a time (no float64 copy of all of them): the values of drawing every point at once."""
+    from graphprune.methods import calib as module
+
+    monkeypatch.setattr(module, "RANDOM_CHUNK", chunk)
+    inputs = {"x": ((1, 3, 4, 4), np.dtype(np.float32)), "h": ((1, 5), np.dtype(np.float16)),
+              "ids": ((1, 6), np.dtype(np.int64)), "mask": ((1, 6), np.dtype(bool))}
+    got = module.random_calibration(inputs, 9, seed=3).inputs
+    rng = np.random.default_rng(3)
+    want = {"x": rng.standard_normal((9, 3, 4, 4)).astype(np.float32),
+            "h": rng.standard_normal((9, 5)).astype(np.float16),
+            "ids": rng.integers(0, 2, (9, 6)).astype(np.int64), "mask": rng.random((9, 6)) < 0.5}
+    for name, value in want.items():
+        assert got[name].dtype == value.dtype and np.array_equal(got[name], value), name
