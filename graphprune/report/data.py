@@ -382,7 +382,7 @@ def run_cost(run) -> RunCost:
     after = frontend.cost(source, state.model, state.model_graph) if run.modified else before
     after_graph = None
     if run.modified and frontend.layer_table:
-        after_graph = state.model_graph or frontend.graph_after(source, state.model)
+        after_graph = state.model_graph if state.model_graph is not None else frontend.graph_after(source, state.model)
     return RunCost(before, after, after_graph)
 
 

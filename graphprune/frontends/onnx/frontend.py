@@ -122,7 +122,9 @@ class OnnxFrontend(Frontend):
         return drift(run(session(source.model, once=True), feeds), run(session(model, once=True), feeds))
 
     def cost(self, source: LoadedModel, model: onnx.ModelProto, graph: Graph | None = None) -> Cost:
-        return cost(source.graph if model is source.model else graph or to_ir(model))
+        if model is source.model:
+            return cost(source.graph)
+        return cost(graph if graph is not None else to_ir(model))
 
     def access(self, source: LoadedModel) -> OnnxAccess:
         return OnnxAccess(source.input_shapes)
