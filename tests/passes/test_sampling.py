@@ -354,12 +354,10 @@ def test_fast_channel_sensitivity_equals_the_definition(shape):
     np.testing.assert_allclose(fast, direct, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("dense", [0.0, 1.1])
-def test_bounded_max_with_a_floor_equals_the_definition(monkeypatch, dense):
-    # both ways of step (2) of bounded_max (whole arrays / pair by pair), and the floor carried across batches
+def test_bounded_max_with_a_floor_equals_the_definition():
+    # the floor carried across batches, dead inputs in one of them
     import graphprune.methods.sensitivity as sens
 
-    monkeypatch.setattr(sens, "DENSE_PAIRS", dense)
     rng = np.random.default_rng(7)
     g, f, d, kappa = 2, 24, 36, 9
     w = rng.normal(size=(g, f, d)).astype(np.float32)
@@ -372,4 +370,50 @@ def test_bounded_max_with_a_floor_equals_the_definition(monkeypatch, dense):
         floor = channel_sensitivity(rows, w, kappa, signed, floor=floor)
     direct = sens.channel_sensitivity_direct(np.concatenate(batches), w, kappa)
     np.testing.assert_allclose(floor, direct, rtol=1e-5, atol=1e-7)
-    assert np.array_equal(signed[0].bt, np.maximum(w, 0).transpose(0, 2, 1))  # largest() restored what it marked
+    assert np.array_equal(signed[0].bt, np.maximum(w, 0).transpose(0, 2, 1))
+
+
+def brute_max_product(rows, a, bt, kappa):
+    """max over rows, filters and a channel's columns of x · (a · b), every product taken, in the rows' dtype."""
+    g, r, f = a.shape
+    d = rows.shape[2]
+    out = np.zeros((g, d), np.float32)
+    for gi in range(g):
+        ab = a[gi][:, None, :] * bt[gi][None]  # (R, D, F), float32
+        out[gi] = (rows[:, gi, :, None] * ab).max(axis=(0, 2))
+    return out.reshape(g, d // kappa, kappa).max(-1).reshape(-1)
+
+
+@pytest.mark.parametrize("case", [
+    dict(r=300, g=1, f=64, d=40, kappa=1),  # more filters than the tops: full scans
+    dict(r=200, g=3, f=12, d=18, kappa=9),  # fewer filters than TOP_FILTERS, conv groups, 3x3 channels
+    dict(r=400, g=1, f=48, d=30, kappa=3, flat=True),  # equal-magnitude weights: the bound prunes little
+    dict(r=150, g=2, f=20, d=16, kappa=1, ties=True),  # repeated values in a column and a row
+    dict(r=100, g=1, f=32, d=24, kappa=1, dtype=np.float64),  # a double model's rows
+    dict(r=64, g=1, f=16, d=8, kappa=1, dead=True),  # rows of zeros and rows whose z is all below eps
+])
+def test_compiled_max_product_is_exactly_every_product_taken(case):
+    # the kernel's bounds skip products; a skipped product that was the max would change a bit here
+    import graphprune.methods.sensitivity as sens
+
+    rng = np.random.default_rng(case["r"] + case["f"])
+    g, f, d, kappa = case["g"], case["f"], case["d"], case["kappa"]
+    w = rng.normal(size=(g, f, d)).astype(np.float32)
+    if case.get("flat"):
+        w = np.sign(w).astype(np.float32)
+    if case.get("ties"):
+        w = np.round(w * 2) / 2
+    rows = np.abs(rng.normal(size=(case["r"], g, d))).astype(case.get("dtype", np.float32))
+    rows[rng.random(rows.shape) < 0.4] = 0
+    if case.get("dead"):
+        rows[::3] = 0
+    if case.get("ties"):
+        rows = np.round(rows * 2) / 2
+    signed = sens.signed_weights(w)
+    got = sens.bounded_max(rows, w, kappa, signed, np.zeros(g * d // kappa, np.float32))
+    want = np.zeros_like(got)
+    for s in signed:
+        a = sens.reciprocals(np.ascontiguousarray(rows), s)
+        want = np.maximum(want, brute_max_product(rows, a, s.bt, kappa))
+    assert np.array_equal(got, want)
+    assert got.max() > 0
