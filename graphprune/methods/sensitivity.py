@@ -315,9 +315,9 @@ def bounded_max(rows: np.ndarray, w: np.ndarray, kappa: int, signed: tuple[Signe
     """``max(floor_c, max over rows r, filters f and columns d of channel c of x_{r,d} · a_{r,f} · b_{f,d})`` for
     both signs (``a = 1/z``, ``b`` of :class:`Signed`), exactly, computing few of the R·F·D products: the
     compiled loop of :func:`graphprune.methods.maxproduct.raise_best`, one call per sign and conv group, after
-    one BLAS product per group for ``z``. Measured on torchvision models: the bound leaves < 1 % of the (row,
-    column) pairs of 3×3 convs and 20-30 % of 1×1 convs to their columns' largest weights, and < 0.01 % and
-    5-10 % to every filter."""
+    one BLAS product per group for ``z``. Measured on resnet50 at 64 px: of 229M (row, column) pairs, 105M
+    with a non-zero input, the first bound leaves 7.1M to their columns' largest weights and 0.04M to every
+    filter."""
     from graphprune.methods.maxproduct import raise_best  # numba loads when a kernel first runs, not on import
 
     g, f, d = w.shape
