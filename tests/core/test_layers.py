@@ -90,6 +90,12 @@ def imports_torch(path: Path) -> bool:
     return bool(re.search(r"^(import torch|from torch[ .])", path.read_text(), re.M))
 
 
+def imports_a_heavy_library(path: Path) -> bool:
+    """torch (an optional extra) or numba (a compiler: ~0.3 s to import, needed only by the sampling kernels),
+    the two a module may import inside a function so that a run which does not use them does not pay for them."""
+    return imports_torch(path) or bool(re.search(r"^(import numba|from numba[ .])", path.read_text(), re.M))
+
+
 def test_imports_form_no_cycle_and_go_down_the_layers():
     mods = modules()
     edges = list(imports(mods))
@@ -99,10 +105,10 @@ def test_imports_form_no_cycle_and_go_down_the_layers():
     assert not upward, f"imports that climb a layer: {upward}"
 
 
-def test_function_level_imports_are_only_the_optional_torch():
+def test_function_level_imports_are_only_the_heavy_optional_ones():
     mods = modules()
     lazy = {(a, b) for a, b, inside in imports(mods) if inside}
-    assert all(imports_torch(mods[b]) for _, b in lazy), sorted(lazy)
+    assert all(imports_a_heavy_library(mods[b]) for _, b in lazy), sorted(lazy)
 
 
 def test_no_submodule_is_shadowed_by_a_name_of_the_package():
