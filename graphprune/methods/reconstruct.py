@@ -24,6 +24,9 @@ pruned weight (a strong ridge leaves the layer as removal left it).
   addend's error (original at the kept channels − the model refitted so far) over the BatchNorm's gain, so it
   also absorbs the shortcut's error. Only where the other addend is final when its wave runs (of two branches
   meeting at the ``Add``, the one refitted last absorbs the other's error).
+* **ReLU-aware** (:mod:`graphprune.methods.gated_refit`): a layer whose output reaches a ReLU alone (through its
+  BatchNormalization, or through the residual sum it fits) is refitted to what the ReLU passes, not to the
+  values it zeroes; the held-out points choose between that fit, the linear one and the pruned weights.
 * **the intercept** goes where the model already has a place for it: the layer's bias input, else the
   BatchNormalization it feeds alone (``β += γ b / √(σ² + ε)``), else a constant ``Add`` it feeds alone. Without
   one, the weights are refitted without intercept (uncentred moments).
@@ -54,6 +57,7 @@ from graphprune.channels.plan import Plan
 from graphprune.channels.rules import Space
 from graphprune.ir import Graph
 from graphprune.methods.calib import OnnxAccess, batch_for
+from graphprune.methods.gated_refit import Gate, GatedRows, gated_error, gated_fit, thresholds
 from graphprune.methods.sensitivity import Layer, layer_of
 
 RIDGE = 1e-3  # λ relative to the mean input variance: enough to make a rank-deficient fit well posed
@@ -98,6 +102,7 @@ class Target:
     removed_x: np.ndarray | None = None  # bias compensation: the original input channels that were removed
     residual: Residual | None = None  # fit the residual sum, not the layer alone (sequential inputs only)
     kept_other: np.ndarray | None = None  # the original channels of ``residual.other`` that were kept
+    gate: Gate | None = None  # the ReLU the output (or its residual sum) reaches: a ReLU-aware refit
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,7 @@ class Refit:
     how: str
     ridge: float | None = None
     held_out: bool = False
+    relu_aware: bool = False  # fitted to what the ReLU after it passes (:mod:`graphprune.methods.gated_refit`)
 
 
 def input_uses(g: Graph) -> dict[str, int]:
@@ -146,9 +152,36 @@ def targets(original: Graph, pruned: Graph, plan: Plan) -> list[Target]:
         refit = uses.get(layer.weight, 0) == 1  # a weight shared with another node: bias compensation only
         residual = residual_of(pruned, node, y_axis)
         kept_other = plan.kept(Space(residual.other, residual.other_axis)) if residual else None
+        gate = gate_of(pruned, y, through_add=residual is not None) if refit else None
         out.append(Target(layer, y, kept_x, plan.kept(Space(y, y_axis)), bias_slot(pruned, node, uses), refit,
-                          removed, residual, kept_other))
+                          removed, residual, kept_other, gate))
     return out
+
+
+def without_residual(t: Target) -> Target:
+    """``t`` fitting its own output: no residual sum, and no gate that lies behind one."""
+    gate = None if t.gate is not None and t.gate.residual else t.gate
+    return dataclasses.replace(t, residual=None, kept_other=None, gate=gate)
+
+
+def gate_of(g: Graph, y: str, through_add: bool) -> Gate | None:
+    """The :class:`~graphprune.methods.gated_refit.Gate` of the layer writing ``y`` (kept channels): ``y`` →
+    [constant BatchNormalization] → [Add, when ``through_add``] → Relu, each the sole reader of what comes
+    before; None for any other path."""
+    nxt, width = sole_reader(g, y), (g.shape(y) or (0, 0))[1]
+    gain, tau = np.ones(width), np.zeros(width)
+    if nxt is not None and (bn := bn_gain(g, nxt, y)) is not None:
+        beta, mean = nxt.inputs[2], nxt.inputs[3]
+        if not (g.is_const(beta) and g.is_const(mean)):
+            return None
+        gain = bn
+        tau = g.value(mean).astype(np.float64) - g.value(beta).astype(np.float64) / gain
+        nxt = sole_reader(g, nxt.outputs[0])
+    if through_add:
+        nxt = sole_reader(g, nxt.outputs[0]) if nxt is not None and nxt.op == "Add" else None
+    if nxt is None or nxt.op != "Relu" or len(gain) != width or np.any(gain == 0):
+        return None
+    return Gate(tau, np.sign(gain), gain, through_add)
 
 
 def residual_of(g: Graph, node, y_axis: int) -> Residual | None:
@@ -235,6 +268,14 @@ class Moments:
     def energy(self) -> float:
         return float(self.yy.sum() / max(self.n, 1))
 
+    def shifted(self, dy: np.ndarray, dxy: np.ndarray) -> "Moments":
+        """These moments with every target moved by a change whose sum is ``dy`` (G, F) and whose products with
+        the rows sum to ``dxy`` (G, D, F): what a solve on the moved targets needs (``yy`` is left as it was)."""
+        out = Moments.__new__(Moments)
+        out.n, out.sx, out.xx, out.yy = self.n, self.sx, self.xx, self.yy
+        out.sy, out.xy = self.sy + dy, self.xy + dxy
+        return out
+
     def solve(self, ridge: float, intercept: bool, prior: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Ridge least squares: (w (G, D, F), b (G, F)); b is 0 without ``intercept``. The ridge pulls ``w``
         towards ``prior`` (G, D, F; zero when None): ``(Cxx + λI) w = Cxy + λ prior``."""
@@ -256,34 +297,42 @@ class Accumulator:
     """One target's moments, fed batch by batch with the activations of its input and its original output: the
     rows of the fitted points and of the held-out ones (:func:`held_out`) apart."""
 
-    def __init__(self, target: Target, weight: np.ndarray, seed: int):
+    def __init__(self, target: Target, weight: np.ndarray, seed: int, n_points: int = 0):
         self.target = target
         self.w0 = target.layer.matrix(weight).transpose(0, 2, 1).astype(np.float64)  # (G, D, F)
         g, d, f = self.w0.shape
         self.fit, self.held = Moments(g, d, f), Moments(g, d, f)
         self.rng = np.random.default_rng(seed)
+        self.gated = GatedRows(target.gate, n_points, np.random.default_rng(seed + 1)) if target.gate else None
         self.removed_mean: np.ndarray | None = None  # bias compensation: mean of the removed input channels
         self.points = 0
 
     def add(self, x: np.ndarray, y: np.ndarray, x_full: np.ndarray | None = None,
-            shift: np.ndarray | None = None, held: np.ndarray | None = None) -> None:
+            shift: np.ndarray | None = None, held: np.ndarray | None = None, other: np.ndarray | None = None) -> None:
         """``x``: the layer's input with the kept channels only; ``y``: the original output (all channels);
         ``shift``: added to ``y`` at the kept channels (the other addend's error of a residual sum); ``held``: per
         point of the batch, whether it is held out (rows are point-major when axis 0 is the point axis; a layer
-        whose tensors are laid out otherwise fits on every point)."""
+        whose tensors are laid out otherwise fits on every point); ``other``: a residual sum's other addend in
+        the model refitted so far, in the layer's output space (a gate behind the sum reads it)."""
         t = self.target
         if t.kept_y is not None:
             y = np.take(y, t.kept_y, axis=1 if t.layer.op == "Conv" else y.ndim - 1)
         if shift is not None:
             y = y + shift
         rows, pos = t.layer.rows_at(x, self.rng, MAX_PATCHES)
-        out = target_rows(t.layer, y, pos, self.w0.shape[0])
-        if held is None or not held.any() or not len(held) == len(x) == len(y) or len(rows) % len(held):
-            self.fit.add(rows, out)
-        else:
+        groups = self.w0.shape[0]
+        out = target_rows(t.layer, y, pos, groups)
+        mask = np.zeros(len(rows), bool)
+        if held is not None and held.any() and len(held) == len(x) == len(y) and not len(rows) % len(held):
             mask = np.repeat(held, len(rows) // len(held))
+        if mask.any():
             self.fit.add(rows[~mask], out[~mask])
             self.held.add(rows[mask], out[mask])
+        else:
+            self.fit.add(rows, out)
+        if self.gated is not None:
+            side = target_rows(t.layer, other, pos, groups) if other is not None else None
+            self.gated.add(rows, out, thresholds(t.gate, out.shape, side), mask, len(x))
         if x_full is not None and t.removed_x is not None and len(t.removed_x):
             axis = t.layer.x_axis
             moved = np.moveaxis(np.take(x_full, t.removed_x, axis=axis), axis, -1)
@@ -346,13 +395,24 @@ def solve(acc: Accumulator, weights: Mapping[str, np.ndarray], original: Graph, 
     (w, b), error, chosen = ridge_path(fit, judge, np.unique(ridge * RIDGES) if held.n else [ridge], intercept,
                                        acc.w0)
     error /= energy
-    if not np.isfinite(error) or error >= before:
+    relu_aware = False
+    if np.isfinite(error) and (rows := acc.gated and acc.gated.stacked(held=False)) is not None:
+        judged = acc.gated.stacked(held=True) or rows  # after the ReLU, on the held-out rows where there are
+        aware = gated_fit(fit, rows, t.gate, w, b, chosen, intercept, acc.w0, acc.gated.rate)
+        fits = [(acc.w0, current_b), (w, b), aware]
+        errors = [gated_error(judged, t.gate, *f) for f in fits]
+        pick = int(np.nanargmin(errors)) if np.isfinite(errors).any() else 0
+        if pick == 0:  # the pruned weights pass through the ReLU best
+            return Refit(layer.node, {}, before, before, "kept")
+        (w, b), relu_aware = fits[pick], pick == 2
+        error = judge.error(w, b) / energy
+    elif not np.isfinite(error) or error >= before:
         return Refit(layer.node, {}, before, before, "kept")
     shape = weights[layer.weight].shape
     values = {layer.weight: layer.unmatrix(w.transpose(0, 2, 1), shape).astype(weights[layer.weight].dtype)}
     if slot is not None:
         values[slot.name] = with_intercept(slot, weights[slot.name], (b - current_b).reshape(-1))
-    return Refit(layer.node, values, before, float(error), "refit", float(chosen), held.n > 0)
+    return Refit(layer.node, values, before, float(error), "refit", float(chosen), held.n > 0, relu_aware)
 
 
 def ridge_path(fit: Moments, judge: Moments, ridges, intercept: bool, prior: np.ndarray):
@@ -409,7 +469,8 @@ def summary(refits: Iterable[Refit]) -> dict:
     refits = list(refits)
     done = [r for r in refits if r.how == "refit"]
     med = (lambda xs: float(np.median(xs)) if xs else None)
-    return {"layers": len(refits), "refitted": len(done), "bias_only": sum(r.how == "bias" for r in refits),
+    return {"layers": len(refits), "refitted": len(done), "relu_aware": sum(r.relu_aware for r in done),
+            "bias_only": sum(r.how == "bias" for r in refits),
             "rejected": sum(r.how == "kept" for r in refits),
             "median_error_before": med([r.error_before for r in done]),
             "median_error_after": med([r.error_after for r in done]),
@@ -436,10 +497,11 @@ def reconstruct(original: Graph, original_model, pruned_model, plan: Plan, calib
         inputs = "sequential" if len(waves) <= MAX_WAVES else "original"
     sequential = inputs == "sequential"
     if not sequential:
-        waves = [[dataclasses.replace(t, residual=None, kept_other=None) for t in todo]]  # no refit state to sum with
+        waves = [[without_residual(t) for t in todo]]  # no refit state to sum with
     model, refits = pruned_model, []
     for k, wave in enumerate(bars.track(waves, "reconstructing", total=len(waves), progress=progress)):
-        accs = [Accumulator(t, weights[t.layer.weight], seed + len(refits) + i) for i, t in enumerate(wave)]
+        accs = [Accumulator(t, weights[t.layer.weight], seed + len(refits) + i, calib.n_points)
+                for i, t in enumerate(wave)]
         feed(accs, original, original_model, model if sequential else None, calib, access)
         done = [solve(acc, weights, original, ridge) for acc in accs]
         values = {name: v for r in done for name, v in r.values.items()}
@@ -470,7 +532,8 @@ def feed(accs: list[Accumulator], original: Graph, original_model, current_model
             t = acc.target
             full = seen[t.layer.x]
             x = now[t.layer.x] if now is not None else np.take(full, t.kept_x, axis=t.layer.x_axis)
-            acc.add(x, seen[t.y], full, residual_shift(t, seen, now), held)
+            other = now[t.residual.other] if now is not None and t.residual is not None else None
+            acc.add(x, seen[t.y], full, residual_shift(t, seen, now), held, other)
 
 
 def residual_shift(t: Target, seen: Mapping[str, np.ndarray], now: Mapping[str, np.ndarray] | None) -> np.ndarray | None:
@@ -514,7 +577,7 @@ def dependency_waves(g: Graph, todo: list[Target]) -> list[list[Target]]:
     for t in todo:
         wave = wave_of[t.layer.node]
         if t.residual is not None and depth.get(t.residual.other, 0) > wave:
-            t = dataclasses.replace(t, residual=None, kept_other=None)
+            t = without_residual(t)
         waves[wave].append(t)
     return [w for w in waves if w]
 
