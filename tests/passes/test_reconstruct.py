@@ -97,7 +97,7 @@ def test_every_eighth_point_is_held_out_of_the_fit():
     assert held_out(10).tolist() == [False] * 7 + [True] + [False] * 2
     assert held_out(3, start=6).tolist() == [False, True, False]
     layer = Layer(node="fc", op="Gemm", x="x", weight="w", x_axis=1, w_axis=1)
-    target = type("T", (), {"layer": layer, "kept_y": None, "removed_x": None, "gate": None})()
+    target = type("T", (), {"layer": layer, "kept_y": None, "removed_x": None, "gate": None, "partner": None})()
     acc = Accumulator(target, np.zeros((3, 5), np.float32), seed=0)
     for start in (0, 12):  # two batches of 12 points: points 7, 15 and 23 are held out
         acc.add(np.ones((12, 5), np.float32), np.ones((12, 3), np.float32), held=held_out(12, start))
@@ -340,10 +340,12 @@ def test_sequential_refit_keeps_more_accuracy_when_much_is_removed():
 # ---- residual sums --------------------------------------------------------------------------------------
 
 
-def residual_add_errors(path, monkeypatch) -> dict[bool, list[float]]:
+def residual_add_errors(path, monkeypatch, modes=(True, False), points: int = 32) -> dict:
     """Relative squared error, against the original at the kept channels, at every residual Add output of the model
-    pruned at 0.5 and refitted sequentially, with the residual targets (True) and with each layer fitted alone
-    (False: ``residual_of`` finds none)."""
+    pruned at 0.5 and refitted sequentially: with the residual targets (True: the layer refitted last absorbs the
+    other addend's error), with each layer fitted alone (False: ``residual_of`` finds none), and with both addends'
+    layers fitted together ("joint", the default). ``points`` calibration points; the errors on a fresh batch when
+    they are more than one batch (32 points: on those points)."""
     from graphprune.api import load
     from graphprune.channels.rules import Space
     from graphprune.frontends.onnx.lower import to_ir
@@ -353,17 +355,20 @@ def residual_add_errors(path, monkeypatch) -> dict[bool, list[float]]:
 
     result = graphprune.prune(path, ratio=0.5, round_to=1, verify="off")
     source, pruned = load(path), to_ir(result.model)
-    calib = random_calibration(model_inputs(source), 32, 0)
+    calib = random_calibration(model_inputs(source), points, 0)
     adds = [n.outputs[0] for n in pruned.nodes if n.op == "Add" and not any(pruned.is_const(i) for i in n.inputs)]
-    batch = next(calib.batches(32))
+    batch = next((calib if points <= 32 else random_calibration(model_inputs(source), 64, 1)).batches(64))
     want = ActivationRunner(source.model, adds, source.input_shapes).run(batch)
     out = {}
-    for keep in (True, False):
+    for keep in modes:
         with monkeypatch.context() as m:
             m.setattr(rc, "gate_of", lambda *a, **k: None)  # the error is taken before the ReLU: linear fits only
+            if keep != "joint":
+                m.setattr(rc, "with_partner", lambda g, t, todo: t)
             if not keep:
                 m.setattr(rc, "residual_of", lambda *a, **k: None)
-            assert any(t.residual for t in rc.targets(source.graph, pruned, result.plan)) == keep
+            assert any(t.residual for t in rc.targets(source.graph, pruned, result.plan)) == bool(keep)
+            assert any(t.partner for t in rc.targets(source.graph, pruned, result.plan)) == (keep == "joint")
             refits, _ = rc.reconstruct(source.graph, source.model, result.model, result.plan, calib,
                                        source.input_shapes, inputs="sequential")
         model = with_values(result.model, {k: v for r in refits for k, v in r.values.items()})
@@ -386,6 +391,39 @@ def test_fitting_the_residual_sum_lowers_the_error_at_the_add(exported, flavour,
     assert len(with_res) == 3
     assert with_res[0] == pytest.approx(alone[0], rel=1e-3, abs=1e-7)  # the first block's shortcut is exact: nothing to absorb
     assert all(a < b * 0.95 for a, b in zip(with_res[1:], alone[1:]))
+
+
+@pytest.mark.parametrize("flavour", ["legacy_bn", pytest.param("legacy", marks=SLOW)])
+def test_fitting_both_addends_together_lowers_the_error_at_the_add(exported, flavour, monkeypatch):
+    # a sum of two refitted layers (the downsampling blocks' conv and shortcut conv) is linear in both weights: one
+    # fit over both inputs' rows can do all the sequential pair does (the shortcut alone, then the conv absorbing
+    # its error) and more
+    errors = residual_add_errors(exported("resnet_basic", flavour), monkeypatch, modes=("joint", True), points=256)
+    joint, sequential = errors["joint"], errors[True]
+    assert joint[0] == pytest.approx(sequential[0], rel=1e-3, abs=1e-7)  # an identity shortcut: no partner
+    assert all(a < b for a, b in zip(joint[1:], sequential[1:])), (joint, sequential)  # random weights: ~2 % lower
+
+
+def test_a_partner_is_the_layer_writing_the_other_addend(exported):
+    from graphprune.api import load
+    from graphprune.frontends.onnx.lower import to_ir
+    from graphprune.methods import reconstruct as rc
+
+    path = exported("resnet_basic", "legacy_bn")
+    result = graphprune.prune(path, ratio=0.5, round_to=1, verify="off")
+    source, pruned = load(path), to_ir(result.model)
+    todo = rc.targets(source.graph, pruned, result.plan)
+    waves = rc.dependency_waves(pruned, todo)
+    pairs = {t.layer.node: t.partner.target.layer.node for w in waves for t in w if t.partner is not None}
+    assert len(pairs) == 2  # the two downsampling blocks (fitted in the wave of the addend refitted last); the
+    # identity shortcut has no layer to fit
+    for node, other in pairs.items():
+        t = next(t for t in todo if t.layer.node == node)
+        add = pruned.consumers[pruned.consumers[t.y][0].outputs[0]][0]
+        assert add.op == "Add" and t.residual.other in add.inputs
+        assert pruned.producers[pruned.producers[t.residual.other].inputs[0]].name == other  # through its BN
+    alone = {t.layer.node for w in waves for t in w}
+    assert not alone & set(pairs.values())  # a partner is fitted in its sum's wave, not on its own
 
 
 def test_residual_shift_is_the_other_addends_error_over_the_bn_gain():
