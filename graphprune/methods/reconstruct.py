@@ -203,10 +203,9 @@ def with_partner(g: Graph, t: Target, todo: list[Target]) -> Target:
             or (t.layer.op == "Conv" and other.layer.out_spatial != t.layer.out_spatial)
             or not np.array_equal(*(k if k is not None else np.arange(len(gain)) for k in (other.kept_y, t.kept_y)))):
         return t
-    width = len(gain)
-    own = current_bias(other, {n: g.value(n) for n in ([other.slot.name] if other.slot else [])}, (1, 0, width))
-    offset = beta + gain * (own.reshape(-1) - mean)
-    return dataclasses.replace(t, partner=Partner(other, gain / res.gain, offset, own.reshape(-1)))
+    slot = {other.slot.name: g.value(other.slot.name)} if other.slot else {}
+    own = current_bias(other, slot, (1, 0, len(gain))).reshape(-1)
+    return dataclasses.replace(t, partner=Partner(other, gain / res.gain, beta + gain * (own - mean), own))
 
 
 def without_residual(t: Target) -> Target:
@@ -375,14 +374,14 @@ class Accumulator:
         the model refitted so far, in the layer's output space (a gate behind the sum reads it); ``partner``:
         the partner's input (model refitted so far) and original output (all channels)."""
         t = self.target
-        axis = 1 if t.layer.op == "Conv" else y.ndim - 1
+        y_axis = 1 if t.layer.op == "Conv" else y.ndim - 1
         if t.kept_y is not None:
-            y = np.take(y, t.kept_y, axis=axis)
+            y = np.take(y, t.kept_y, axis=y_axis)
         if shift is not None:
             y = y + shift
         rows, pos = t.layer.rows_at(x, self.rng, MAX_PATCHES)
         if partner is not None:
-            rows, y = self.with_partner(rows, pos, y, axis, *partner)
+            rows, y = self.with_partner_rows(rows, pos, y, y_axis, *partner)
         groups = self.w0.shape[0]
         out = target_rows(t.layer, y, pos, groups)
         mask = np.zeros(len(rows), bool)
@@ -404,17 +403,16 @@ class Accumulator:
             self.removed_mean = total if self.removed_mean is None else self.removed_mean + total
             self.points += count
 
-
-    def with_partner(self, rows, pos, y, axis, x1, y1):
+    def with_partner_rows(self, rows, pos, y, y_axis, x1, y1):
         """The rows with the partner's at the same points and positions appended, and the target ``y`` with the
         partner's original output added in the target's space (less its held intercept): the sum to fit."""
         p = self.target.partner
         lay = p.target.layer
         more = lay.conv_rows(np.asarray(x1, np.float32), pos) if lay.op == "Conv" else lay.rows_at(x1)[0]
         if p.target.kept_y is not None:
-            y1 = np.take(y1, p.target.kept_y, axis=axis)
+            y1 = np.take(y1, p.target.kept_y, axis=y_axis)
         shape = [1] * y.ndim
-        shape[axis] = -1
+        shape[y_axis] = -1
         y = (y + p.ratio.reshape(shape) * (y1 - p.bias.reshape(shape))).astype(np.float32)
         return np.concatenate([rows, more], axis=2), y
 
