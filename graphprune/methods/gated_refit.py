@@ -14,10 +14,10 @@ above the error after the ReLU at every row, tight at the dead ones; at a live r
 tight, so this is a heuristic descent rather than a strict majorise-minimise: the tight surrogate, which stops
 pulling such rows, did no better on digits (0.956 / 0.971 against 0.962 / 0.969 for magnitude / sampling).)
 Only the right-hand side changes (``Σ x (t − y)``), so a step is one solve against the layer's moments plus a
-product with a seeded sample of its rows, kept while the moments are accumulated (at most ``GATE_ELEMENTS`` input
-entries per layer; a larger layer keeps a uniform share of its rows and scales their sums up). The held-out rows
-judge after the ReLU: the re-targeted fit is kept only where it predicts them better than the linear fit and
-the pruned weights do.
+product with a seeded sample of its rows, kept while the moments are accumulated (at most ``GATE_ELEMENTS``
+entries of inputs, targets and thresholds per layer; a larger layer keeps a uniform share of its rows and scales
+their sums up). The held-out rows judge after the ReLU: the re-targeted fit is kept only where it predicts them
+better than the linear fit and the pruned weights do.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 GATE_STEPS = 4  # majorise-minimise steps: digits_resnet's accuracy at 9 % of its params was the same at 3, 10, 30
-GATE_ELEMENTS = 1 << 22  # input entries (rows × columns) a layer keeps for the steps: 16 MB of float32
+GATE_ELEMENTS = 1 << 22  # entries (rows × (inputs + 2 × outputs)) a layer keeps for the steps: 16 MB of float32
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,8 @@ class GatedRows:
     def add(self, x: np.ndarray, y: np.ndarray, tau: np.ndarray, held: np.ndarray, batch: int) -> None:
         if self.rate is None:
             per_point = max(len(x) // max(batch, 1), 1)
-            self.rate = min(1.0, GATE_ELEMENTS / max(self.n_points * per_point * x.shape[1] * x.shape[2], 1))
+            per_row = x.shape[1] * (x.shape[2] + 2 * y.shape[2])  # inputs, targets and thresholds
+            self.rate = min(1.0, GATE_ELEMENTS / max(self.n_points * per_point * per_row, 1))
         take = self.rng.random(len(x)) < self.rate if self.rate < 1 else np.ones(len(x), bool)
         for part, mask in ((self.fit, take & ~held), (self.held, take & held)):
             if mask.any():
