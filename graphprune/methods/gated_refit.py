@@ -1,10 +1,12 @@
-"""ReLU-aware refits: a layer whose output reaches a ReLU is fitted to what the ReLU lets through.
+"""ReLU-aware refits: a layer whose output reaches a ReLU (or a Clip: ReLU6) is fitted to what it lets through.
 
 A least-squares refit matches the layer's output ``z`` everywhere, also where the original's ReLU outputs 0. There
 any ``ẑ`` below the threshold is exact after the ReLU, and the capacity spent on matching it is lost where it
 counts. Measured on digits_resnet at 9 % of its params (magnitude, 512 points): test accuracy 0.944 → 0.964 with
 the refits of the layers feeding a ReLU (directly, through their BatchNormalization, or through a residual sum)
-made ReLU-aware.
+made ReLU-aware; a torchvision MobileNetV2 (random weights, data-free, ratio 0.5), whose clamps are ReLU6, 0.956 →
+0.964 output cosine on the held-out points with its Clips read as well. A Clip's ceiling is re-targeted as the
+floor is: a row the original saturates owes nothing beyond it.
 
 The fit re-targets where the original is dead: from the linear fit, each step sets the target of a row whose
 original output the ReLU zeroes to ``clamp(ẑ, τ)`` (its current prediction, moved to the threshold if it is on the
@@ -32,14 +34,16 @@ GATE_ELEMENTS = 1 << 22  # entries (rows × (inputs + 2 × outputs)) a layer kee
 
 @dataclass(frozen=True)
 class Gate:
-    """The ReLU a layer's output reaches alone: the original passes the kept output channel ``c`` where
-    ``sign_c · (z_c − tau_c) > 0``, ``z`` the layer's output (before the intercept slot's gain). ``tau`` is
-    ``μ − β · σ / γ`` through a BatchNormalization (0 straight into the ReLU); through a residual sum the other
-    addend moves it per row by ``−other / gain`` (``residual``)."""
+    """The clamp a layer's output reaches alone: ``clip(a, lo, hi)`` of ``a = gain · (z − tau)`` per kept output
+    channel, ``z`` the layer's output (before the intercept slot's gain): a ReLU (``lo = 0``, ``hi = ∞``) or a Clip
+    (ReLU6: 0 and 6). ``gain`` and ``tau`` are a BatchNormalization's ``γ / σ`` and ``μ − β · σ / γ`` (1 and 0
+    straight into the clamp); through a residual sum the other addend moves ``tau`` per row by ``−other / gain``
+    (``residual``)."""
 
     tau: np.ndarray
-    sign: np.ndarray
     gain: np.ndarray
+    lo: float
+    hi: float
     residual: bool
 
 
@@ -81,9 +85,13 @@ def thresholds(gate: Gate, rows_shape: tuple[int, int, int], other: np.ndarray |
     return np.asarray(tau, np.float32)
 
 
-def after_relu(z: np.ndarray, tau: np.ndarray, sign: np.ndarray) -> np.ndarray:
-    """What the ReLU passes, in the layer's output space up to the per-channel gain: ``max(s (z − τ), 0)``."""
-    return np.maximum(sign * (z - tau), 0.0)
+def activated(z: np.ndarray, tau: np.ndarray, gate: Gate) -> np.ndarray:
+    """What the clamp outputs for the layer's output ``z`` (R, G, F) and per-row thresholds ``tau``."""
+    return np.clip(gain_of(gate, z.shape) * (z - tau), gate.lo, gate.hi)
+
+
+def gain_of(gate: Gate, shape: tuple[int, int, int]) -> np.ndarray:
+    return gate.gain.reshape(shape[1], shape[2])
 
 
 def predict(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -91,25 +99,26 @@ def predict(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def gated_error(rows, gate: Gate, w: np.ndarray, b: np.ndarray) -> float:
-    """Mean squared error after the ReLU on ``rows`` (x, y, tau) of the fit ``(w, b)``."""
+    """Mean squared error after the clamp on ``rows`` (x, y, tau) of the fit ``(w, b)``."""
     x, y, tau = rows
-    sign = gate.sign.reshape(w.shape[0], w.shape[2])
-    diff = after_relu(predict(x, w, b), tau, sign) - after_relu(y, tau, sign)
+    diff = activated(predict(x, w, b), tau, gate) - activated(y, tau, gate)
     return float(np.einsum("rgf,rgf->", diff, diff) / max(len(x), 1))
 
 
 def gated_fit(fit, rows, gate: Gate, w: np.ndarray, b: np.ndarray, ridge: float, intercept: bool,
               prior: np.ndarray, rate: float, steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``GATE_STEPS`` re-targeting steps from the linear fit ``(w, b)`` (module docstring): each sets the rows where
-    the original is dead to ``clamp(ẑ, τ)`` and solves again with ``fit``'s moments (a
+    the original is clamped to the prediction held on the clamped side (``min(â, lo)`` below, ``max(â, hi)`` above,
+    in the clamp's space ``a``) and solves again with ``fit``'s moments (a
     :class:`graphprune.methods.reconstruct.Moments`) shifted by the sampled rows' change, scaled by ``1 / rate``."""
     x, y, tau = rows
-    sign = gate.sign.reshape(w.shape[0], w.shape[2])
-    dead = sign * (y - tau) <= 0
+    gain = gain_of(gate, y.shape)
+    a = gain * (y - tau)
+    low, high = a <= gate.lo, a >= gate.hi
     for _ in range(GATE_STEPS if steps is None else steps):
-        pred = predict(x, w, b)
-        clamped = np.where(sign > 0, np.minimum(pred, tau), np.maximum(pred, tau))
-        change = np.where(dead, clamped - y, 0.0) / rate
+        held = gain * (predict(x, w, b) - tau)
+        held = np.where(low, np.minimum(held, gate.lo), np.where(high, np.maximum(held, gate.hi), a))
+        change = np.where(low | high, tau + held / gain - y, 0.0) / rate
         w, b = fit.shifted(change.sum(0), np.einsum("rgd,rgf->gdf", x, change, optimize=True)).solve(
             ridge, intercept, prior=prior)
     return w, b

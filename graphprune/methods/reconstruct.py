@@ -29,9 +29,10 @@ pruned weight (a strong ridge leaves the layer as removal left it).
   target (:class:`Partner`): the sequential pair's solution is one of its candidates. digits_resnet at 9 % of its
   params: relative error at those sums 0.385 / 0.197 → 0.237 / 0.119 (magnitude), sampling's test accuracy
   0.969 → 0.973.
-* **ReLU-aware** (:mod:`graphprune.methods.gated_refit`): a layer whose output reaches a ReLU alone (through its
-  BatchNormalization, or through the residual sum it fits) is refitted to what the ReLU passes, not to the
-  values it zeroes; the held-out points choose between that fit, the linear one and the pruned weights.
+* **ReLU-aware** (:mod:`graphprune.methods.gated_refit`): a layer whose output reaches a ReLU or a Clip (ReLU6)
+  alone (through its BatchNormalization, or through the residual sum it fits) is refitted to what the clamp
+  passes, not to the values it clamps; the held-out points choose between that fit, the linear one and the pruned
+  weights.
 * **the intercept** goes where the model already has a place for it: the layer's bias input, else the
   BatchNormalization it feeds alone (``β += γ b / √(σ² + ε)``), else a constant ``Add`` it feeds alone. Without
   one, the weights are refitted without intercept (uncentred moments).
@@ -109,7 +110,7 @@ class Partner:
         """The target's gate behind the sum with this addend fitted in: a threshold per channel, no longer per row."""
         if gate is None:
             return None
-        return Gate(gate.tau - self.offset / gate.gain, gate.sign, gate.gain, False)
+        return Gate(gate.tau - self.offset / gate.gain, gate.gain, gate.lo, gate.hi, False)
 
 
 @dataclass(frozen=True)
@@ -216,8 +217,8 @@ def without_residual(t: Target) -> Target:
 
 def gate_of(g: Graph, y: str, through_add: bool) -> Gate | None:
     """The :class:`~graphprune.methods.gated_refit.Gate` of the layer writing ``y`` (kept channels): ``y`` →
-    [constant BatchNormalization] → [Add, when ``through_add``] → Relu, each the sole reader of what comes
-    before; None for any other path."""
+    [constant BatchNormalization] → [Add, when ``through_add``] → Relu or Clip with constant bounds, each the sole
+    reader of what comes before; None for any other path."""
     nxt, width = sole_reader(g, y), (g.shape(y) or (0, 0))[1]
     gain, tau = np.ones(width), np.zeros(width)
     if nxt is not None and (bn := bn_gain(g, nxt, y)) is not None:
@@ -229,9 +230,25 @@ def gate_of(g: Graph, y: str, through_add: bool) -> Gate | None:
         nxt = sole_reader(g, nxt.outputs[0])
     if through_add:
         nxt = sole_reader(g, nxt.outputs[0]) if nxt is not None and nxt.op == "Add" else None
-    if nxt is None or nxt.op != "Relu" or len(gain) != width or np.any(gain == 0):
+    bounds = clamp_bounds(g, nxt)
+    if bounds is None or len(gain) != width or np.any(gain == 0):
         return None
-    return Gate(tau, np.sign(gain), gain, through_add)
+    return Gate(tau, gain, *bounds, through_add)
+
+
+def clamp_bounds(g: Graph, node) -> tuple[float, float] | None:
+    """(lo, hi) of a Relu (0, ∞) or a Clip with constant bounds (inputs from opset 11, attributes before); None
+    for any other node or a Clip that clamps nothing."""
+    if node is None or node.op not in ("Relu", "Clip"):
+        return None
+    if node.op == "Relu":
+        return 0.0, np.inf
+    given = (node.input(1), node.input(2))
+    if any(name is not None and not g.is_const(name) for name in given):
+        return None
+    lo, hi = (float(np.asarray(g.value(name)).reshape(-1)[0]) if name is not None else float(node.attr(key, default))
+              for name, key, default in zip(given, ("min", "max"), (-np.inf, np.inf)))
+    return (lo, hi) if np.isfinite(lo) or np.isfinite(hi) else None
 
 
 def residual_of(g: Graph, node, y_axis: int) -> Residual | None:

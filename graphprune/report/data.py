@@ -286,7 +286,7 @@ def reconstruct_line(s: Mapping[str, Any]) -> str:
     calib = s.get("calibration", {})
     data = "data-free random inputs" if calib.get("data_free") else "calibration inputs"
     line = (f"reconstructed: {s['refitted']} of {s['layers']} layers refitted"
-            + (f" ({s['relu_aware']} to what the ReLU after them passes)" if s.get("relu_aware") else "")
+            + (f" ({s['relu_aware']} to what the ReLU / Clip after them passes)" if s.get("relu_aware") else "")
             + (f", {s['bias_only']} bias-compensated" if s.get("bias_only") else "")
             + (f", {s['rejected']} left as pruned (no better fit)" if s.get("rejected") else "")
             + f" on {calib.get('points', '?')} {data}")

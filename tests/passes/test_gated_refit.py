@@ -16,14 +16,15 @@ from onnx import TensorProto, helper, numpy_helper
 import graphprune
 from graphprune.frontends.onnx.lower import to_ir
 from graphprune.methods import reconstruct as rc
-from graphprune.methods.gated_refit import Gate, after_relu, gated_error, gated_fit, thresholds
+from graphprune.methods.gated_refit import Gate, activated, gated_error, gated_fit, thresholds
 from graphprune.methods.reconstruct import Moments, gate_of
 
 C = 4
 
 
 def graph(tail: str) -> onnx.ModelProto:
-    """x → Conv(1×1, C channels) → z → [BN] → [Add other] → Relu; the BN's γ has a negative entry."""
+    """x → Conv(1×1, C channels) → z → [BN] → [Add other] → Relu (Clip(0, 6): ``clip``; Sigmoid: ``sigmoid``); the
+    BN's γ has a negative entry."""
     rng = np.random.default_rng(0)
     init = [numpy_helper.from_array(rng.normal(size=(C, 3, 1, 1)).astype(np.float32), "w")]
     nodes = [helper.make_node("Conv", ["x", "w"], ["z"])]
@@ -40,8 +41,11 @@ def graph(tail: str) -> onnx.ModelProto:
         inputs.append(helper.make_tensor_value_info("other", TensorProto.FLOAT, [2, C, 5, 5]))
         nodes.append(helper.make_node("Add", [cur, "other"], ["s"]))
         cur = "s"
-    act = "Sigmoid" if "sigmoid" in tail else "Relu"
-    nodes.append(helper.make_node(act, [cur], ["out"]))
+    if "clip" in tail:  # ReLU6 as the exporters write it: bounds as constant inputs
+        init += [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("lo", 0.0), ("hi", 6.0))]
+        nodes.append(helper.make_node("Clip", [cur, "lo", "hi"], ["out"]))
+    else:
+        nodes.append(helper.make_node("Sigmoid" if "sigmoid" in tail else "Relu", [cur], ["out"]))
     g = helper.make_graph(nodes, "gate", inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], init)
     return onnx.shape_inference.infer_shapes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
 
@@ -55,29 +59,26 @@ def run_with(model: onnx.ModelProto, feed: dict, names: list[str]) -> dict:
     return dict(zip([o.name for o in probe.graph.output], sess.run(None, feed)))
 
 
-@pytest.mark.parametrize("tail", ["bn", "bn_add", "plain", "add"])
-def test_the_gate_opens_exactly_where_the_relu_passes(tail):
+@pytest.mark.parametrize("tail", ["bn", "bn_add", "plain", "add", "bn_clip", "bn_add_clip"])
+def test_the_gate_computes_what_onnxruntime_outputs(tail):
     model = graph(tail)
     g = to_ir(model)
     gate = gate_of(g, "z", through_add="add" in tail)
     assert isinstance(gate, Gate)
     rng = np.random.default_rng(1)
-    feed = {"x": rng.normal(size=(2, 3, 5, 5)).astype(np.float32)}
+    feed = {"x": 4 * rng.normal(size=(2, 3, 5, 5)).astype(np.float32)}  # wide enough to reach ReLU6's ceiling
     if "add" in tail:
         feed["other"] = rng.normal(size=(2, C, 5, 5)).astype(np.float32)
-    relu = next(n for n in model.graph.node if n.op_type == "Relu")
-    got = run_with(model, feed, ["z"] + ([relu.input[0]] if relu.input[0] != "z" else []))
-    relu_in = got[relu.input[0]]
+    got = run_with(model, feed, ["z", "out"])
     rows = lambda a: np.moveaxis(a, 1, -1).reshape(-1, 1, C)  # (R, G=1, F) as the refit lays them out
     other = rows(feed["other"]) if "add" in tail else None
-    tau = thresholds(gate, rows(got["z"]).shape, other)
-    opens = gate.sign.reshape(1, C) * (rows(got["z"])[:, 0] - tau[:, 0]) > 0
-    far = np.abs(rows(relu_in)[:, 0]) > 1e-4  # away from the threshold, where rounding cannot decide
-    assert far.mean() > 0.9
-    np.testing.assert_array_equal(opens[far], rows(relu_in)[:, 0][far] > 0)
+    z = rows(got["z"]).astype(np.float64)
+    out = activated(z, thresholds(gate, z.shape, other), gate)
+    np.testing.assert_allclose(out, rows(got["out"]), rtol=1e-5, atol=1e-5)
+    assert (out == 0).mean() > 0.2 and ((out == 6).mean() > 0.05 if "clip" in tail else gate.hi == np.inf)
 
 
-def test_no_gate_without_a_relu_or_behind_an_unexpected_sum():
+def test_no_gate_without_a_clamp_or_behind_an_unexpected_sum():
     assert gate_of(to_ir(graph("bn_sigmoid")), "z", through_add=False) is None
     assert gate_of(to_ir(graph("bn_add")), "z", through_add=False) is None  # a sum the refit does not fit
     assert gate_of(to_ir(graph("bn")), "z", through_add=True) is None
@@ -93,7 +94,7 @@ def synthetic(rng, r=4000, d=6, f=5):
 def test_re_targeting_the_dead_rows_lowers_the_error_after_the_relu():
     rng = np.random.default_rng(0)
     x, y = synthetic(rng)
-    gate = Gate(np.zeros(5), np.array([1.0, -1, 1, 1, -1]), np.ones(5), False)
+    gate = Gate(np.zeros(5), np.array([1.0, -1, 1, 1, -1]), 0.0, np.inf, False)
     tau = np.zeros_like(y)
     m = Moments(1, x.shape[2], y.shape[2])
     m.add(x, y)
@@ -103,17 +104,34 @@ def test_re_targeting_the_dead_rows_lowers_the_error_after_the_relu():
     aware = gated_error((x, y, tau), gate, *gated_fit(m, (x, y, tau), gate, w, b, 1e-6, True, prior, 1.0))
     assert aware < 0.95 * linear  # measured 0.938
     # with the sign ignored (every channel as if γ > 0) the live and dead sides swap: it no longer helps
-    wrong = Gate(np.zeros(5), np.ones(5), np.ones(5), False)
+    wrong = Gate(np.zeros(5), np.ones(5), 0.0, np.inf, False)
     assert gated_error((x, y, tau), gate, *gated_fit(m, (x, y, tau), wrong, w, b, 1e-6, True, prior, 1.0)) > aware
-    # the fit passes the live outputs better; where both are dead nothing is owed
-    assert np.all(after_relu(np.full((1, 1, 2), -3.0), np.zeros((1, 1, 2)), np.ones((1, 2))) == 0)
+
+
+def test_a_ceiling_is_re_targeted_as_the_floor_is():
+    # ReLU6: rows the original saturates at 6 owe nothing above it; a fit that knows it beats the ReLU-only one
+    rng = np.random.default_rng(3)
+    x, y = synthetic(rng)
+    y = 4 * y + 6  # a good share above the ceiling
+    tau = np.zeros_like(y)
+    m = Moments(1, x.shape[2], 5)
+    m.add(x, y)
+    prior = np.zeros((1, x.shape[2], 5))
+    w, b = m.solve(1e-6, True, prior=prior)
+    relu6 = Gate(np.zeros(5), np.ones(5), 0.0, 6.0, False)
+    relu = Gate(np.zeros(5), np.ones(5), 0.0, np.inf, False)
+    assert ((activated(y, tau, relu6) == 6).mean() > 0.2)
+    errors = [gated_error((x, y, tau), relu6, *f) for f in
+              ((w, b), gated_fit(m, (x, y, tau), relu, w, b, 1e-6, True, prior, 1.0),
+               gated_fit(m, (x, y, tau), relu6, w, b, 1e-6, True, prior, 1.0))]
+    assert errors[2] < min(errors[:2]) and errors[2] < 0.95 * errors[0], errors  # measured 0.88 of the linear
 
 
 def test_a_sample_of_the_rows_scaled_up_steps_as_all_of_them():
     # a layer too large to keep every row keeps a uniform share; its sums scaled by 1 / rate estimate the full ones
     rng = np.random.default_rng(2)
     x, y = synthetic(rng, r=40000)
-    gate = Gate(np.zeros(5), np.ones(5), np.ones(5), False)
+    gate = Gate(np.zeros(5), np.ones(5), 0.0, np.inf, False)
     tau = np.zeros_like(y)
     m = Moments(1, x.shape[2], 5)
     m.add(x, y)
@@ -177,4 +195,4 @@ def test_relu_aware_reconstruction_verifies_and_reports(exported):
     assert 0 < stats["relu_aware"] <= stats["refitted"]
     from graphprune.report.data import render_text
 
-    assert f"({stats['relu_aware']} to what the ReLU after them passes)" in render_text(result.report)
+    assert f"({stats['relu_aware']} to what the ReLU / Clip after them passes)" in render_text(result.report)
