@@ -1,7 +1,7 @@
-"""ReLU-aware refits (graphprune.methods.gated_refit): the gate opens exactly where onnxruntime's ReLU passes
-(through a BatchNorm of either sign, a residual sum, or straight), the majorise-minimise steps lower the error after
-the ReLU where a linear fit cannot, and on a real model the refit's error at the ReLUs is lower with them than
-without (a wrong threshold falls back to the linear fit and fails that)."""
+"""ReLU-aware refits (graphprune.methods.gated_refit): the gate computes what onnxruntime's Relu or Clip (ReLU6)
+outputs (through a BatchNorm of either sign, a residual sum, or straight), re-targeting the clamped rows lowers the
+error after the clamp where a linear fit cannot (the floor and a ceiling alike), and on the trained digits model the
+refit's error at the ReLUs is lower with it than without."""
 
 from __future__ import annotations
 
@@ -70,7 +70,9 @@ def test_the_gate_computes_what_onnxruntime_outputs(tail):
     if "add" in tail:
         feed["other"] = rng.normal(size=(2, C, 5, 5)).astype(np.float32)
     got = run_with(model, feed, ["z", "out"])
-    rows = lambda a: np.moveaxis(a, 1, -1).reshape(-1, 1, C)  # (R, G=1, F) as the refit lays them out
+    def rows(a):  # (R, G=1, F) as the refit lays them out
+        return np.moveaxis(a, 1, -1).reshape(-1, 1, C)
+
     other = rows(feed["other"]) if "add" in tail else None
     z = rows(got["z"]).astype(np.float64)
     out = activated(z, thresholds(gate, z.shape, other), gate)
