@@ -119,3 +119,48 @@ def raise_best(rows, gi, a, amax, top, values, rest, bt, kappa, best):  # pragma
     for d in range(n_cols):
         c = d // kappa
         best[c] = max(best[c], col[d])
+
+
+@njit(cache=True, nogil=True)
+def direct_best(rows, w_pos, w_neg, eps, tiny, best):  # pragma: no cover - compiled
+    """Raise ``best`` (G, D) to ``max over rows, signs and filters of x · (b / z)``: the definition, for layers
+    with few filters per group (depthwise), where bounding saves nothing. ``rows`` (R, G, D) signed: each row is
+    taken as its two non-negative parts ``max(±x, 0)``, as :func:`graphprune.methods.sensitivity.split_signs`
+    makes them (a part that is all zero contributes nothing, so none is skipped wrongly); ``w_pos`` / ``w_neg``
+    (G, F, D): ``max(W, 0)`` and ``max(−W, 0)``. ``z`` of a part is its product with each sign of the weight; a
+    ``z`` at or below ``eps`` times the largest of its part (over groups and filters), or below ``tiny``, gives
+    nothing, as :func:`graphprune.methods.sensitivity.inverse` rules. One pass per part computes its ``z`` into a
+    small buffer, a second takes the products: no (rows × groups × filters × D) tensor."""
+    n_rows, n_groups, n_cols = rows.shape
+    n_filters = w_pos.shape[1]
+    zp = np.empty((n_groups, n_filters), rows.dtype)  # z in the rows' dtype, 1 / z then in float32, as numpy does
+    zn = np.empty((n_groups, n_filters), rows.dtype)
+    x = np.empty((n_groups, n_cols), rows.dtype)
+    zero = rows.dtype.type(0)
+    for r in range(n_rows):
+        for sign in (rows.dtype.type(1), rows.dtype.type(-1)):
+            live = False
+            for g in range(n_groups):
+                for d in range(n_cols):
+                    v = sign * rows[r, g, d]
+                    x[g, d] = v if v > 0 else zero
+                    live = live or v > 0
+            if not live:
+                continue
+            top_p, top_n = zero, zero
+            for g in range(n_groups):
+                for f in range(n_filters):
+                    sp, sn = zero, zero
+                    for d in range(n_cols):
+                        sp += x[g, d] * w_pos[g, f, d]
+                        sn += x[g, d] * w_neg[g, f, d]
+                    zp[g, f], zn[g, f] = sp, sn
+                    top_p, top_n = max(top_p, sp), max(top_n, sn)
+            for g in range(n_groups):
+                for f in range(n_filters):
+                    p, n = zp[g, f], zn[g, f]
+                    ap = np.float32(1 / p) if p > eps * top_p and p > tiny else np.float32(0.0)
+                    an = np.float32(1 / n) if n > eps * top_n and n > tiny else np.float32(0.0)
+                    for d in range(n_cols):  # one of the two weights is 0: the sum is the other's term exactly
+                        v = (w_pos[g, f, d] * ap + w_neg[g, f, d] * an) * x[g, d]
+                        best[g, d] = max(best[g, d], v)

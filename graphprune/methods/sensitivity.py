@@ -240,11 +240,11 @@ def channel_sensitivity(rows: np.ndarray, w: np.ndarray, kappa: int, signed: "tu
     For a non-negative row ``a`` and weight (f, d) exactly one of ``W⁺/z⁺`` and ``W⁻/z⁻`` is non-zero and both
     are ≥ 0, so ``max_f g_{f,d} · a_d = a_d · max(max_f W⁺_{f,d} / z⁺_f, max_f W⁻_{f,d} / z⁻_f)``: two
     max-product problems, solved exactly by :func:`bounded_max` without the (rows × filters × D) tensor."""
-    rows = split_signs(rows)
     g, f, d = w.shape
     floor = np.zeros(g * d // kappa, np.float32) if floor is None else np.asarray(floor, np.float32)
-    if f < DIRECT_FILTERS:  # few filters per group (depthwise, small convs): the direct tensor is small
-        return np.maximum(floor, channel_sensitivity_direct(rows, w, kappa))
+    if f < DIRECT_FILTERS:  # few filters per group (depthwise, small convs): the definition, compiled
+        return np.maximum(floor, direct_max(rows, w, kappa))
+    rows = split_signs(rows)
     if len(rows) == 0:
         return floor.copy()
     return bounded_max(rows, w, kappa, signed or signed_weights(w), floor)
@@ -331,9 +331,25 @@ def bounded_max(rows: np.ndarray, w: np.ndarray, kappa: int, signed: tuple[Signe
     return best.reshape(-1)
 
 
+def direct_max(rows: np.ndarray, w: np.ndarray, kappa: int) -> np.ndarray:
+    """:func:`channel_sensitivity` of a layer with few filters per group: every product taken, in one compiled
+    pass per row (:func:`graphprune.methods.maxproduct.direct_best`; ``rows`` signed, split there). The same
+    numbers as :func:`channel_sensitivity_direct` (tested bit for bit), without its (rows, groups, filters, D)
+    temporaries: on efficientnet_b0's depthwise layers 3-4x faster."""
+    from graphprune.methods.maxproduct import direct_best  # numba loads when a kernel first runs, not on import
+
+    g, _, d = w.shape
+    best = np.zeros((g, d), np.float32)
+    if len(rows):
+        signs = (np.ascontiguousarray(sign_part(w, negative), np.float32) for negative in (False, True))
+        direct_best(np.ascontiguousarray(rows, np.float64 if rows.dtype == np.float64 else np.float32), *signs,
+                    np.float32(EPS), np.float32(TINY), best)
+    return best.reshape(g, d // kappa, kappa).max(-1).reshape(-1)
+
+
 def channel_sensitivity_direct(rows: np.ndarray, w: np.ndarray, kappa: int) -> np.ndarray:
     """:func:`channel_sensitivity` by the definition (the (rows, groups, filters, D) tensor, chunked); ``rows``
-    already split into non-negative rows."""
+    already split into non-negative rows. The reference the compiled kernels are tested against."""
     g, f, d = w.shape
     w_pos, w_neg = np.maximum(w, 0), np.minimum(w, 0)
     best = np.zeros((g, d), np.float32)

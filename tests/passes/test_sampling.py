@@ -417,3 +417,34 @@ def test_compiled_max_product_is_exactly_every_product_taken(case):
         want = np.maximum(want, brute_max_product(rows, a, s.bt, kappa))
     assert np.array_equal(got, want)
     assert got.max() > 0
+
+
+@pytest.mark.parametrize("case", [
+    dict(r=400, g=64, f=1, d=9, kappa=9),  # depthwise 3x3
+    dict(r=300, g=4, f=4, d=18, kappa=9, faint=True),  # few filters per group; one group's z below eps × the row's
+    dict(r=200, g=1, f=7, d=12, kappa=3),  # one short of the bounded path
+    dict(r=100, g=8, f=1, d=25, kappa=25, dtype=np.float64),  # a double model's rows
+    dict(r=64, g=2, f=3, d=8, kappa=1, dead=True),  # rows of zeros, rows with no negative entry
+])
+def test_compiled_direct_path_is_the_definition_bit_for_bit(case):
+    # layers with fewer than DIRECT_FILTERS filters per group take every product in one compiled pass per row,
+    # splitting each row into its signs there: the same numbers as the numpy definition on split rows
+    import graphprune.methods.sensitivity as sens
+
+    rng = np.random.default_rng(case["r"] + case["g"])
+    g, f, d, kappa = case["g"], case["f"], case["d"], case["kappa"]
+    assert f < sens.DIRECT_FILTERS
+    rows = rng.normal(size=(case["r"], g, d)).astype(case.get("dtype", np.float32))
+    rows[rng.random(rows.shape) < 0.3] = 0
+    if case.get("dead"):
+        rows[:10] = 0
+        rows[10:30] = np.abs(rows[10:30])
+    if case.get("faint"):
+        rows[:, 0] *= 1e-9  # its 1 / z is rounding noise: the eps rule gives it nothing
+    w = rng.normal(size=(g, f, d)).astype(np.float32)
+    w[np.abs(w) < 0.3] = 0
+    got = sens.channel_sensitivity(rows, w, kappa)
+    if case.get("faint"):
+        assert np.all(got[:d // kappa] == 0)
+    want = sens.channel_sensitivity_direct(sens.split_signs(rows), w, kappa)
+    assert got.dtype == want.dtype and np.array_equal(got, want)
