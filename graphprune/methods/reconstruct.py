@@ -193,11 +193,8 @@ def with_partner(g: Graph, t: Target, todo: list[Target]) -> Target:
         return t
     gain, writer = np.ones_like(res.gain), g.producers.get(res.other)
     mean = beta = np.zeros_like(res.gain)
-    if writer is not None and (bn := bn_gain(g, writer, writer.inputs[0])) is not None:
-        if not (g.is_const(writer.inputs[2]) and g.is_const(writer.inputs[3])):
-            return t
-        gain, beta, mean = bn, g.value(writer.inputs[2]).astype(np.float64), g.value(writer.inputs[3]).astype(np.float64)
-        writer = g.producers.get(writer.inputs[0])
+    if writer is not None and (bn := bn_affine(g, writer, writer.inputs[0])) is not None:
+        (gain, beta, mean), writer = bn, g.producers.get(writer.inputs[0])
     other = next((o for o in todo if writer is not None and o.layer.node == writer.name), None)
     if (other is None or not other.refit or other.layer.op != t.layer.op or other.layer.groups != 1
             or sole_reader(g, other.y) is None
@@ -221,12 +218,9 @@ def gate_of(g: Graph, y: str, through_add: bool) -> Gate | None:
     reader of what comes before; None for any other path."""
     nxt, width = sole_reader(g, y), (g.shape(y) or (0, 0))[1]
     gain, tau = np.ones(width), np.zeros(width)
-    if nxt is not None and (bn := bn_gain(g, nxt, y)) is not None:
-        beta, mean = nxt.inputs[2], nxt.inputs[3]
-        if not (g.is_const(beta) and g.is_const(mean)):
-            return None
-        gain = bn
-        tau = g.value(mean).astype(np.float64) - g.value(beta).astype(np.float64) / gain
+    if nxt is not None and (bn := bn_affine(g, nxt, y)) is not None:  # else a BN stays nxt, which is no clamp
+        gain, beta, mean = bn
+        tau = mean - beta / gain
         nxt = sole_reader(g, nxt.outputs[0])
     if through_add:
         nxt = sole_reader(g, nxt.outputs[0]) if nxt is not None and nxt.op == "Add" else None
@@ -283,6 +277,15 @@ def bn_gain(g: Graph, bn, y: str) -> np.ndarray | None:
         return None
     eps = float(bn.attr("epsilon", 1e-5))
     return g.value(scale).astype(np.float64) / np.sqrt(g.value(var).astype(np.float64) + eps)
+
+
+def bn_affine(g: Graph, bn, y: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(γ / √(σ² + ε), β, μ) of a BatchNormalization normalising ``y`` whose four parameters are constants, or
+    None: its output is ``gain · (y − μ) + β``."""
+    gain = bn_gain(g, bn, y)
+    if gain is None or not (g.is_const(bn.inputs[2]) and g.is_const(bn.inputs[3])):
+        return None
+    return gain, g.value(bn.inputs[2]).astype(np.float64), g.value(bn.inputs[3]).astype(np.float64)
 
 
 def bias_slot(g: Graph, node, uses: Mapping[str, int]) -> BiasSlot | None:
@@ -377,7 +380,7 @@ class Accumulator:
         g, d, f = self.w0.shape
         self.fit, self.held = Moments(g, d, f), Moments(g, d, f)
         self.rng = np.random.default_rng(seed)
-        self.gated = GatedRows(self.gate, n_points, np.random.default_rng(seed + 1)) if self.gate else None
+        self.gated = GatedRows(n_points, np.random.default_rng(seed + 1)) if self.gate else None
         self.removed_mean: np.ndarray | None = None  # bias compensation: mean of the removed input channels
         self.points = 0
 
