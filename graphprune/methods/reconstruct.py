@@ -624,7 +624,8 @@ def feed(accs: list[Accumulator], original: Graph, original_model, current_model
     """Every calibration batch into ``accs``: the original's outputs (targets) and inputs (for bias compensation);
     the layers' inputs from ``current_model`` (the model refitted so far), or the original's restricted to the
     kept channels when it is None."""
-    others = [acc.target.residual.other for acc in accs if acc.target.residual is not None]
+    others = [acc.target.residual.other for acc in accs  # a sum fitted with its partner reads the partner instead
+              if acc.target.residual is not None and acc.target.partner is None]
     partners = [acc.target.partner.target for acc in accs if acc.target.partner is not None]
     wanted = [n for acc in accs for n in (acc.target.layer.x, acc.target.y)] + others + [p.y for p in partners]
     runner = access.activations(original_model, wanted)
@@ -642,11 +643,11 @@ def feed(accs: list[Accumulator], original: Graph, original_model, current_model
             t = acc.target
             full = seen[t.layer.x]
             x = now[t.layer.x] if now is not None else np.take(full, t.kept_x, axis=t.layer.x_axis)
-            other = now[t.residual.other] if now is not None and t.residual is not None else None
             if t.partner is not None:  # the sum fitted whole: no other addend's error to absorb
                 partner = (now[t.partner.target.layer.x], seen[t.partner.target.y])
                 acc.add(x, seen[t.y], full, None, held, None, partner)
             else:
+                other = now[t.residual.other] if now is not None and t.residual is not None else None
                 acc.add(x, seen[t.y], full, residual_shift(t, seen, now), held, other)
 
 
