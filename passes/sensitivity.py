@@ -19,12 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from graphprune.methods.calib import batch_for, gather
 from graphprune.channels.analysis import ChannelGraph
 from graphprune.channels.rules import Space
-from graphprune.methods.sensitivity import DELTA_S, Layer, Tracker, group_layers, points_needed
+from graphprune.methods.sensitivity import DELTA_S, Layer, group_layers, points_needed, tracked
 from graphprune.pipeline.state import PruneState
 
 from graphprune.pipeline.base import Pass, PassResult
@@ -58,24 +57,11 @@ class SensitivityScore(Pass):
         eta = [neurons(lay, cg) for lay in all_layers] or [1]
         needed = points_needed(sum(eta), max(eta), self.delta_s)
         calib = state.calib.head(min(needed, self.max_points))
-        trackers = [Tracker(lay, graph.value(lay.weight), max_patches=self.max_patches, seed=self.seed + i)
-                    for i, lay in enumerate(all_layers)]
-        by_input: dict[str, list[Tracker]] = {}
-        for t in trackers:
-            by_input.setdefault(t.layer.x, []).append(t)
-
-        def on_batch(values: dict[str, np.ndarray]) -> None:
-            for name, ts in by_input.items():
-                for t in ts:
-                    t.update(values[name])
-
-        if trackers:
-            with threadpool_limits(1, user_api="blas"):  # the kernel's products are one batch × one layer: a
-                # second OpenBLAS thread spun more than it worked on 2 cores, and took the core onnxruntime and
-                # other processes needed (resnet50 at 64 px on a busy 2-core machine: 32 s → 16 s)
-                gather(state.source.model, list(by_input), calib, on_batch, input_shapes=state.source.input_shapes,
-                       batch_size=batch_for(graph, by_input, self.batch_size), progress=self.progress,
-                       description="PFP sensitivity", access=state.frontend.access(state.source))
+        trackers = tracked(all_layers, graph.value, lambda on_batch: gather(
+            state.source.model, list(dict.fromkeys(lay.x for lay in all_layers)), calib, on_batch,
+            input_shapes=state.source.input_shapes, batch_size=batch_for(graph, {lay.x for lay in all_layers}, self.batch_size),
+            progress=self.progress, description="PFP sensitivity", access=state.frontend.access(state.source)),
+            max_patches=self.max_patches, seed=self.seed)
         scores = {}
         tracker_of = {t.layer.node: t for t in trackers}
         for gid, ls in by_group.items():

@@ -31,7 +31,7 @@ from graphprune.methods.calib import batch_for, gather
 from graphprune.channels.analysis import excluded_nodes
 from graphprune.methods.edits import WeightEdit, apply_to_values
 from graphprune.errors import UsageError
-from graphprune.methods.sensitivity import DELTA, DELTA_S, Tracker, alpha, epsilon_for, layers, points_needed, sample_size
+from graphprune.methods.sensitivity import DELTA, DELTA_S, alpha, epsilon_for, layers, points_needed, sample_size, tracked
 from graphprune.pipeline.base import Pass, PassResult
 from graphprune.pipeline.state import PruneState
 from graphprune.verify import metadata
@@ -126,20 +126,11 @@ class SiPPSparsify(Pass):
         eta = [int(np.prod(graph.shape(graph.node_by_name[lay.node].outputs[0])[1:], dtype=np.int64)) for lay in found]
         needed = points_needed(sum(eta), max(eta), DELTA_S)
         calib = state.calib.head(min(needed, self.max_points))
-        trackers = [Tracker(lay, graph.value(lay.weight), per_weight=True, max_patches=self.max_patches,
-                            seed=self.seed + i) for i, lay in enumerate(found)]
-        by_input: dict[str, list[Tracker]] = {}
-        for t in trackers:
-            by_input.setdefault(t.layer.x, []).append(t)
-
-        def on_batch(values):
-            for name, ts in by_input.items():
-                for t in ts:
-                    t.update(values[name])
-
-        gather(state.source.model, list(by_input), calib, on_batch, input_shapes=state.source.input_shapes,
-               batch_size=batch_for(graph, by_input, self.batch_size), progress=self.progress,
-               description="SiPP sensitivity")
+        trackers = tracked(found, graph.value, lambda on_batch: gather(
+            state.source.model, list(dict.fromkeys(lay.x for lay in found)), calib, on_batch,
+            input_shapes=state.source.input_shapes, batch_size=batch_for(graph, {lay.x for lay in found}, self.batch_size),
+            progress=self.progress, description="SiPP sensitivity"),
+            per_weight=True, max_patches=self.max_patches, seed=self.seed)
         neurons = [Neurons(t.layer.weight, tuple(graph.shape(t.layer.weight)), t.layer,
                            t.weight.reshape(-1, t.weight.shape[-1]).astype(np.float64),
                            alpha(t.layer.patches, t.layer.kappa, self.delta)) for t in trackers]

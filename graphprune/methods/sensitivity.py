@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from graphprune.channels.analysis import ChannelGraph
 from graphprune.channels.layers import layer_of as weighted_layer
 from graphprune.channels.rules import Space
 from graphprune.ir import Graph, Node
+from graphprune.workers import Workers
 
 EPS = float(np.finfo(np.float32).eps)  # z at or below this × its row's largest contributes nothing (see inverse)
 TINY = float(np.finfo(np.float32).tiny)  # 1 / z of a z above this is finite in float32
@@ -387,6 +389,11 @@ class Tracker:
         self.weight = np.zeros(self.w.shape, np.float32) if per_weight else None
         self.rows_seen = 0
 
+    def cost(self) -> int:
+        """The work of one point's :meth:`update`, up to a constant: its rows times the weight's entries."""
+        patches = self.layer.patches if self.max_patches is None else min(self.layer.patches, self.max_patches)
+        return int(self.w.size) * max(1, patches)
+
     def update(self, activation: np.ndarray) -> None:
         rows = self.layer.rows(activation, self.rng, self.max_patches)
         self.rows_seen += len(rows)
@@ -398,6 +405,23 @@ class Tracker:
                        out=self.channel)
         else:
             self.channel = channel_sensitivity(rows, self.w, self.layer.kappa, self.signed, floor=self.channel)
+
+
+def tracked(found: Sequence[Layer], weight_of: Callable[[str], np.ndarray], feed: Callable[[Callable], object], *,
+            per_weight: bool = False, max_patches: int | None = 64, seed: int = 0) -> list[Tracker]:
+    """A :class:`Tracker` per layer of ``found`` (seeded ``seed + i``), fed every calibration batch: ``feed`` is
+    called once with the per-batch callback (``gather``'s ``on_batch``). A batch's layers run side by side on
+    every core, each with single-threaded BLAS (:mod:`graphprune.workers` says why), the costliest first so the
+    threads finish together; each tracker draws from its own generator, so the numbers do not depend on the
+    number of threads."""
+    with Workers() as workers, threadpool_limits(1, user_api="blas"):
+        trackers = workers.each(lambda item: Tracker(item[1], weight_of(item[1].weight), per_weight=per_weight,
+                                                     max_patches=max_patches, seed=seed + item[0]),
+                                list(enumerate(found)))
+        by_cost = sorted(trackers, key=Tracker.cost, reverse=True)
+        if trackers:
+            feed(lambda values: workers.each(lambda t: t.update(values[t.layer.x]), by_cost))
+    return trackers
 
 
 # ---- sample complexity (ALGORITHMS.md §2, code defaults) -------------------------------------------------

@@ -309,6 +309,27 @@ def test_sampling_prunes_reference_models(exported, name):
     assert any("data-free" in n for n in result.report.notes)
 
 
+@pytest.mark.parametrize("method", ["sampling", "sipp"])
+def test_scores_do_not_depend_on_the_number_of_threads(exported, monkeypatch, method):
+    """Layers run side by side (graphprune/workers.py); each tracker draws its own patches, so one thread and two
+    give the same sensitivities, hence the same plan (or the same zeroed weights) and the same scores."""
+    import graphprune.workers as workers
+
+    runs = []
+    for n in (1, 2):
+        monkeypatch.setattr(workers, "cores", lambda n=n: n)
+        result = graphprune.prune(exported("resnet_basic", "legacy_bn"), method=method, ratio=0.4, max_points=8,
+                                  verify="off")
+        runs.append(result)
+    one, two = runs
+    if method == "sampling":
+        assert one.plan.removed.keys() == two.plan.removed.keys() and one.plan.removed
+        for gid, units in one.plan.removed.items():
+            np.testing.assert_array_equal(units, two.plan.removed[gid])
+    for a, b in zip(one.model.graph.initializer, two.model.graph.initializer):
+        np.testing.assert_array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b))
+
+
 @pytest.mark.parametrize("name", sorted(HANDBUILT_MODELS))
 def test_sampling_prunes_handbuilt_models(handbuilt, name):
     result = graphprune.prune(handbuilt(name), method="sampling", ratio=0.4, max_points=4, sampling="randomized")
