@@ -14,6 +14,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, TypeVar
 
+from threadpoolctl import threadpool_limits
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -29,15 +31,18 @@ def cores() -> int:
 class Workers:
     """A pool of :func:`cores` threads (or ``n``) for independent tasks; with one, tasks run in the caller's thread.
 
-    A context manager: the threads end on exit. :meth:`each` returns the results in the tasks' order and raises the
-    first task's exception, as a loop would."""
+    A context manager: inside it BLAS is single-threaded when there are several workers (the tasks are the
+    parallelism), and the threads end on exit. :meth:`each` returns the results in the tasks' order and raises
+    the first task's exception, as a loop would."""
 
     def __init__(self, n: int | None = None):
         self.n = max(1, n or cores())
         self.pool: ThreadPoolExecutor | None = None
+        self.limits = None
 
     def __enter__(self) -> "Workers":
         if self.n > 1:
+            self.limits = threadpool_limits(1, user_api="blas")
             self.pool = ThreadPoolExecutor(self.n, thread_name_prefix="graphprune")
         return self
 
@@ -45,6 +50,9 @@ class Workers:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
             self.pool = None
+        if self.limits is not None:
+            self.limits.restore_original_limits()
+            self.limits = None
 
     def each(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         if self.pool is None:

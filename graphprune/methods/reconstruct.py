@@ -65,6 +65,7 @@ from graphprune.ir import Graph
 from graphprune.methods.calib import OnnxAccess, batch_for
 from graphprune.methods.gated_refit import Gate, GatedRows, gated_error, gated_fit, thresholds
 from graphprune.methods.sensitivity import Layer, layer_of
+from graphprune.workers import Workers
 
 RIDGE = 1e-3  # λ relative to the mean input variance: enough to make a rank-deficient fit well posed
 RECONSTRUCT_POINTS = 512  # calibration points a refit reads at most: digits_resnet at 9 % of its params gained 0.015
@@ -610,8 +611,9 @@ def reconstruct(original: Graph, original_model, pruned_model, plan: Plan, calib
         accs = [Accumulator(t, weights[t.layer.weight], seed + len(refits) + i, calib.n_points,
                             weights[t.partner.target.layer.weight] if t.partner is not None else None)
                 for i, t in enumerate(wave)]
-        feed(accs, original, original_model, model if sequential else None, calib, access)
-        done = [r for acc in accs for r in solve(acc, weights, original, ridge)]
+        with Workers() as workers:  # a wave's layers side by side: each accumulator owns its sums and generator
+            feed(accs, original, original_model, model if sequential else None, calib, access, workers)
+            done = [r for solved in workers.each(lambda acc: solve(acc, weights, original, ridge), accs) for r in solved]
         values = {name: v for r in done for name, v in r.values.items()}
         weights.update(values)
         if sequential and k + 1 < len(waves):
@@ -620,10 +622,11 @@ def reconstruct(original: Graph, original_model, pruned_model, plan: Plan, calib
     return refits, inputs
 
 
-def feed(accs: list[Accumulator], original: Graph, original_model, current_model, calib, access) -> None:
+def feed(accs: list[Accumulator], original: Graph, original_model, current_model, calib, access,
+         workers: Workers | None = None) -> None:
     """Every calibration batch into ``accs``: the original's outputs (targets) and inputs (for bias compensation);
     the layers' inputs from ``current_model`` (the model refitted so far), or the original's restricted to the
-    kept channels when it is None."""
+    kept channels when it is None. A batch's accumulators are fed side by side on ``workers``."""
     others = [acc.target.residual.other for acc in accs  # a sum fitted with its partner reads the partner instead
               if acc.target.residual is not None and acc.target.partner is None]
     partners = [acc.target.partner.target for acc in accs if acc.target.partner is not None]
@@ -639,16 +642,21 @@ def feed(accs: list[Accumulator], original: Graph, original_model, current_model
         now = current.run(batch) if current is not None else None
         size = len(next(iter(batch.values())))
         held, start = held_out(size, start), start + size
-        for acc in accs:
-            t = acc.target
-            full = seen[t.layer.x]
-            x = now[t.layer.x] if now is not None else np.take(full, t.kept_x, axis=t.layer.x_axis)
-            if t.partner is not None:  # the sum fitted whole: no other addend's error to absorb
-                partner = (now[t.partner.target.layer.x], seen[t.partner.target.y])
-                acc.add(x, seen[t.y], full, None, held, None, partner)
-            else:
-                other = now[t.residual.other] if now is not None and t.residual is not None else None
-                acc.add(x, seen[t.y], full, residual_shift(t, seen, now), held, other)
+        (workers or Workers(1)).each(lambda acc: add_batch(acc, seen, now, held), accs)
+
+
+def add_batch(acc: Accumulator, seen: Mapping[str, np.ndarray], now: Mapping[str, np.ndarray] | None,
+              held: np.ndarray) -> None:
+    """One batch into ``acc``: the original's tensors ``seen``, the refitted-so-far model's ``now`` (or None)."""
+    t = acc.target
+    full = seen[t.layer.x]
+    x = now[t.layer.x] if now is not None else np.take(full, t.kept_x, axis=t.layer.x_axis)
+    if t.partner is not None:  # the sum fitted whole: no other addend's error to absorb
+        partner = (now[t.partner.target.layer.x], seen[t.partner.target.y])
+        acc.add(x, seen[t.y], full, None, held, None, partner)
+    else:
+        other = now[t.residual.other] if now is not None and t.residual is not None else None
+        acc.add(x, seen[t.y], full, residual_shift(t, seen, now), held, other)
 
 
 def residual_shift(t: Target, seen: Mapping[str, np.ndarray], now: Mapping[str, np.ndarray] | None) -> np.ndarray | None:

@@ -38,6 +38,7 @@ from graphprune.channels.rules import Space
 from graphprune.methods.calib import Calibration, batch_for, gather
 from graphprune.methods.reconstruct import MAX_PATCHES, RIDGE, bias_slot, input_uses
 from graphprune.methods.sensitivity import Layer, group_layers
+from graphprune.workers import Workers
 
 STEPS = 16  # rounds of removal per group, one downdate each (one unit per round: a downdate per unit removed)
 MAX_ROWS = 2048  # input rows (channels × kernel positions) of a consumer considered; H is MAX_ROWS² float64 (32 MB)
@@ -100,15 +101,16 @@ def covariances(cg: ChannelGraph, model, layers: list[Layer], calib: Calibration
     for lay in layers:
         by_input.setdefault(lay.x, []).append(lay)
 
-    def on_batch(values: Mapping[str, np.ndarray]) -> None:
-        for name, ls in by_input.items():
-            for lay in ls:
-                rows = lay.rows(values[name], rngs[lay.node], MAX_PATCHES)[:, 0].astype(np.float64)
-                s = sums[lay.node]
-                s[0], s[1], s[2] = s[0] + len(rows), s[1] + rows.sum(0), s[2] + rows.T @ rows
+    def add(lay: Layer, values: Mapping[str, np.ndarray]) -> None:
+        rows = lay.rows(values[lay.x], rngs[lay.node], MAX_PATCHES)[:, 0].astype(np.float64)
+        s = sums[lay.node]
+        s[0], s[1], s[2] = s[0] + len(rows), s[1] + rows.sum(0), s[2] + rows.T @ rows
 
-    gather(model, list(by_input), calib, on_batch, input_shapes=input_shapes,
-           batch_size=batch_for(g, by_input, 32), description="refit-aware choice", access=access)
+    by_cost = sorted(layers, key=lambda lay: lay.matrix(g.value(lay.weight)).shape[2] ** 2 * lay.patches, reverse=True)
+    with Workers() as workers:  # a batch's layers side by side (each its own sums and generator)
+        gather(model, list(by_input), calib, lambda values: workers.each(lambda lay: add(lay, values), by_cost),
+               input_shapes=input_shapes, batch_size=batch_for(g, by_input, 32), description="refit-aware choice",
+               access=access)
     out = {}
     for lay in layers:
         n, sx, sxx = sums[lay.node]

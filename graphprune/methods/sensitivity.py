@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from graphprune.channels.analysis import ChannelGraph
 from graphprune.channels.layers import layer_of as weighted_layer
@@ -414,7 +413,7 @@ def tracked(found: Sequence[Layer], weight_of: Callable[[str], np.ndarray], feed
     every core, each with single-threaded BLAS (:mod:`graphprune.workers` says why), the costliest first so the
     threads finish together; each tracker draws from its own generator, so the numbers do not depend on the
     number of threads."""
-    with Workers() as workers, threadpool_limits(1, user_api="blas"):
+    with Workers() as workers:
         trackers = workers.each(lambda item: Tracker(item[1], weight_of(item[1].weight), per_weight=per_weight,
                                                      max_patches=max_patches, seed=seed + item[0]),
                                 list(enumerate(found)))

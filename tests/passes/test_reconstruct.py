@@ -169,6 +169,24 @@ def test_reconstruction_verifies_and_raises_the_output_cosine(exported, name, fl
     assert set(metadata.read(result.model).refit["weights"])
 
 
+def test_the_refit_does_not_depend_on_the_number_of_threads(exported, monkeypatch):
+    """A wave's layers (and the refit-aware choice's covariances) run side by side (graphprune/workers.py); each
+    accumulator owns its sums and generators, so one thread and two give the same plan and the same weights."""
+    import graphprune.workers as workers
+
+    runs = []
+    for n in (1, 2):
+        monkeypatch.setattr(workers, "cores", lambda n=n: n)
+        runs.append(graphprune.prune(exported("resnet_basic", "legacy_bn"), ratio=0.5, reconstruct=True, verify="off",
+                                     **FAST))
+    one, two = runs
+    assert reconstruct_stats(one)["refitted"] >= 1
+    for gid, units in one.plan.removed.items():
+        np.testing.assert_array_equal(units, two.plan.removed[gid])
+    for a, b in zip(one.model.graph.initializer, two.model.graph.initializer):
+        np.testing.assert_array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b))
+
+
 def test_sampling_with_reconstruction_and_the_cli_verify(exported, tmp_path):
     path = exported("resnet_basic", "legacy")
     result = graphprune.prune(path, method="sampling", ratio=0.5, round_to=1, reconstruct=True, **FAST)
