@@ -275,6 +275,7 @@ def expose(model: onnx.ModelProto, names: Iterable[str], relax_batch: bool = Fal
             vi.type.tensor_type.ClearField("shape")
         g.output.append(vi)
     if relax_batch:
+        follow_batch_in_reshapes(g, infos)
         del g.value_info[:]
         inits = {i.name for i in g.initializer}
         for vi in g.input:
@@ -283,6 +284,34 @@ def expose(model: onnx.ModelProto, names: Iterable[str], relax_batch: bool = Fal
                 d.Clear()
                 d.dim_param = "points"
     return out
+
+
+def follow_batch_in_reshapes(g: onnx.GraphProto, infos: Mapping[str, onnx.ValueInfoProto]) -> None:
+    """Where folding baked the analysed batch size into a Reshape's target (``[1, 128, 4, 64]`` from a
+    ``Shape → Gather → Concat`` chain), make its first entry 0, "as the input's axis 0", so the copy with a
+    symbolic batch axis runs batches at once: only for an activation whose axis 0 has that size at the analysed
+    shapes, so at those shapes the two are the same Reshape. Exported transformers (BERT: 20 such Reshapes) then
+    run a batch in one call instead of one call per point. Whether the result is right for larger batches is
+    not assumed: :class:`ActivationRunner` trusts the copy only when a batch's first points match them alone."""
+    inits = {i.name: i for i in g.initializer}
+    changed: dict[str, str] = {}
+    for node in g.node:
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[0] in inits or node.input[1] not in inits:
+            continue
+        if any(a.name == "allowzero" and a.i for a in node.attribute):
+            continue
+        dims = infos[node.input[0]].type.tensor_type.shape.dim if node.input[0] in infos else ()
+        target = onnx.numpy_helper.to_array(inits[node.input[1]])
+        if not dims or not dims[0].HasField("dim_value") or target.ndim != 1 or not len(target) \
+                or target[0] != dims[0].dim_value or target[0] <= 0:
+            continue
+        if node.input[1] not in changed:
+            relaxed = target.copy()
+            relaxed[0] = 0
+            name = f"{node.input[1]}/follows_batch"
+            g.initializer.append(onnx.numpy_helper.from_array(relaxed, name))
+            changed[node.input[1]] = name
+        node.input[1] = changed[node.input[1]]
 
 
 def exposed_session(model: onnx.ModelProto):

@@ -83,28 +83,34 @@ def test_data_free_is_seeded_and_noted(source, exported):
     assert any(n.startswith("data-free") for n in result.report.notes)
 
 
-def reshape_model() -> onnx.ModelProto:
-    """Conv → Reshape to a constant [1, -1] (the batch baked in, as constant folding leaves it) → Gemm."""
+def reshape_model(target=(1, -1)) -> onnx.ModelProto:
+    """Conv → Reshape to a constant ``target`` (the batch baked in, as constant folding leaves it: [1, -1]; or
+    merged into the first axis: [4, -1]) → MatMul."""
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "w"),
-             numpy_helper.from_array(np.array([1, -1], np.int64), "shape"),
-             numpy_helper.from_array(rng.standard_normal((64, 3)).astype(np.float32), "fc")]
+             numpy_helper.from_array(np.array(target, np.int64), "shape"),
+             numpy_helper.from_array(rng.standard_normal((64 // (target[0] if target[0] > 1 else 1), 3))
+                                     .astype(np.float32), "fc")]
     nodes = [helper.make_node("Conv", ["input", "w"], ["c"], name="conv", pads=[1] * 4),
              helper.make_node("Relu", ["c"], ["r"], name="relu"),
              helper.make_node("Reshape", ["r", "shape"], ["flat"], name="reshape"),
              helper.make_node("MatMul", ["flat", "fc"], ["output"], name="fc")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 4, 4])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3])], inits)
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [max(1, target[0]), 3])],
+                              inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
 
 
-@pytest.mark.parametrize("model_kind", ["flexible", "baked_batch"])
+@pytest.mark.parametrize("model_kind", ["flexible", "baked_batch", "merged_batch"])
 def test_gather_runs_batches_of_any_size(exported, model_kind):
+    """A model whose shapes follow the batch runs a batch in one call ("relaxed"), as does one whose Reshape
+    target has the analysed batch baked in as its first entry (that entry then follows the input's axis 0); a
+    Reshape that merges the batch into another axis cannot follow it, and runs point by point ("static")."""
     src = (graphprune.api.load(exported("plain_cnn", "legacy")) if model_kind == "flexible"
-           else graphprune.api.load(reshape_model()))
-    name = next(n.inputs[0] for n in src.graph.nodes if n.op in ("Gemm", "MatMul"))
+           else graphprune.api.load(reshape_model((1, -1) if model_kind == "baked_batch" else (4, -1))))
+    name = "r" if model_kind == "merged_batch" else next(n.inputs[0] for n in src.graph.nodes if n.op in ("Gemm", "MatMul"))
     shape = src.input_shapes["input"][1:]
     calib = prepare(points(7, shape, seed=3), src)
     seen = []
@@ -115,12 +121,37 @@ def test_gather_runs_batches_of_any_size(exported, model_kind):
 
     runner = ActivationRunner(src.model, [name], src.input_shapes)
     runner.run({"input": calib.inputs["input"][:3]})
-    assert runner.mode == ("relaxed" if model_kind == "flexible" else "static")
+    assert runner.mode == ("static" if model_kind == "merged_batch" else "relaxed")
     from graphprune.methods.calib import expose
 
     single = session(expose(src.model, [name]))
     expected = np.concatenate([run(single, {"input": calib.inputs["input"][i:i + 1]})[0] for i in range(7)])
     np.testing.assert_allclose(np.concatenate(seen), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_only_a_baked_batch_of_an_activation_follows_the_batch():
+    """The relaxed copy rewrites a Reshape target's first entry to 0 only where it is the analysed batch size of
+    an activation's axis 0: a constant reshaped (a bias to [1, C, 1, 1]) or a batch merged into an axis stay."""
+    from graphprune.methods.calib import expose
+
+    model = reshape_model((1, -1))
+    bias = numpy_helper.from_array(np.ones(4, np.float32), "bias")
+    shape = numpy_helper.from_array(np.array([1, 4, 1, 1], np.int64), "bias_shape")
+    model.graph.initializer.extend([bias, shape])
+    model.graph.node.insert(0, helper.make_node("Reshape", ["bias", "bias_shape"], ["b4"], name="bias_reshape"))
+    model.graph.node[2].input[0] = "c"  # Conv → Relu reads c + b4 below
+    model.graph.node.insert(2, helper.make_node("Add", ["c", "b4"], ["cb"], name="add"))
+    model.graph.node[3].input[0] = "cb"
+    src = graphprune.api.load(model)
+    relaxed = expose(src.model, ["flat"], relax_batch=True)
+    inits = {i.name: numpy_helper.to_array(i) for i in relaxed.graph.initializer}
+    targets = {n.name: inits[n.input[1]].tolist() for n in relaxed.graph.node if n.op_type == "Reshape"
+               and n.input[1] in inits}
+    assert targets.get("reshape") == [0, -1]
+    assert all(t != [0, 4, 1, 1] for t in targets.values())  # the bias's Reshape (or its folded constant) kept
+    merged = expose(graphprune.api.load(reshape_model((4, -1))).model, ["flat"], relax_batch=True)
+    assert [numpy_helper.to_array(i).tolist() for i in merged.graph.initializer if i.name == "shape"] == [[4, -1]]
+    assert not any(n.input[1].endswith("/follows_batch") for n in merged.graph.node if n.op_type == "Reshape")
 
 
 def test_a_labels_array_is_ignored_by_input_only_methods():
