@@ -39,7 +39,7 @@ from graphprune.methods.sensitivity import DELTA, alpha, kept_of, log_misses, sa
 from graphprune.pipeline.state import PruneState
 
 from graphprune.pipeline.base import Pass, PassResult
-from graphprune.passes.select import keep_one_per_space, round_kept
+from graphprune.methods.budget import keep_one_per_space, round_kept
 from graphprune.methods.sensitivity import group_layers
 
 LOG_EPS_RANGE = (-30.0, 30.0)  # log10 ε: from "every sensitive unit" to "one unit per group"

@@ -26,9 +26,9 @@ from typing import Literal, Mapping
 
 import numpy as np
 
-from graphprune.channels.analysis import ChannelGraph, Group
+from graphprune.channels.analysis import ChannelGraph
 from graphprune.channels.plan import Plan
-from graphprune.methods.budget import BudgetModel, cost_of_sizes, plan_cost
+from graphprune.methods.budget import BudgetModel, cost_of_sizes, keep_one_per_space, plan_cost, round_kept
 from graphprune.errors import UsageError
 from graphprune.pipeline.state import PruneState
 
@@ -44,28 +44,6 @@ def removed_for(n_units: int, ratio: float) -> int:
     """Units to remove so that at most ``1 - ratio`` of ``n_units`` stay (the kept count rounded down, as the
     params and MACs budgets keep at most their target, and as Torch-Pruning counts): 0.3 of 16 removes 5."""
     return n_units - int(math.floor((1.0 - ratio) * n_units + 1e-9))
-
-
-def round_kept(n_units: int, n_remove: int, round_to: int, up: bool = False) -> int:
-    """Units to remove once the kept count is rounded to the nearest multiple of ``round_to`` (at least one
-    multiple; halves round up), or with ``up`` to the next multiple, so never more than ``n_remove`` go. Groups
-    of at most ``round_to`` units are left as they are."""
-    if round_to <= 1 or n_units <= round_to:
-        return n_remove
-    kept = n_units - n_remove
-    multiples = math.ceil(kept / round_to) if up else math.floor(kept / round_to + 0.5)
-    rounded = max(round_to, int(multiples) * round_to)
-    return n_units - min(n_units, rounded)
-
-
-def keep_one_per_space(group: Group, scores: np.ndarray, removed: np.ndarray) -> np.ndarray:
-    """Give back the best unit of any space that would lose every atom."""
-    removed = set(removed.tolist())
-    for labels in group.labels.values():
-        present = np.unique(labels)
-        if all(u in removed for u in present.tolist()):
-            removed.discard(int(present[np.argmax(scores[present])]))
-    return np.array(sorted(removed), np.int64)
 
 
 @dataclass(frozen=True, kw_only=True)

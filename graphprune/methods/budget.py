@@ -4,15 +4,19 @@ A budget search (PFP's ε) asks "if group g keeps its k_g best units, how big is
 For each space of a group, the atoms kept by the top-k units in a fixed order are a cumulative count, so a
 tensor's new shape, and with it the parameter and MAC counts of :mod:`graphprune.cost`, follow from the
 k's in microseconds. :func:`plan_cost` gives the exact numbers for a finished plan the same way.
+:func:`round_kept` and :func:`keep_one_per_space` are the two rules every selection applies to a count (the
+frontends' latency probes apply them too, so they live here, below the passes).
 """
 
 from __future__ import annotations
 
 from typing import Mapping
 
+import math
+
 import numpy as np
 
-from graphprune.channels.analysis import ChannelGraph
+from graphprune.channels.analysis import ChannelGraph, Group
 from graphprune.channels.layers import MAC_OPS
 from graphprune.methods.cost import node_macs
 from graphprune.channels.plan import Plan
@@ -71,3 +75,25 @@ class BudgetModel:
     def cost(self, kept: Mapping[int, int]) -> tuple[int, int]:
         """(params, MACs) when group g keeps its ``kept[g]`` best units."""
         return cost_of_sizes(self.cg, self.sizes(kept), self.params, self.nodes)
+
+
+def round_kept(n_units: int, n_remove: int, round_to: int, up: bool = False) -> int:
+    """Units to remove once the kept count is rounded to the nearest multiple of ``round_to`` (at least one
+    multiple; halves round up), or with ``up`` to the next multiple, so never more than ``n_remove`` go. Groups
+    of at most ``round_to`` units are left as they are."""
+    if round_to <= 1 or n_units <= round_to:
+        return n_remove
+    kept = n_units - n_remove
+    multiples = math.ceil(kept / round_to) if up else math.floor(kept / round_to + 0.5)
+    rounded = max(round_to, int(multiples) * round_to)
+    return n_units - min(n_units, rounded)
+
+
+def keep_one_per_space(group: Group, scores: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """Give back the best unit of any space that would lose every atom."""
+    removed = set(removed.tolist())
+    for labels in group.labels.values():
+        present = np.unique(labels)
+        if all(u in removed for u in present.tolist()):
+            removed.discard(int(present[np.argmax(scores[present])]))
+    return np.array(sorted(removed), np.int64)

@@ -10,7 +10,7 @@ import graphprune
 import graphprune.errors
 from graphprune.api import load
 from graphprune.passes import AnalyseChannels, MagnitudeScore, Select
-from graphprune.passes.select import round_kept
+from graphprune.methods.budget import round_kept
 from graphprune.pipeline.state import PruneState
 
 

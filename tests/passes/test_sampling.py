@@ -262,7 +262,7 @@ def test_all_group_bounds_equal_each_group_alone():
     """The search's kept counts for all groups at once (passes.sampling.Bounds) are each group's own by the
     definition, at every ε: groups of all sizes, an all-zero group, a concentrated one, rounding to multiples."""
     from passes.sampling import Bounds, GroupBound, floored
-    from passes.select import round_kept
+    from graphprune.methods.budget import round_kept
 
     def alone(b: GroupBound, eps: float) -> int:
         n = len(b.scores)
