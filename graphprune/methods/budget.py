@@ -10,9 +10,8 @@ frontends' latency probes apply them too, so they live here, below the passes).
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import math
+from typing import Mapping
 
 import numpy as np
 
