@@ -14,6 +14,14 @@ size into their Reshapes; the run checks it).
 
     realised speed-up = latency before / latency after;   MACs speed-up = MACs before / MACs after
     efficiency        = realised speed-up / MACs speed-up   (1.0: latency falls exactly as MACs do)
+
+``--profile`` adds, per row, onnxruntime's kernel-by-kernel profile of the original and the pruned model (the
+two taking turns, batch as analysed) next to the *work-bound*: each kernel's original time scaled by its own
+node's work ratio (MACs for Conv / Gemm / MatMul, elements read and written for every other op, activations for
+the runtime's own layout kernels). ``bound_efficiency`` is the efficiency a graph whose every kernel falls exactly
+with its work would have: where ops linear in the width (LayerNorm, GELU, Softmax, Transpose …) take a share of
+the time, it is below 1 whatever is pruned, because they fall with the width while the MACs fall with its square.
+``kernel_over_bound`` (bound time ÷ measured kernel time) says how much of it the emitted graph realises.
 """
 
 from __future__ import annotations
@@ -78,6 +86,45 @@ def interleaved(models: dict[str, onnx.ModelProto], batch: int, rounds: int, run
                 "round_medians_ms": [round(t, 3) for t in v]} for k, v in medians.items()}
 
 
+def work_bound(result, threads: int, runs: int = 20) -> dict:
+    """The original and the pruned model profiled kernel by kernel, against each kernel scaled by its work."""
+    from graphprune import runtime
+    from graphprune.channels.analysis import analyse
+    from graphprune.channels.layers import MAC_OPS
+    from graphprune.methods.budget import ShapeView
+    from graphprune.methods.latency import activation_elements, attribute, node_features
+
+    cg = analyse(result.source.graph)
+    feeds = runtime.seeded_inputs(result.source.model, result.source.input_shapes)
+    before, after = runtime.profile([result.source.model, result.model], feeds, runs=runs, threads=threads)
+    full = ShapeView(cg, {})
+    pruned = ShapeView(cg, {s: len(k) for s, k in result.plan.keep.items() if not s.virtual})
+    nodes = {n.name: n for n in cg.graph.nodes}
+    owner = attribute(before.op_types, cg.graph)
+    layout_ratio = activation_elements(pruned, cg.graph) / activation_elements(full, cg.graph)
+    by_op: dict[str, list[float]] = {}
+    for kernel, ms in before.kernel_ms.items():
+        node = nodes.get(owner[kernel]) if owner[kernel] else None
+        if node is None:
+            ratio = layout_ratio
+        else:
+            b, a = node_features(full, node), node_features(pruned, node)
+            k = 0 if node.op in MAC_OPS and b[0] else 1
+            ratio = a[k] / b[k] if b[k] else 1.0
+        row = by_op.setdefault(before.op_types[kernel], [0.0, 0.0, 0.0])
+        row[0] += ms
+        row[1] += after.kernel_ms.get(kernel, 0.0)
+        row[2] += ms * ratio
+    t_b, t_a, t_i = (sum(r[i] for r in by_op.values()) for i in range(3))
+    macs = result.report.after.macs / result.report.before.macs
+    return {"kernel_ms_before": t_b, "kernel_ms_after": t_a, "bound_ms_after": t_i,
+            "kernel_speedup": t_b / t_a, "bound_speedup": t_b / t_i, "kernel_efficiency": t_b / t_a * macs,
+            "bound_efficiency": t_b / t_i * macs, "kernel_over_bound": t_i / t_a,
+            "ops": {op: {"before_ms": round(r[0], 3), "after_ms": round(r[1], 3), "bound_ms": round(r[2], 3),
+                         "share_before": round(r[0] / t_b, 4)}
+                    for op, r in sorted(by_op.items(), key=lambda kv: -kv[1][0])}}
+
+
 def main() -> None:
     import graphprune
     from graphprune.emit.fold import fold_model
@@ -95,6 +142,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--profile", action="store_true", help="add the kernel profile and its work-bound to each row")
     ap.add_argument("--out", default="benchmarks/results/speedup.json")
     args = ap.parse_args()
     rows = []
@@ -111,6 +159,7 @@ def main() -> None:
                 fv = verify_same(r.model, folded, r.source.input_shapes, label="equals_unfolded", what="folded - unfolded")
                 base_folded, _ = fold_model(r.source.model)  # the same post-pass on the unpruned model
                 macs = r.report.after.macs / r.report.before.macs
+                bound = work_bound(r, args.threads) if args.profile else None
                 for batch in args.batches:
                     lat = interleaved({"before": r.source.model, "before_folded": base_folded, "after": r.model,
                                        "after_folded": folded}, batch, args.rounds, args.runs, args.threads)
@@ -123,11 +172,15 @@ def main() -> None:
                            "latency": lat, "latency_ratio": a / b, "speedup": b / a, "macs_speedup": 1 / macs,
                            "efficiency": (b / a) * macs, "speedup_folded": lat["before_folded"]["median_ms"] / af,
                            "efficiency_folded": (lat["before_folded"]["median_ms"] / af) * macs}
+                    if bound is not None:
+                        row["work_bound"] = bound
                     rows.append(row)
                     print(f"{name:16s} r={ratio:.1f} rt={rt} b={batch} MACs {macs:6.1%}  "
                           f"{b:7.2f} → {a:7.2f} ms [{lat['after']['min_ms']:.2f}–{lat['after']['max_ms']:.2f}]  "
                           f"speed-up {b / a:4.2f}× vs MACs {1 / macs:4.2f}×  eff {row['efficiency']:.2f}  "
-                          f"folded {row['speedup_folded']:4.2f}× (eff {row['efficiency_folded']:.2f})", flush=True)
+                          f"folded {row['speedup_folded']:4.2f}× (eff {row['efficiency_folded']:.2f})"
+                          + (f"  kernels eff {bound['kernel_efficiency']:.2f}, work-bound {bound['bound_efficiency']:.2f}"
+                             if bound else ""), flush=True)
                     out.parent.mkdir(parents=True, exist_ok=True)
                     out.write_text(json.dumps({"machine": platform.platform(), "cpu_count": os.cpu_count(),
                                                "onnxruntime_graph_optimization": "ORT_ENABLE_ALL", "rows": rows}, indent=2))
