@@ -5,7 +5,8 @@ reconstruction, at the sizes Torch-Pruning's group L1 reaches on the same weight
 
 Trains ``digits_resnet`` and ``digits_vgg`` (models/digits.py, seeded, 30 epochs), exports them with BatchNorm kept.
 For ratios 0.3 / 0.5 / 0.7, Torch-Pruning 1.6 (when installed: ``pip install torch-pruning==1.6.1 --no-deps``)
-prunes the torch module with ``GroupMagnitudeImportance(p=1)`` (the classifier ignored); graphprune then prunes
+prunes the torch module with ``GroupMagnitudeImportance(p=1)`` (the classifier ignored), and on its channels the
+issue's prototype of reconstruction runs (plain per-layer ridge least squares, ``least_squares_accuracy``); graphprune then prunes
 the ONNX export to the same fraction of parameters (``budget="params"``, ``round_to=1``) with magnitude and
 sampling, each without and with ``reconstruct=True`` refitted on ``--points`` calibration points of the training split
 (the units that go chosen for the refit, the default, and as the method ranks them: ``reconstruct_choice="score"``),
@@ -34,7 +35,9 @@ from digits_accuracy import onnx_accuracy  # noqa: E402  (this folder is on sys.
 RATIOS = (0.3, 0.5, 0.7)
 
 
-def torch_pruning_point(model, data, ratio: float) -> dict:
+def torch_pruning_point(model, data, ratio: float, calib) -> dict:
+    """Torch-Pruning's group L1 at ``ratio`` (the classifier ignored); then, on its channels, the issue's prototype
+    of reconstruction: :func:`least_squares_refit`."""
     import torch
     import torch_pruning as tp
 
@@ -45,9 +48,62 @@ def torch_pruning_point(model, data, ratio: float) -> dict:
     before = sum(p.numel() for p in m.parameters())
     pruner = tp.pruner.MagnitudePruner(m, torch.zeros(1, 1, 8, 8), pruning_ratio=ratio, ignored_layers=[head],
                                        importance=tp.importance.GroupMagnitudeImportance(p=1))
-    pruner.step()
-    return {"kept_params": sum(p.numel() for p in m.parameters()) / before,
-            "accuracy": accuracy(m, data.x_test, data.y_test)}
+    removed: dict[tuple[str, str], set[int]] = {}  # (module, "out" | "in") -> original indices removed
+    names = {mod: n for n, mod in m.named_modules()}
+    for group in pruner.step(interactive=True):
+        for item in group:
+            mod, handler = item.dep.target.module, item.dep.handler.__name__
+            if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)) and handler in ("prune_out_channels", "prune_in_channels"):
+                removed.setdefault((names[mod], handler[6:-9]), set()).update(int(i) for i in item.idxs)
+        group.prune()
+    point = {"kept_params": sum(p.numel() for p in m.parameters()) / before,
+             "accuracy": accuracy(m, data.x_test, data.y_test)}
+    least_squares_refit(model, m, removed, torch.from_numpy(calib))
+    point["least_squares_accuracy"] = accuracy(m, data.x_test, data.y_test)
+    return point
+
+
+def least_squares_refit(original, pruned, removed, x, ridge: float = 1e-3) -> None:
+    """The prototype the issue quotes, for reference: each Conv / Linear of ``pruned``, in order, refitted by ridge
+    least squares (λ = ``ridge`` × the mean of the Gram diagonal) so that, on the pruned network's own inputs, its
+    output matches the original layer's output at the kept channels."""
+    import torch
+    import torch.nn.functional as F
+
+    def io(model, name):
+        store = {}
+        hook = model.get_submodule(name).register_forward_hook(lambda mod, i, o: store.update(i=i[0], o=o))
+        with torch.no_grad():
+            model(x)
+        hook.remove()
+        return store["i"], store["o"]
+
+    for name, layer in list(pruned.named_modules()):
+        if not isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)):
+            continue
+        n_out = original.get_submodule(name).weight.shape[0]
+        kept = np.setdiff1d(np.arange(n_out), sorted(removed.get((name, "out"), ())))
+        target = io(original, name)[1][:, kept]
+        inputs = io(pruned, name)[0]
+        if isinstance(layer, torch.nn.Conv2d):
+            cols = F.unfold(inputs, layer.kernel_size, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
+            a = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+            t = target.permute(0, 2, 3, 1).reshape(-1, target.shape[1])
+        else:
+            a, t = inputs, target
+        a, t = a.double().numpy(), t.double().numpy()
+        if layer.bias is not None:
+            a = np.hstack([a, np.ones((len(a), 1))])
+        gram = a.T @ a
+        reg = ridge * np.mean(np.diag(gram)) * np.eye(len(gram))
+        if layer.bias is not None:
+            reg[-1, -1] = 0.0
+        w = np.linalg.solve(gram + reg, a.T @ t)
+        with torch.no_grad():
+            if layer.bias is not None:
+                layer.bias.copy_(torch.from_numpy(w[-1]))
+                w = w[:-1]
+            layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.T)).reshape(layer.weight.shape))
 
 
 def graphprune_point(path: Path, data, calib, method: str, **kw) -> dict:
@@ -99,7 +155,7 @@ def main() -> None:
         for ratio in RATIOS:
             row = {"ratio": ratio}
             if have_tp:
-                row["torch_pruning"] = torch_pruning_point(model, data, ratio)
+                row["torch_pruning"] = torch_pruning_point(model, data, ratio, calib)
                 target = row["torch_pruning"]["kept_params"]
             else:
                 target = 1.0 - ratio
