@@ -26,8 +26,7 @@ from graphprune.channels.plan import Plan
 from graphprune.frontends.onnx.load import LoadedModel
 from graphprune.methods.latency import FORMAT, LatencyTable, Sample, activation_elements, attribute, fit, \
     node_features
-from graphprune.methods.budget import ShapeView
-from graphprune.methods.budget import keep_one_per_space, round_kept
+from graphprune.methods.budget import ShapeView, keep_one_per_space, round_kept
 
 FRACTIONS = (1.0, 0.75, 0.5, 0.375, 0.25)  # widths profiled: the budget search predicts between them
 RUNS = 10
