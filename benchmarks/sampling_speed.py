@@ -5,7 +5,8 @@
 Models: the reference CNNs / transformers of ``models/`` (legacy export) and, when ``transformers`` is installed
 (the ``hf`` extra), two Hugging Face exports with random weights built from their configs: BERT (hidden 256, 4
 layers, sequence 128) and MobileViT (image 128, 4.9M params). Each is pruned at ratio 0.5 (params) with
-verification off, so the time is analysis + scoring + selection + removal; sampling runs data-free on
+verification off, so the time is analysis + scoring + selection + removal (``--verify end``: verified, as the CLI
+runs by default, written to ``*_verified.json``); sampling runs data-free on
 ``--points`` seeded points. ``--zoo DIR``: the torchvision exports of ``zoo_export.py`` instead (the issue's
 measure; its ``manifest.json`` gives the input shapes), written to ``sampling_speed_zoo.json``. Writes
 ``sampling_speed.json`` (seconds per method, the ratio, the median ratio). ``--only NAME …`` (with ``--zoo``):
@@ -51,18 +52,18 @@ def hf_exports(folder: Path) -> dict[str, Path]:
     return out
 
 
-def timed(path: Path, method: str, points: int, shapes: dict | None = None) -> float:
+def timed(path: Path, method: str, points: int, shapes: dict | None = None, verify: str = "off") -> float:
     import graphprune
 
     kw = dict(max_points=points) if method == "sampling" else {}
     t0 = time.perf_counter()
-    graphprune.prune(path, method=method, ratio=0.5, verify="off", input_shapes=shapes or {}, **kw)
+    graphprune.prune(path, method=method, ratio=0.5, verify=verify, input_shapes=shapes or {}, **kw)
     return time.perf_counter() - t0
 
 
-def least_pair(path: Path, points: int, shapes: dict | None, repeat: int) -> tuple[float, float]:
+def least_pair(path: Path, points: int, shapes: dict | None, repeat: int, verify: str = "off") -> tuple[float, float]:
     """Magnitude then sampling, back to back, ``repeat`` times: the least time of each."""
-    pairs = [(timed(path, "magnitude", points, shapes), timed(path, "sampling", points, shapes))
+    pairs = [(timed(path, "magnitude", points, shapes, verify), timed(path, "sampling", points, shapes, verify))
              for _ in range(max(1, repeat))]
     return min(m for m, _ in pairs), min(s for _, s in pairs)
 
@@ -88,6 +89,8 @@ def main() -> None:
     ap.add_argument("--zoo", type=Path, help="time the torchvision exports in this folder (zoo_export.py)")
     ap.add_argument("--only", nargs="+", metavar="MODEL", help="time only these models (names in the zoo's manifest)")
     ap.add_argument("--repeat", type=int, default=1, help="time each model's pair this many times, keep the least")
+    ap.add_argument("--verify", default="off", choices=("off", "end"),
+                    help="off (default): the pruning alone; end: as a user runs it, verified (the CLI's default)")
     args = ap.parse_args()
     if args.zoo:
         models = zoo_exports(args.zoo)
@@ -104,13 +107,14 @@ def main() -> None:
         models = {name: (path, None) for name, path in paths.items()}
     rows = []
     for name, (path, shapes) in models.items():
-        mag, samp = least_pair(path, args.points, shapes, args.repeat)
+        mag, samp = least_pair(path, args.points, shapes, args.repeat, args.verify)
         rows.append({"model": name, "magnitude_s": mag, "sampling_s": samp, "ratio": samp / mag})
         print(f"{name:20} magnitude {mag:6.2f}s  sampling {samp:6.2f}s  × {samp / mag:.1f}", flush=True)
     result = {"benchmark": "sampling_speed", "graphprune": graphprune.__version__, "machine": platform.platform(),
-              "points": args.points, "repeat": args.repeat, "rows": rows, "median_ratio": float(np.median([r["ratio"] for r in rows]))}
+              "points": args.points, "repeat": args.repeat, "verify": args.verify, "rows": rows, "median_ratio": float(np.median([r["ratio"] for r in rows]))}
     args.out.mkdir(parents=True, exist_ok=True)
-    written = args.out / ("sampling_speed_zoo.json" if args.zoo else "sampling_speed.json")
+    written = args.out / (("sampling_speed_zoo" if args.zoo else "sampling_speed")
+                          + ("" if args.verify == "off" else "_verified") + ".json")
     written.write_text(json.dumps(result, indent=2))
     print(f"median sampling / magnitude: {result['median_ratio']:.2f}; wrote {written}")
 

@@ -113,10 +113,11 @@ class Layer:
         flat, valid = self.patch_indices(np.arange(n_out) if pos is None else pos, a.shape[2:])
         n, kappa = flat.shape
         picked = np.take(a.reshape(b, c, -1), flat.reshape(-1), axis=2).reshape(b, c, n, kappa)
-        out = np.empty((b, n, c, kappa), a.dtype)
-        out.transpose(0, 2, 1, 3)[...] = picked  # (B, n, C, κ): a point's patches, each a row
-        if not valid.all():
-            out.transpose(0, 2, 1, 3)[:, :, ~valid] = 0
+        out = np.empty((b, n, c, kappa), a.dtype)  # (B, n, C, κ): a point's patches, each a row
+        if valid.all():
+            out.transpose(0, 2, 1, 3)[...] = picked
+        else:  # the padding's zeros written in the same pass as the copy (a masked store after it cost a third more)
+            np.multiply(picked, valid, out=out.transpose(0, 2, 1, 3))
         g = self.groups
         return out.reshape(b * n, g, (c // g) * kappa)
 
