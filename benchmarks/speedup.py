@@ -88,41 +88,11 @@ def interleaved(models: dict[str, onnx.ModelProto], batch: int, rounds: int, run
 
 def work_bound(result, threads: int, runs: int = 20) -> dict:
     """The original and the pruned model profiled kernel by kernel, against each kernel scaled by its work."""
-    from graphprune import runtime
-    from graphprune.channels.analysis import analyse
-    from graphprune.channels.layers import MAC_OPS
-    from graphprune.methods.budget import ShapeView
-    from graphprune.methods.latency import activation_elements, attribute, node_features
+    from graphprune.frontends.onnx.load import load
+    from graphprune.tools.kernels import breakdown
 
-    cg = analyse(result.source.graph)
-    feeds = runtime.seeded_inputs(result.source.model, result.source.input_shapes)
-    before, after = runtime.profile([result.source.model, result.model], feeds, runs=runs, threads=threads)
-    full = ShapeView(cg, {})
-    pruned = ShapeView(cg, {s: len(k) for s, k in result.plan.keep.items() if not s.virtual})
-    nodes = {n.name: n for n in cg.graph.nodes}
-    owner = attribute(before.op_types, cg.graph)
-    layout_ratio = activation_elements(pruned, cg.graph) / activation_elements(full, cg.graph)
-    by_op: dict[str, list[float]] = {}
-    for kernel, ms in before.kernel_ms.items():
-        node = nodes.get(owner[kernel]) if owner[kernel] else None
-        if node is None:
-            ratio = layout_ratio
-        else:
-            b, a = node_features(full, node), node_features(pruned, node)
-            k = 0 if node.op in MAC_OPS and b[0] else 1
-            ratio = a[k] / b[k] if b[k] else 1.0
-        row = by_op.setdefault(before.op_types[kernel], [0.0, 0.0, 0.0])
-        row[0] += ms
-        row[1] += after.kernel_ms.get(kernel, 0.0)
-        row[2] += ms * ratio
-    t_b, t_a, t_i = (sum(r[i] for r in by_op.values()) for i in range(3))
-    macs = result.report.after.macs / result.report.before.macs
-    return {"kernel_ms_before": t_b, "kernel_ms_after": t_a, "bound_ms_after": t_i,
-            "kernel_speedup": t_b / t_a, "bound_speedup": t_b / t_i, "kernel_efficiency": t_b / t_a * macs,
-            "bound_efficiency": t_b / t_i * macs, "kernel_over_bound": t_i / t_a,
-            "ops": {op: {"before_ms": round(r[0], 3), "after_ms": round(r[1], 3), "bound_ms": round(r[2], 3),
-                         "share_before": round(r[0] / t_b, 4)}
-                    for op, r in sorted(by_op.items(), key=lambda kv: -kv[1][0])}}
+    return breakdown(result.source, load(result.model, result.source.input_shapes), threads=threads,
+                     runs=runs).to_json()
 
 
 def main() -> None:

@@ -21,13 +21,16 @@ def add_parser(sub):
     p.add_argument("--runs", type=int, default=50, metavar="N", help="timed runs per measurement (default 50)")
     p.add_argument("--warmup", type=int, default=5, metavar="N", help="untimed runs first (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--profile", action="store_true", help="two models: each op type's kernel time before / after "
+                   "next to the work-bound (every kernel falling with its own work; efficiency = speed-up ÷ MACs "
+                   "speed-up), at the analysed shapes")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_common(p)
 
 
 def command(args) -> int:
     data = bench(args.models, args.batch, threads=args.threads, runs=args.runs, warmup=args.warmup, seed=args.seed,
-                 input_shapes=parse_input_shapes(args.input_shape))
+                 input_shapes=parse_input_shapes(args.input_shape), profile=args.profile)
     if args.json:
         print(json.dumps(data, indent=2))
     elif not args.quiet:

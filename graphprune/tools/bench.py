@@ -21,6 +21,7 @@ from graphprune.frontends.onnx import load as onnx_frontend
 from graphprune.frontends.onnx.load import read_model
 from graphprune.frontends.onnx.proto import declared_shape, graph_inputs
 from graphprune.runtime import latency_ms, providers, seeded_inputs
+from graphprune.tools.kernels import breakdown
 from graphprune.verify import metadata
 
 
@@ -81,10 +82,15 @@ def measure(path: Path, batch: int | None, *, input_shapes: Mapping[str, tuple[i
 
 
 def bench(models: Sequence[str | Path], batches: Sequence[int] | None = None, *, threads: int = 0, runs: int = 50,
-          warmup: int = 5, seed: int = 0, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
-    """Latency of each model at each batch size; with two models, the ratio second / first per batch."""
+          warmup: int = 5, seed: int = 0, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+          profile: bool = False) -> dict[str, Any]:
+    """Latency of each model at each batch size; with two models, the ratio second / first per batch. ``profile``
+    (two models): also their kernel-by-kernel breakdown against the work-bound (:mod:`graphprune.tools.kernels`),
+    at the analysed shapes, one thread unless ``threads`` says otherwise."""
     if not 1 <= len(models) <= 2:
         raise UsageError(f"bench takes one or two models, got {len(models)}")
+    if profile and len(models) != 2:
+        raise UsageError("--profile compares two models: the original and its pruned version")
     if runs < 1 or warmup < 0 or threads < 0:
         raise UsageError("--runs must be >= 1, --warmup and --threads >= 0")
     if batches is not None and any(b < 1 for b in batches):
@@ -110,8 +116,14 @@ def bench(models: Sequence[str | Path], batches: Sequence[int] | None = None, *,
             row["batch"] = next((r["batch"] for r in res if "batch" in r), None)
         if len(res) == 2 and "median" in res[0] and "median" in res[1]:
             row["ratio"] = res[1]["median"] / res[0]["median"] if res[0]["median"] > 0 else None
-    return {"models": [str(p) for p in paths], "provider": providers()[0], "threads": threads, "runs": runs,
-            "warmup": warmup, "rows": rows}
+    out = {"models": [str(p) for p in paths], "provider": providers()[0], "threads": threads, "runs": runs,
+           "warmup": warmup, "rows": rows}
+    if profile:
+        shapes = dict(input_shapes or {}) or stored_shapes(paths[1]) or stored_shapes(paths[0])
+        with progress.task("profiling kernels"):
+            before, after = (onnx_frontend.load(p, shapes) for p in paths)
+            out["kernels"] = breakdown(before, after, threads=threads or 1, runs=runs).to_json()
+    return out
 
 
 def print_bench(data: dict, console=None) -> None:
@@ -140,5 +152,23 @@ def print_bench(data: dict, console=None) -> None:
     console.print(table)
     for e in errors:
         console.print(e, highlight=False)
+    if "kernels" in data:
+        print_kernels(data["kernels"], names, console)
+
+
+def print_kernels(k: dict, names: Sequence[str], console) -> None:
+    """The op types' kernel time before / after / at the work-bound, and the efficiencies they give."""
+    table = Table(title="onnxruntime kernels by op type, ms per run", header_style="bold")
+    for col in ("op", names[0], names[1], "work-bound", "share before"):
+        table.add_column(col, justify="left" if col == "op" else "right")
+    for op, t in k["ops"].items():
+        if t["share_before"] >= 0.005 or t["after_ms"] > 0.005 * k["kernel_ms_after"]:
+            table.add_row(op, f"{t['before_ms']:.3f}", f"{t['after_ms']:.3f}", f"{t['bound_ms']:.3f}",
+                          f"{t['share_before']:.1%}")
+    table.add_row("total", f"{k['kernel_ms_before']:.3f}", f"{k['kernel_ms_after']:.3f}", f"{k['bound_ms_after']:.3f}", "")
+    console.print(table)
+    console.print(f"kernels {k['kernel_speedup']:.2f}× faster, MACs {1 / k['macs_ratio']:.2f}× fewer: efficiency "
+                  f"{k['kernel_efficiency']:.2f}; work-bound {k['bound_efficiency']:.2f} (every kernel falling with "
+                  f"its own work), realised {k['kernel_over_bound']:.2f} of it", highlight=False)
 
 
