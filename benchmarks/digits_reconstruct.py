@@ -53,8 +53,9 @@ def torch_pruning_point(model, data, ratio: float, calib) -> dict:
     for group in pruner.step(interactive=True):
         for item in group:
             mod, handler = item.dep.target.module, item.dep.handler.__name__
-            if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)) and handler in ("prune_out_channels", "prune_in_channels"):
-                removed.setdefault((names[mod], handler[6:-9]), set()).update(int(i) for i in item.idxs)
+            side = {"prune_out_channels": "out", "prune_in_channels": "in"}.get(handler)
+            if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)) and side:
+                removed.setdefault((names[mod], side), set()).update(int(i) for i in item.idxs)
         group.prune()
     point = {"kept_params": sum(p.numel() for p in m.parameters()) / before,
              "accuracy": accuracy(m, data.x_test, data.y_test)}

@@ -24,7 +24,7 @@ from graphprune import runtime
 from graphprune.channels.layers import MAC_OPS
 from graphprune.frontends.onnx.load import LoadedModel
 from graphprune.ir import Graph
-from graphprune.methods.cost import node_macs
+from graphprune.methods.cost import cost
 from graphprune.methods.latency import activation_elements, attribute, node_features
 
 
@@ -63,10 +63,6 @@ class KernelBreakdown:
                              "share_before": t.before_ms / b} for op, t in self.ops.items()}}
 
 
-def macs(graph: Graph) -> int:
-    return int(sum(node_macs(graph, n) for n in graph.nodes if n.op in MAC_OPS))
-
-
 def work(graph: Graph, name: str) -> float:
     """The work of node ``name`` of ``graph``: its MACs for a MAC op, else the elements it reads and writes."""
     node = graph.node_by_name[name]
@@ -102,4 +98,4 @@ def breakdown(before: LoadedModel, after: LoadedModel, *, threads: int = 1, runs
         if owner_a[kernel] is None or kernel not in prof_b.kernel_ms:  # layout, or a kernel only the pruned runs
             add(prof_a.op_types[kernel], after_ms=ms)
     ops = {op: OpTime(*t) for op, t in sorted(totals.items(), key=lambda kv: -kv[1][0])}
-    return KernelBreakdown(ops, macs(after.graph) / max(1, macs(before.graph)))
+    return KernelBreakdown(ops, cost(after.graph).macs / max(1, cost(before.graph).macs))
