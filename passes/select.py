@@ -1,8 +1,9 @@
 """Selection: turn unit scores into a plan.
 
 * local (default): remove the ``ratio`` lowest-scored units of every prunable group;
-* global: rank all units by their score divided by their group's mean score and remove the lowest
-  ``ratio`` of all units, never more than ``max_group_ratio`` of one group;
+* global: rank all units by their score made comparable across groups (``normalizer``: divided by its group's
+  mean score, or LAMP's) and remove the lowest ``ratio`` of all units, never more than ``max_group_ratio`` of one
+  group;
 * threshold: remove every unit whose raw score is ≤ ``threshold``, and never one scoring above it: the kept count
   is rounded *up* to a multiple of ``round_to`` (the best-scored of the units at or below T are kept back).
 
@@ -40,6 +41,28 @@ def lowest(scores: np.ndarray, count: int) -> np.ndarray:
     return np.argsort(scores, kind="stable")[:count]
 
 
+def lamp(scores: np.ndarray) -> np.ndarray:
+    """LAMP (Lee et al. 2021), per unit: its score² over the sum of the score² of the units of its group that score
+    at least as high (ties in the stable order), for the non-negative scores every score method gives. In [0, 1],
+    monotone in the score within a group, 1 for a group's best unit. Ranked across groups it keeps about as many
+    units of every group as their scores' spread allows (a group of equal scores with k units left scores 1/k),
+    where dividing by the group's mean lets a group of similar scores go almost whole. It is the normalisation
+    Torch-Pruning's ``LAMPImportance`` applies (there to summed squared weights)."""
+    energy = np.square(np.asarray(scores, np.float64))
+    order = np.argsort(energy, kind="stable")
+    at_least = np.cumsum(energy[order][::-1])[::-1]  # Σ over this unit and every unit after it in the order
+    out = np.empty_like(energy)
+    out[order] = energy[order] / np.maximum(at_least, np.finfo(np.float64).tiny)
+    return out
+
+
+def normalised(scores: np.ndarray, normalizer: str) -> np.ndarray:
+    """A group's scores made comparable with other groups' (``"mean"``: over their mean; ``"lamp"``: :func:`lamp`)."""
+    if normalizer == "lamp":
+        return lamp(scores)
+    return scores / max(float(np.mean(scores)), 1e-12)
+
+
 def removed_for(n_units: int, ratio: float) -> int:
     """Units to remove so that at most ``1 - ratio`` of ``n_units`` stay (the kept count rounded down, as the
     params and MACs budgets keep at most their target, and as Torch-Pruning counts): 0.3 of 16 removes 5."""
@@ -54,6 +77,7 @@ class Select(Pass):
     threshold: float | None = None
     round_to: int = 1
     max_group_ratio: float = 0.9
+    normalizer: Literal["mean", "lamp"] = "mean"
     requires = ("channels", "scores")
     provides = ("plan",)
 
@@ -71,6 +95,8 @@ class Select(Pass):
             chosen = lowest(scores[gid], count)
             removed[gid] = keep_one_per_space(group, scores[gid], chosen)
         meta = {"ratio": self.ratio, "scope": self.scope, "threshold": self.threshold, "round_to": self.round_to}
+        if self.scope == "global":
+            meta["normalizer"] = self.normalizer
         plan = Plan.from_removed(cg, removed, meta)
         stats = {"units_removed": plan.units_removed, "groups_pruned": len(plan.removed)}
         if search:
@@ -92,12 +118,12 @@ class Select(Pass):
         gids = list(scores)
         if not gids:
             return {}
-        normalised = [scores[g] / max(float(np.mean(scores[g])), 1e-12) for g in gids]
-        caps = [int(math.floor(self.max_group_ratio * len(s))) for s in normalised]
-        within_rank = [np.argsort(np.argsort(s, kind="stable"), kind="stable") for s in normalised]
+        comparable = [normalised(scores[g], self.normalizer) for g in gids]
+        caps = [int(math.floor(self.max_group_ratio * len(s))) for s in comparable]
+        within_rank = [np.argsort(np.argsort(s, kind="stable"), kind="stable") for s in comparable]
         eligible = np.concatenate([r < c for r, c in zip(within_rank, caps)])
-        flat = np.concatenate(normalised)
-        owner = np.repeat(np.arange(len(gids)), [len(s) for s in normalised])
+        flat = np.concatenate(comparable)
+        owner = np.repeat(np.arange(len(gids)), [len(s) for s in comparable])
         total = removed_for(len(flat), self.ratio) if total is None else total
         candidates = np.flatnonzero(eligible)
         chosen = candidates[np.argsort(flat[candidates], kind="stable")[:total]]

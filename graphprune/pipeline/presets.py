@@ -105,6 +105,10 @@ class SelectOptions(AnalysisOptions):
         cli=("--global",), action="store_const", const="global")
     threshold: float | None = option(None, "remove every unit whose score is <= T instead of a ratio", type=float)
     max_group_ratio: float = option(0.9, "with --global: most any group may lose", type=float)
+    normalizer: Literal["mean", "lamp"] = option(
+        "mean", "with --global: how scores are made comparable across groups: 'mean' (default: over the group's "
+        "mean) or 'lamp' (LAMP, Lee et al. 2021: a unit's score² over the sum of score² of its group's units scoring "
+        "at least as high)", choices=("mean", "lamp"))
     latency_threads: int = option(1, "with --budget latency: onnxruntime threads to measure with (default 1, where "
                                   "the latency model is measured reliable; 0: onnxruntime's choice, all cores)",
                                   type=int, metavar="N")
@@ -117,6 +121,10 @@ class SelectOptions(AnalysisOptions):
             raise UsageError(f"scope '{self.scope}' must be 'local' or 'global'")
         if not 0.0 < self.max_group_ratio < 1.0:
             raise UsageError(f"max group ratio {self.max_group_ratio} must be in (0, 1)")
+        if self.normalizer not in ("mean", "lamp"):
+            raise UsageError(f"normalizer '{self.normalizer}' must be 'mean' or 'lamp'")
+        if self.normalizer != "mean" and self.scope != "global":
+            raise UsageError("--normalizer ranks units across groups: add --global")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -300,7 +308,7 @@ class LowRankOptions(Options):
 
 def channel_pipeline(score: Pass, cfg: "PruneConfig", opts: SelectOptions, exclude: tuple[str, ...]) -> list[Pass]:
     select = Select(ratio=cfg.ratio, budget=opts.budget or DEFAULT_BUDGET, scope=opts.scope, threshold=opts.threshold,
-                    round_to=cfg.round_to, max_group_ratio=opts.max_group_ratio)
+                    round_to=cfg.round_to, max_group_ratio=opts.max_group_ratio, normalizer=opts.normalizer)
     reconstruct = getattr(opts, "reconstruct", False)
     chosen = refit_choice(cfg, opts) if reconstruct and select.threshold is None else []  # a threshold promises what goes
     passes = [analyse(cfg, exclude), score, select, *chosen, RemoveChannels()]

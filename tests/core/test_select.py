@@ -10,6 +10,7 @@ import graphprune
 import graphprune.errors
 from graphprune.api import load
 from graphprune.passes import AnalyseChannels, MagnitudeScore, Select
+from graphprune.passes.select import lamp
 from graphprune.methods.budget import round_kept
 from graphprune.pipeline.state import PruneState
 
@@ -46,6 +47,33 @@ def test_global_ranks_across_groups_and_caps_each_group():
     counts = removed_counts(s)
     assert counts[8] == 4  # the 8-group has the lowest normalised scores, but the cap stops it at half
     assert sum(counts.values()) == 6  # a quarter of the 24 units
+
+
+def test_lamp_is_each_score_squared_over_the_squares_at_least_as_high():
+    scores = np.array([3.0, 1.0, 2.0, 2.0])
+    # ascending (stable): 1, 2 (index 2), 2 (index 3), 3; each over the sum of its own square and those after it
+    want = np.array([9 / 9, 1 / 18, 4 / 17, 4 / 13])
+    assert np.allclose(lamp(scores), want)
+    order = np.argsort(scores, kind="stable")
+    assert np.all(np.diff(lamp(scores)[order]) >= 0)  # monotone in the score: a group's own ranking is unchanged
+    assert lamp(np.zeros(3)).tolist() == [0.0, 0.0, 0.0]  # all-zero scores: no division by zero
+
+
+def test_global_lamp_keeps_groups_of_equal_scores_at_equal_counts():
+    # mean-normalised, both groups score 1 everywhere and the ties go by index (the 16-group first); LAMP gives a
+    # group of equal scores with k left 1/k, so both keep the same number of units: 24 - 8 removed = 8 each
+    s = state_with_scores(two_layer_model(), {16: np.full(16, 5.0), 8: np.full(8, 0.1)})
+    lamped = removed_counts(Select(ratio=8 / 24, scope="global", normalizer="lamp")(s))
+    assert lamped == {16: 8}
+    s2 = state_with_scores(two_layer_model(), {16: np.full(16, 5.0), 8: np.full(8, 0.1)})
+    assert removed_counts(Select(ratio=12 / 24, scope="global", normalizer="lamp")(s2)) == {16: 10, 8: 2}
+
+
+def test_normalizer_is_read_with_global_only():
+    with pytest.raises(graphprune.errors.UsageError, match="add --global"):
+        graphprune.prune(two_layer_model(), ratio=0.5, normalizer="lamp")
+    with pytest.raises(graphprune.errors.UsageError, match="must be 'mean' or 'lamp'"):
+        graphprune.prune(two_layer_model(), ratio=0.5, scope="global", normalizer="max")
 
 
 def test_threshold_removes_every_unit_at_or_below():
