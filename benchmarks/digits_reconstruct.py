@@ -10,7 +10,9 @@ issue's prototype of reconstruction runs (plain per-layer ridge least squares, `
 the ONNX export to the same fraction of parameters (``budget="params"``, ``round_to=1``) with magnitude and
 sampling, each without and with ``reconstruct=True`` refitted on ``--points`` calibration points of the training split
 (the units that go chosen for the refit, the default, and as the method ranks them: ``reconstruct_choice="score"``),
-and with ``budget="channels"`` at the same ratio (the per-group fraction Torch-Pruning uses). Accuracy is on the
+with magnitude's units ranked across groups by LAMP (``scope="global", normalizer="lamp"``: how many each group
+keeps, at the same params) without and with the refit, and with ``budget="channels"`` at the same ratio (the
+per-group fraction Torch-Pruning uses). Accuracy is on the
 held-out test split in onnxruntime; every graphprune model is verified. Writes ``digits_reconstruct.json``.
 """
 
@@ -107,7 +109,7 @@ def least_squares_refit(original, pruned, removed, x, ridge: float = 1e-3) -> No
             layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.T)).reshape(layer.weight.shape))
 
 
-def graphprune_point(path: Path, data, calib, method: str, **kw) -> dict:
+def graphprune_point(path: Path, data, calib, method: str = "magnitude", **kw) -> dict:
     import graphprune
 
     opts = dict(method=method, round_to=1, **kw)
@@ -166,6 +168,9 @@ def main() -> None:
                     key = method + "+reconstruct" + ("" if choice == "refit" else "(score)")
                     row[key] = graphprune_point(path, data, calib, method, ratio=1.0 - target, budget="params",
                                                 reconstruct=True, reconstruct_choice=choice)
+            lamp = dict(method="magnitude", ratio=1.0 - target, budget="params", scope="global", normalizer="lamp")
+            row["magnitude_lamp"] = graphprune_point(path, data, calib, **lamp)
+            row["magnitude_lamp+reconstruct"] = graphprune_point(path, data, calib, **lamp, reconstruct=True)
             row["magnitude_channels"] = graphprune_point(path, data, calib, "magnitude", ratio=ratio, budget="channels")
             res["points"].append(row)
             print(name, ratio, {k: (round(v["accuracy"], 3), round(v["kept_params"], 3)) for k, v in row.items()

@@ -15,7 +15,8 @@ with default options. Only when graphprune answers that an input is dynamic (exi
 run again with ``--input-shape`` for those inputs: the shape a user of that package feeds (``KNOWN_SHAPES``,
 from the packages' preprocessing), else batch 1, 224 × 224 for an image's spatial axes and 16 for other dynamic
 axes. The row records what was given. Per model: package, file, exit code, the first error line, verified,
-params / MACs / file bytes before and after, seconds. Writes ``<out>/wild_models.json``.
+params / MACs / file bytes before and after, the output cosine to the original on the verification's seeded inputs
+(``drift_cosine``: data-free, what pruning alone lost), seconds. Writes ``<out>/wild_models.json``.
 
 ``--options "..."`` adds CLI options to every run, written to ``<out>/<--name>.json``: with ``--reconstruct`` each row
 also holds the refit's output cosine to the original before / after on the held-out points and whether it was
@@ -166,6 +167,7 @@ def one(models: Path, path: Path, work: Path, timeout: float, options: tuple[str
                    params_before=rep["params"]["before"], params_after=rep["params"]["after"],
                    macs_before=rep["macs"]["before"], macs_after=rep["macs"]["after"],
                    units_removed=rep.get("units_removed"), max_error=ver.get("max_error"),
+                   drift_cosine=(ver.get("drift") or {}).get("cosine"),
                    notes=[n[:300] for n in rep.get("notes", [])][:6])
         fb = rep.get("file_bytes") or {}
         row["bytes_after"] = fb.get("after")
@@ -193,7 +195,14 @@ def summarise(rows: list[dict]) -> dict:
             "exit_codes": {str(c): sum(r["exit"] == c for r in rows) for c in sorted({r["exit"] for r in rows}, key=str)},
             "larger_file": sum((r.get("file_ratio") or 0) > 1 for r in verified),
             "macs_missing": sum(not r.get("macs_after") for r in pruned),
-            "noisy": sum(r["error"].startswith(("stdout", "stderr")) for r in rows)} | refit_summary(verified)
+            "noisy": sum(r["error"].startswith(("stdout", "stderr")) for r in rows),
+            "median_drift_cosine": median_of([r.get("drift_cosine") for r in pruned])} | refit_summary(verified)
+
+
+def median_of(values: list) -> float | None:
+    """The median of the values that were measured (None when none was)."""
+    measured = [v for v in values if v is not None]
+    return round(statistics.median(measured), 4) if measured else None
 
 
 def refit_summary(rows: list[dict]) -> dict:
