@@ -170,3 +170,11 @@ def test_threshold_rounds_the_kept_count_up():
     assert removed_counts(s) == {16: 4}  # 11 kept → 12; the nearest multiple (12) happens to agree
     s = Select(threshold=0.0, round_to=8)(state_with_scores(two_layer_model(), {16: np.r_[np.zeros(5), np.ones(11)], 8: np.ones(8)}))
     assert removed_counts(s) == {}  # 11 kept → 16, where the nearest multiple (8) would remove 3 units scoring 1
+
+
+def test_global_lamp_meets_the_params_budget_and_verifies(exported):
+    result = graphprune.prune(exported("resnet_basic", "legacy_bn"), ratio=0.5, scope="global", normalizer="lamp",
+                              round_to=1)
+    assert result.report.verification.ok
+    assert result.plan.meta["normalizer"] == "lamp"
+    assert abs(result.report.after.params / result.report.before.params - 0.5) < 0.05
