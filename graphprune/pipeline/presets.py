@@ -125,6 +125,9 @@ class SelectOptions(AnalysisOptions):
             raise UsageError(f"normalizer '{self.normalizer}' must be 'mean' or 'lamp'")
         if self.normalizer != "mean" and self.scope != "global":
             raise UsageError("--normalizer ranks units across groups: add --global")
+        if self.threshold is not None and self.scope == "global":
+            raise UsageError("--threshold removes every unit scoring at or below T whatever its group; --global ranks "
+                             "units across groups to meet --ratio: give one of them")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -74,6 +74,8 @@ def test_normalizer_is_read_with_global_only():
         graphprune.prune(two_layer_model(), ratio=0.5, normalizer="lamp")
     with pytest.raises(graphprune.errors.UsageError, match="must be 'mean' or 'lamp'"):
         graphprune.prune(two_layer_model(), ratio=0.5, scope="global", normalizer="max")
+    with pytest.raises(graphprune.errors.UsageError, match="give one of them"):  # a threshold ranks nothing
+        graphprune.prune(two_layer_model(), threshold=0.1, scope="global")
 
 
 def test_threshold_removes_every_unit_at_or_below():
