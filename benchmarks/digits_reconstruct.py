@@ -109,7 +109,7 @@ def least_squares_refit(original, pruned, removed, x, ridge: float = 1e-3) -> No
             layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.T)).reshape(layer.weight.shape))
 
 
-def graphprune_point(path: Path, data, calib, method: str = "magnitude", **kw) -> dict:
+def graphprune_point(path: Path, data, calib, method: str, **kw) -> dict:
     import graphprune
 
     opts = dict(method=method, round_to=1, **kw)
@@ -168,9 +168,9 @@ def main() -> None:
                     key = method + "+reconstruct" + ("" if choice == "refit" else "(score)")
                     row[key] = graphprune_point(path, data, calib, method, ratio=1.0 - target, budget="params",
                                                 reconstruct=True, reconstruct_choice=choice)
-            lamp = dict(method="magnitude", ratio=1.0 - target, budget="params", scope="global", normalizer="lamp")
-            row["magnitude_lamp"] = graphprune_point(path, data, calib, **lamp)
-            row["magnitude_lamp+reconstruct"] = graphprune_point(path, data, calib, **lamp, reconstruct=True)
+            lamp = dict(ratio=1.0 - target, budget="params", scope="global", normalizer="lamp")
+            row["magnitude_lamp"] = graphprune_point(path, data, calib, "magnitude", **lamp)
+            row["magnitude_lamp+reconstruct"] = graphprune_point(path, data, calib, "magnitude", **lamp, reconstruct=True)
             row["magnitude_channels"] = graphprune_point(path, data, calib, "magnitude", ratio=ratio, budget="channels")
             res["points"].append(row)
             print(name, ratio, {k: (round(v["accuracy"], 3), round(v["kept_params"], 3)) for k, v in row.items()
