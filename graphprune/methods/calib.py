@@ -34,6 +34,7 @@ from graphprune.frontends.onnx.lower import to_ir
 from graphprune.frontends.onnx.proto import graph_inputs
 from graphprune.ir import Graph
 from graphprune.methods.edits import with_values
+from graphprune.points import agrees, first_points
 from graphprune.runtime import run, session
 
 CalibData = Any  # str | PathLike | np.ndarray | Mapping[str, np.ndarray] | Iterable[np.ndarray | Mapping]
@@ -288,30 +289,52 @@ def expose(model: onnx.ModelProto, names: Iterable[str], relax_batch: bool = Fal
 
 def follow_batch_in_reshapes(g: onnx.GraphProto, infos: Mapping[str, onnx.ValueInfoProto]) -> None:
     """Where folding baked the analysed batch size into a Reshape's target (``[1, 128, 4, 64]`` from a
-    ``Shape → Gather → Concat`` chain), make its first entry 0, "as the input's axis 0", so the copy with a
-    symbolic batch axis runs batches at once: only for an activation whose axis 0 has that size at the analysed
-    shapes, so at those shapes the two are the same Reshape. Exported transformers (BERT: 20 such Reshapes) then
-    run a batch in one call instead of one call per point. Whether the result is right for larger batches is
-    not assumed: :class:`ActivationRunner` trusts the copy only when a batch's first points match them alone."""
+    ``Shape → Gather → Concat`` chain), let the copy with a symbolic batch axis follow the points, so it runs a
+    batch at once: the first entry becomes 0, "as the input's axis 0", where the input's axis 0 has that size at
+    the analysed shapes; else, where the output's shape is known, the target becomes that shape with its first
+    entry -1, so a batch merged into axis 0 grows with the points (MobileViT's unfold to ``[1152, 2, 8, 2]``, its
+    attention's ``[4, 16, -1, 48]``). At the analysed shapes each is the same Reshape. Exported transformers
+    (BERT: 20 such Reshapes; MobileViT: 54) then run a batch in one call instead of one call per point. Whether
+    the result is right for more points is not assumed: :class:`ActivationRunner` trusts the copy only when its
+    first and last points match them alone (a batch merged behind another axis mixes points, and is refused)."""
     inits = {i.name: i for i in g.initializer}
-    changed: dict[str, str] = {}
+    changed: dict[tuple[str, tuple[int, ...]], str] = {}
     for node in g.node:
         if node.op_type != "Reshape" or len(node.input) < 2 or node.input[0] in inits or node.input[1] not in inits:
             continue
         if any(a.name == "allowzero" and a.i for a in node.attribute):
             continue
-        dims = infos[node.input[0]].type.tensor_type.shape.dim if node.input[0] in infos else ()
         target = onnx.numpy_helper.to_array(inits[node.input[1]])
-        if not dims or not dims[0].HasField("dim_value") or target.ndim != 1 or not len(target) \
-                or target[0] != dims[0].dim_value or target[0] <= 0:
+        if target.ndim != 1 or not len(target) or target[0] <= 0:
             continue
-        if node.input[1] not in changed:
-            relaxed = target.copy()
-            relaxed[0] = 0
-            name = f"{node.input[1]}/follows_batch"
-            g.initializer.append(onnx.numpy_helper.from_array(relaxed, name))
-            changed[node.input[1]] = name
-        node.input[1] = changed[node.input[1]]
+        relaxed = relaxed_target(target, known_dims(infos, node.input[0]), known_dims(infos, node.output[0]))
+        if relaxed is None:
+            continue
+        key = (node.input[1], relaxed)
+        if key not in changed:
+            name = f"{node.input[1]}/follows_batch" + (f"_{len(changed)}" if changed else "")
+            g.initializer.append(onnx.numpy_helper.from_array(np.array(relaxed, np.int64), name))
+            changed[key] = name
+        node.input[1] = changed[key]
+
+
+def known_dims(infos: Mapping[str, onnx.ValueInfoProto], name: str) -> tuple[int, ...] | None:
+    """The shape of tensor ``name`` at the analysed shapes, 0 for an axis without a known size; None when even
+    its rank is unknown."""
+    if name not in infos or not infos[name].type.tensor_type.HasField("shape"):
+        return None
+    return tuple(d.dim_value for d in infos[name].type.tensor_type.shape.dim)
+
+
+def relaxed_target(target: np.ndarray, x_dims: tuple[int, ...] | None,
+                   y_dims: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """A Reshape target that gives the same result at the analysed shapes and lets axis 0 follow the points
+    (see :func:`follow_batch_in_reshapes`), or None."""
+    if x_dims and x_dims[0] > 0 and target[0] == x_dims[0]:
+        return (0, *(int(t) for t in target[1:]))
+    if y_dims and len(y_dims) == len(target) and all(d > 0 for d in y_dims):
+        return (-1, *y_dims[1:])
+    return None
 
 
 def exposed_session(model: onnx.ModelProto):
@@ -361,26 +384,24 @@ class ActivationRunner:
 
     def choose(self, batch: Mapping[str, np.ndarray]) -> tuple[str, dict[str, np.ndarray] | None]:
         """The mode, and when it is ``relaxed`` the first batch's values its trial computed (the batch is not run
-        a second time: on resnet50 that run was a sixth of the calibration's onnxruntime time)."""
+        a second time: on resnet50 that run was a sixth of the calibration's onnxruntime time). The copy is
+        trusted when its rows per point are the analysed ones and its first and last points equal what it gives
+        for them alone: a batch merged into another axis the wrong way round mixes points."""
         n = len(next(iter(batch.values())))
-        if n == self.static_batch:
+        b = self.static_batch
+        if n <= b:
             return "static", None
         try:
             self.relaxed = exposed_session(expose(self.model, self.computed, relax_batch=True))
             got = self.run_relaxed(batch)
-            head = {k: v[:self.static_batch] for k, v in batch.items()}
-            want = self.run_relaxed(head) if n >= self.static_batch else None
+            head = self.run_relaxed({k: v[:b] for k, v in batch.items()})
+            tail = self.run_relaxed({k: v[n - b:] for k, v in batch.items()})
         except Exception:
             return "static", None
-        if want is None:
-            return "static", None
-        for name in self.computed:
-            a, b = got[name], want[name]
-            if a.shape[0] != n or a.shape[1:] != b.shape[1:]:
-                return "static", None
-            if not np.allclose(a[:self.static_batch], b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(b).max(initial=0)))):
-                return "static", None
-        return "relaxed", got
+        if all(agrees(got[name], head[name], n, b) and agrees(got[name], tail[name], n, b, at_end=True)
+               for name in self.computed):
+            return "relaxed", got
+        return "static", None
 
     def run_relaxed(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.computed, run(self.relaxed, batch)))
@@ -399,7 +420,7 @@ class ActivationRunner:
                     part = np.concatenate([part, np.repeat(part[:1], b - len(part), axis=0)])
                 feed[k] = part
             for name, value in zip(self.computed, run(self.static, feed)):
-                chunks[name].append(value[:min(b, n - start)])
+                chunks[name].append(first_points(value, min(b, n - start), b))
         return {k: np.concatenate(v, axis=0) for k, v in chunks.items()}
 
 

@@ -65,6 +65,7 @@ from graphprune.ir import Graph
 from graphprune.methods.calib import OnnxAccess, batch_for
 from graphprune.methods.gated_refit import Gate, GatedRows, gated_error, gated_fit, thresholds
 from graphprune.methods.sensitivity import Layer, layer_of
+from graphprune.points import rows_per_point
 from graphprune.workers import Workers
 
 RIDGE = 1e-3  # λ relative to the mean input variance: enough to make a rank-deficient fit well posed
@@ -406,7 +407,8 @@ class Accumulator:
         groups = self.w0.shape[0]
         out = target_rows(t.layer, y, pos, groups)
         mask = np.zeros(len(rows), bool)
-        if held is not None and held.any() and len(held) == len(x) == len(y) and not len(rows) % len(held):
+        if held is not None and held.any() and not len(rows) % len(held) \
+                and rows_per_point(x, len(held)) and rows_per_point(y, len(held)):  # rows point after point
             mask = np.repeat(held, len(rows) // len(held))
         if mask.any():
             self.fit.add(rows[~mask], out[~mask])
@@ -452,7 +454,7 @@ def target_rows(layer: Layer, y: np.ndarray, pos: np.ndarray | None, groups: int
     if layer.op == "Gemm":
         return y.reshape(y.shape[0], 1, -1)
     if layer.op == "MatMul":
-        per_point = y.reshape(y.shape[0], -1, y.shape[-1])
+        per_point = y.reshape(-1, layer.patches, y.shape[-1])
         if pos is not None:
             per_point = per_point[:, pos]
         return per_point.reshape(-1, 1, y.shape[-1])

@@ -61,7 +61,7 @@ class Layer:
     pads: tuple[tuple[int, int], ...] = ()
     dilations: tuple[int, ...] = ()
     out_spatial: tuple[int, ...] = ()
-    patches: int = 1  # output patches per point (conv positions, MatMul rows per point)
+    patches: int = 1  # output patches per point (conv positions, MatMul rows per point: rows_of_a_point)
     trans_a: bool = False
 
     @property
@@ -96,7 +96,7 @@ class Layer:
             return r.reshape(r.shape[0], 1, -1), None
         if self.op == "MatMul":
             k = a.shape[-1]
-            per_point = a.reshape(a.shape[0], -1, k)
+            per_point = a.reshape(-1, self.patches, k)
             pos = pick(per_point.shape[1], rng, max_patches)
             if pos is not None:
                 per_point = per_point[:, pos]
@@ -187,9 +187,22 @@ def layer_of(graph: Graph, node: Node) -> Layer | None:
         return None
     if lay.op == "Gemm":
         return Layer(node.name, "Gemm", x, ops.x_axis, lay.weight, ops.w_in, trans_a=ops.x_axis == 0)
+    return Layer(node.name, "MatMul", x, ops.x_axis, lay.weight, ops.w_in, patches=rows_of_a_point(graph, x))
+
+
+def rows_of_a_point(graph: Graph, x: str) -> int:
+    """A MatMul's input rows per calibration point: every axis but the last, less the points (the analysed
+    batch, on the model inputs' axis 0). A point's rows may reach past axis 1: a ``(128, 256)`` input of a BERT
+    export is 128 rows of one point, MobileViT's ``(4, 64, 144)`` 256 (:mod:`graphprune.points`)."""
     shape = graph.shape(x)
-    patches = int(np.prod(shape[1:-1], dtype=np.int64)) if len(shape) > 2 else 1
-    return Layer(node.name, "MatMul", x, ops.x_axis, lay.weight, ops.w_in, patches=patches)
+    rows = int(np.prod(shape[:-1], dtype=np.int64))
+    batch = analysed_batch(graph)
+    return rows // batch if rows % batch == 0 and rows >= batch else max(1, rows // max(1, shape[0]))
+
+
+def analysed_batch(graph: Graph) -> int:
+    """The points one analysed run holds: the least axis 0 of the model's inputs (1 when none has one)."""
+    return min((graph.shape(i)[0] for i in graph.inputs if graph.shape(i)), default=1) or 1
 
 
 def layers(graph: Graph) -> list[Layer]:

@@ -19,6 +19,7 @@ ROOT = Path(graphprune.__file__).resolve().parent.parent
 # lowest first; a module may import its own layer and the ones below (first matching prefix wins)
 LAYERS = [
     ("foundation", ["graphprune.errors", "graphprune.ir", "graphprune.io", "graphprune.progress", "graphprune.workers",
+                    "graphprune.points",
                     "graphprune.runtime", "graphprune.gsgraph"]),
     ("lowering and channels", ["graphprune.frontends.onnx.proto", "graphprune.frontends.onnx.lower",
                                "graphprune.frontends.onnx.fold", "graphprune.frontends.onnx.control_flow", "graphprune.frontends.onnx.untie",

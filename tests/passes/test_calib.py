@@ -83,9 +83,11 @@ def test_data_free_is_seeded_and_noted(source, exported):
     assert any(n.startswith("data-free") for n in result.report.notes)
 
 
-def reshape_model(target=(1, -1)) -> onnx.ModelProto:
+def reshape_model(target=(1, -1), points_behind: bool = False) -> onnx.ModelProto:
     """Conv → Reshape to a constant ``target`` (the batch baked in, as constant folding leaves it: [1, -1]; or
-    merged into the first axis: [4, -1]) → MatMul."""
+    merged into the first axis: [4, -1]) → MatMul. ``points_behind``: a Transpose first moves the channels in
+    front of the points, so a merged axis 0 holds the points inside each channel (seq-first attention's
+    layout): a copy that lets axis 0 grow would mix points."""
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "w"),
              numpy_helper.from_array(np.array(target, np.int64), "shape"),
@@ -95,6 +97,9 @@ def reshape_model(target=(1, -1)) -> onnx.ModelProto:
              helper.make_node("Relu", ["c"], ["r"], name="relu"),
              helper.make_node("Reshape", ["r", "shape"], ["flat"], name="reshape"),
              helper.make_node("MatMul", ["flat", "fc"], ["output"], name="fc")]
+    if points_behind:
+        nodes.insert(2, helper.make_node("Transpose", ["r"], ["rt"], name="behind", perm=[1, 0, 2, 3]))
+        nodes[3].input[0] = "rt"
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 4, 4])],
                               [helper.make_tensor_value_info("output", TensorProto.FLOAT, [max(1, target[0]), 3])],
                               inits)
@@ -103,35 +108,40 @@ def reshape_model(target=(1, -1)) -> onnx.ModelProto:
     return model
 
 
-@pytest.mark.parametrize("model_kind", ["flexible", "baked_batch", "merged_batch"])
+@pytest.mark.parametrize("model_kind", ["flexible", "baked_batch", "merged_batch", "points_behind"])
 def test_gather_runs_batches_of_any_size(exported, model_kind):
     """A model whose shapes follow the batch runs a batch in one call ("relaxed"), as does one whose Reshape
-    target has the analysed batch baked in as its first entry (that entry then follows the input's axis 0); a
-    Reshape that merges the batch into another axis cannot follow it, and runs point by point ("static")."""
+    target has the analysed batch baked in as its first entry (that entry then follows the input's axis 0) or
+    merges the batch into axis 0 point after point (axis 0 then grows with the points); a Reshape that merges
+    points behind the channels cannot follow them, and runs point by point ("static"). Either way every row of
+    every point is there: a tensor of 4 rows per point keeps its 4 (not the first row of each point)."""
+    model = {"baked_batch": lambda: reshape_model((1, -1)), "merged_batch": lambda: reshape_model((4, -1)),
+             "points_behind": lambda: reshape_model((4, -1), points_behind=True)}
     src = (graphprune.api.load(exported("plain_cnn", "legacy")) if model_kind == "flexible"
-           else graphprune.api.load(reshape_model((1, -1) if model_kind == "baked_batch" else (4, -1))))
-    name = "r" if model_kind == "merged_batch" else next(n.inputs[0] for n in src.graph.nodes if n.op in ("Gemm", "MatMul"))
+           else graphprune.api.load(model[model_kind]()))
+    names = ["r", "flat"] if model_kind in ("merged_batch", "points_behind") else \
+        [next(n.inputs[0] for n in src.graph.nodes if n.op in ("Gemm", "MatMul"))]
     shape = src.input_shapes["input"][1:]
     calib = prepare(points(7, shape, seed=3), src)
     seen = []
-    gather(src.model, [name], calib, lambda v: seen.append(v[name]), input_shapes=src.input_shapes, batch_size=3,
+    gather(src.model, names, calib, lambda v: seen.append(v), input_shapes=src.input_shapes, batch_size=3,
            progress=False)
-    assert [len(s) for s in seen] == [3, 3, 1]  # reduced batch by batch: never all points at once
-    from graphprune.methods.calib import ActivationRunner
+    assert [len(s[names[0]]) for s in seen] == [3, 3, 1]  # reduced batch by batch: never all points at once
+    from graphprune.methods.calib import ActivationRunner, expose
 
-    runner = ActivationRunner(src.model, [name], src.input_shapes)
+    runner = ActivationRunner(src.model, names, src.input_shapes)
     runner.run({"input": calib.inputs["input"][:3]})
-    assert runner.mode == ("static" if model_kind == "merged_batch" else "relaxed")
-    from graphprune.methods.calib import expose
+    assert runner.mode == ("static" if model_kind == "points_behind" else "relaxed")
+    single = session(expose(src.model, names))
+    for i, name in enumerate(names):
+        expected = np.concatenate([run(single, {"input": calib.inputs["input"][p:p + 1]})[i] for p in range(7)])
+        np.testing.assert_allclose(np.concatenate([s[name] for s in seen]), expected, rtol=1e-5, atol=1e-6)
 
-    single = session(expose(src.model, [name]))
-    expected = np.concatenate([run(single, {"input": calib.inputs["input"][i:i + 1]})[0] for i in range(7)])
-    np.testing.assert_allclose(np.concatenate(seen), expected, rtol=1e-5, atol=1e-6)
 
-
-def test_only_a_baked_batch_of_an_activation_follows_the_batch():
-    """The relaxed copy rewrites a Reshape target's first entry to 0 only where it is the analysed batch size of
-    an activation's axis 0: a constant reshaped (a bias to [1, C, 1, 1]) or a batch merged into an axis stay."""
+def test_only_an_activation_s_reshape_follows_the_batch():
+    """The relaxed copy rewrites a Reshape target's first entry to 0 where it is the analysed batch size of an
+    activation's axis 0, and a target that merges the batch into axis 0 to its output shape with -1 first;
+    a constant reshaped (a bias to [1, C, 1, 1]) stays."""
     from graphprune.methods.calib import expose
 
     model = reshape_model((1, -1))
@@ -143,15 +153,18 @@ def test_only_a_baked_batch_of_an_activation_follows_the_batch():
     model.graph.node.insert(2, helper.make_node("Add", ["c", "b4"], ["cb"], name="add"))
     model.graph.node[3].input[0] = "cb"
     src = graphprune.api.load(model)
-    relaxed = expose(src.model, ["flat"], relax_batch=True)
-    inits = {i.name: numpy_helper.to_array(i) for i in relaxed.graph.initializer}
-    targets = {n.name: inits[n.input[1]].tolist() for n in relaxed.graph.node if n.op_type == "Reshape"
-               and n.input[1] in inits}
-    assert targets.get("reshape") == [0, -1]
-    assert all(t != [0, 4, 1, 1] for t in targets.values())  # the bias's Reshape (or its folded constant) kept
-    merged = expose(graphprune.api.load(reshape_model((4, -1))).model, ["flat"], relax_batch=True)
-    assert [numpy_helper.to_array(i).tolist() for i in merged.graph.initializer if i.name == "shape"] == [[4, -1]]
-    assert not any(n.input[1].endswith("/follows_batch") for n in merged.graph.node if n.op_type == "Reshape")
+
+    def targets(model):
+        inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        return {n.name: inits[n.input[1]].tolist() for n in model.graph.node if n.op_type == "Reshape"
+                and n.input[1] in inits}
+
+    relaxed = targets(expose(src.model, ["flat"], relax_batch=True))
+    assert relaxed.get("reshape") == [0, -1]
+    assert all(t != [0, 4, 1, 1] for t in relaxed.values())  # the bias's Reshape (or its folded constant) kept
+    merged = targets(expose(graphprune.api.load(reshape_model((4, -1))).model, ["flat"], relax_batch=True))
+    assert merged == {"reshape": [-1, 16]}
+    assert targets(graphprune.api.load(reshape_model((4, -1))).model) == {"reshape": [4, -1]}  # the model kept
 
 
 def test_a_labels_array_is_ignored_by_input_only_methods():
@@ -223,7 +236,8 @@ def test_the_first_batch_runs_once(exported):
     runner.run_relaxed = lambda batch: calls.append(len(next(iter(batch.values())))) or relaxed(batch)
     x = points(5)
     got = runner.run({"input": x})[name]
-    assert runner.mode == "relaxed" and calls == [5, 1]  # the trial's run of the batch is its result; then the head
+    assert runner.mode == "relaxed" and calls == [5, 1, 1]  # the trial's run of the batch is its result; then the
+    # first and the last point alone
     np.testing.assert_array_equal(got, relaxed({"input": x})[name])
 
 

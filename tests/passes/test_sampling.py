@@ -469,3 +469,25 @@ def test_compiled_direct_path_is_the_definition_bit_for_bit(case):
         assert np.all(got[:d // kappa] == 0)
     want = sens.channel_sensitivity_direct(sens.split_signs(rows), w, kappa)
     assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+# ---- a MatMul whose input holds several rows of a point on axis 0 ---------------------------------------
+
+
+@pytest.mark.parametrize("target", [(4, -1), (1, -1)])
+def test_a_matmul_s_rows_are_counted_per_point(target):
+    """A Reshape that merges the batch into axis 0 (``[4, 16]`` per point: MobileViT's attention inputs, BERT's
+    2-D MatMul inputs) leaves a point's rows on axis 0: the layer counts them as that point's patches, and its
+    rows are drawn per point, from that point's block (each point's max_patches of its own rows)."""
+    from graphprune.methods.sensitivity import layer_of
+    from tests.passes.test_calib import reshape_model
+
+    src = graphprune.api.load(reshape_model(target))
+    fc = next(n for n in src.graph.nodes if n.op == "MatMul")
+    layer = layer_of(src.graph, fc)
+    per_point = 4 if target[0] == 4 else 1
+    assert layer.patches == per_point
+    a = np.repeat(np.arange(3, dtype=np.float32), per_point)[:, None] * np.ones((1, 64 // per_point), np.float32)
+    rows, pos = layer.rows_at(a, np.random.default_rng(0), max_patches=2)
+    assert rows.shape == (3 * min(2, per_point), 1, 64 // per_point)
+    np.testing.assert_array_equal(rows[:, 0, 0], np.repeat(np.arange(3), min(2, per_point)))  # point by point

@@ -30,6 +30,7 @@ from graphprune.errors import InternalError, ModelLoadError, VerificationError
 from graphprune.frontends.fx.export import ExportError, capture as export_module
 from graphprune.frontends.fx.trace import evaluating, first_line, TorchSource, fetch, in_eval_mode, load as trace_module
 from graphprune.ir import Graph, Node
+from graphprune.points import agrees, first_points
 
 
 class NotCaptured(InternalError):
@@ -113,10 +114,11 @@ class TorchActivations:
             return self.run_once(batch)
         b = self.static_batch
         padded = pad(batch, -(-n // b) * b)
+        count = len(next(iter(padded.values())))
         if self.mode == "vmap":
-            return {k: v[:n] for k, v in self.run_mapped(padded).items()}
+            return {k: first_points(v, n, count) for k, v in self.run_mapped(padded).items()}
         parts = [self.run_once({k: v[s:s + b] for k, v in padded.items()}) for s in range(0, n, b)]
-        return {k: np.concatenate([p[k] for p in parts], axis=0)[:n] for k in self.names}
+        return {k: first_points(np.concatenate([p[k] for p in parts], axis=0), n, count) for k in self.names}
 
     def choose(self, batch: Mapping[str, np.ndarray], n: int) -> str:
         """"whole", "vmap" or "chunks": the first way whose result on this batch has the right shapes and agrees, on
@@ -132,7 +134,7 @@ class TorchActivations:
                 got = attempt()
             except Exception:  # a shape guard, a size baked into forward, an op vmap has no rule for
                 continue
-            if all(agrees(got[name], head[name], size) for name in self.names):
+            if all(agrees(got[name], head[name], size, b) for name in self.names):
                 return mode
         return "chunks"
 
@@ -194,13 +196,6 @@ def fx_names(capture: TorchSource) -> dict[str, tuple[str, int | None]]:
                 if isinstance(element, str):
                     out.setdefault(element, (fx_name, k))
     return out
-
-
-def agrees(got: np.ndarray, head: np.ndarray, n: int) -> bool:
-    """``got`` has ``n`` points of ``head``'s shape, and its first points are ``head``'s."""
-    scale = max(1.0, float(np.abs(head).max(initial=0)))
-    return (got.shape[0] == n and got.shape[1:] == head.shape[1:]
-            and np.allclose(got[:len(head)], head, rtol=1e-4, atol=1e-5 * scale))
 
 
 def pad(batch: Mapping[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
